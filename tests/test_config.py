@@ -1,0 +1,229 @@
+"Settings layers, profiles, the live guard and the exact messages for bad input."
+import dataclasses
+from pathlib import Path
+import pytest
+from ats.config import (load_settings, SettingsError, LiveTradingRefused, check_live_guard, validate_configuration,
+                        render_ini, SECTIONS, env_names, LIVE_CONFIRMATION)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ini(tmp, text, name="settings.ini"):
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def problems(path, env=None):
+    with pytest.raises(SettingsError) as e:
+        load_settings(path, env=env or {})
+    return [str(p) for p in e.value.problems]
+
+
+def test_shipped_settings_ini_is_the_generated_defaults():
+    "settings.ini in the repo is exactly what the schema renders, so its comments cannot drift."
+    assert (ROOT / "settings.ini").read_text() == render_ini()
+
+
+def test_every_key_documented_in_settings_ini():
+    text = render_ini()
+    for sec, cls in SECTIONS.items():
+        assert f"[{sec}]" in text
+        for f in dataclasses.fields(cls):
+            assert f.name in text, (sec, f.name)
+            assert f.metadata["doc"] in text
+
+
+@pytest.mark.parametrize("layer", ["default", "profile", "ini", "dotenv", "env", "override"])
+def test_each_layer_wins_over_the_ones_below(project, layer):
+    order = ["default", "profile", "ini", "dotenv", "env", "override"]
+    upto = order[: order.index(layer) + 1]
+    env = {}
+    if "profile" in upto: env["ENVIRONMENT"] = "production"      # profile sets logging.level INFO
+    if "ini" in upto: ini(project, "[logging]\nlevel = WARNING\n")
+    if "dotenv" in upto: (project / ".env").write_text("LOG_LEVEL=ERROR\n")
+    if "env" in upto: env["LOG_LEVEL"] = "CRITICAL"
+    ov = {"logging": {"level": {"value": "DEBUG", "by": "t"}}} if "override" in upto else None
+    s = load_settings(project / "settings.ini" if "ini" in upto else None, env=env, overrides=ov, use_file="ini" in upto)
+    expect = dict(default=("DEBUG", "profile"), profile=("INFO", "profile"), ini=("WARNING", "settings.ini"),
+                  dotenv=("ERROR", ".env"), env=("CRITICAL", "environment"), override=("DEBUG", "override"))[layer]
+    # the development profile makes DEBUG the effective default
+    assert (s.logging.level, s.source("logging", "level").layer) == expect
+
+
+@pytest.mark.parametrize("var,section,key,raw,value", [
+    ("IB_HOST", "ib", "host", "10.1.2.3", "10.1.2.3"),
+    ("IB_PORT", "ib", "port", "4002", 4002),
+    ("IB_CLIENT_ID", "ib", "client_id_start", "17", 17),
+    ("ARCTIC_DB_PATH", "arctic", "path", "/tmp/somewhere/db", "/tmp/somewhere/db"),
+    ("LOG_LEVEL", "logging", "level", "WARNING", "WARNING"),
+    ("ENVIRONMENT", "environment", "name", "production", "production"),
+    ("ALPHA_VANTAGE_API_KEY", "data", "alpha_vantage_api_key", "AV-SECRET", "AV-SECRET"),
+    ("QUANDL_API_KEY", "data", "quandl_api_key", "Q-SECRET", "Q-SECRET"),
+    ("ATS_RISK__MAX_POSITION_SIZE", "risk", "max_position_size", "0.05", 0.05),
+    ("ATS_DASHBOARD__WIDGETS", "dashboard", "widgets", "pnl,trades", ["pnl", "trades"]),
+    ("ATS_STOP_LOSS__TRAILING_STOP", "stop_loss", "trailing_stop", "yes", True),
+])
+def test_every_guide_env_variable(project, var, section, key, raw, value):
+    s = load_settings(None, env={var: raw}, use_file=False)
+    assert getattr(getattr(s, section), key) == value
+    assert s.source(section, key).where == f"env {var}"
+
+
+def test_generic_env_name_exists_for_every_key():
+    names = env_names()
+    for sec, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert names[f"ATS_{sec.upper()}__{f.name.upper()}"] == (sec, f.name)
+
+
+def test_arctic_path_gives_lmdb_uri(project):
+    s = load_settings(None, env={"ARCTIC_DB_PATH": str(project / "x")}, use_file=False)
+    assert s.arctic_uri == f"lmdb://{project / 'x'}?map_size=20GB"
+    assert load_settings(None, env={"ATS_ARCTIC__URI": "s3://h:bucket"}, use_file=False).arctic_uri == "s3://h:bucket"
+
+
+def test_development_profile(project):
+    s = load_settings(None, env={}, use_file=False)
+    assert (s.environment.name, s.ib.port, s.ib.paper_trading, s.logging.level) == ("development", 7497, True, "DEBUG")
+    assert not s.monitoring.enabled and not s.backup.enabled and not s.logging.enhanced
+
+
+def test_production_profile(project):
+    s = load_settings(None, env={"ENVIRONMENT": "production"}, use_file=False)
+    assert (s.ib.port, s.ib.paper_trading, s.logging.level) == (7496, False, "INFO")
+    assert s.monitoring.enabled and s.backup.enabled and s.logging.enhanced and s.security.auth_enabled
+
+
+def test_live_guard_refuses_without_both_opt_ins(project):
+    for env in ({"ATS_IB__GATEWAY_TYPE": "tws", "IB_PORT": "7496"},
+                {"ATS_IB__PAPER_TRADING": "false"},
+                {"ENVIRONMENT": "production"},                                   # production alone: live port, no confirmation
+                {"ATS_ENVIRONMENT__CONFIRM_LIVE_TRADING": LIVE_CONFIRMATION, "ATS_IB__PAPER_TRADING": "false"}):  # confirmation alone
+        s = load_settings(None, env=env, use_file=False)
+        with pytest.raises(LiveTradingRefused) as e:
+            check_live_guard(s)
+        assert "refusing to trade real money" in str(e.value)
+    s = load_settings(None, env={"ENVIRONMENT": "production"}, use_file=False)
+    with pytest.raises(LiveTradingRefused) as e:
+        check_live_guard(s)
+    assert f"[environment] confirm_live_trading = {LIVE_CONFIRMATION}" in str(e.value)
+    assert "ENVIRONMENT=production" not in str(e.value).split("To trade live, set")[1]   # already set: not asked for
+
+
+def test_live_guard_allows_explicit_opt_in(project):
+    s = load_settings(None, env={"ENVIRONMENT": "production", "ATS_ENVIRONMENT__CONFIRM_LIVE_TRADING": LIVE_CONFIRMATION}, use_file=False)
+    assert s.is_live
+    check_live_guard(s)
+
+
+def test_gateway_4001_and_4000_are_live(project):
+    for port in ("4001", "4000"):
+        s = load_settings(None, env={"IB_PORT": port, "ATS_IB__GATEWAY_TYPE": "gateway"}, use_file=False)
+        assert s.is_live
+    assert not load_settings(None, env={"IB_PORT": "4002", "ATS_IB__GATEWAY_TYPE": "gateway"}, use_file=False).is_live
+
+
+# ---- at least 15 distinct bad inputs, each with its exact message ------------------------------------
+
+BAD = [
+    ("malformed INI (no section)", "port = 1\n", {},
+     "settings.ini:1: malformed INI: File contains no section headers. file: '{p}', line: 1 'port = 1\\n'. Each line must be '[section]', 'key = value' or a comment starting with ; or #"),
+    ("line without =", "[ib]\nport\n", {},
+     None),
+    ("unknown section", "[ibb]\nport = 1\n", {}, "settings.ini: [ibb]: unknown section (did you mean 'ib'?); known sections: environment, ib, arctic, risk, position_sizing, stop_loss, data, performance, logging, memory, gui, dashboard, security, encryption, backup, recovery, monitoring, alerts, gateway"),
+    ("unknown key", "[ib]\nprot = 1\n", {}, "settings.ini:2: [ib] prot = '1': unknown key (did you mean 'port'?); keys of [ib]: host, port, client_id_start, connection_timeout, reconnect_attempts, reconnect_backoff, heartbeat_interval, paper_trading, gateway_type, account, max_messages_per_second"),
+    ("wrong type int", "[ib]\nport = seven\n", {}, "settings.ini:2: [ib] port = 'seven': expected a whole number from 1 to 65535"),
+    ("fraction for int", "[ib]\nreconnect_attempts = 2.5\n", {}, "settings.ini:2: [ib] reconnect_attempts = '2.5': expected a whole number from 0 to 1000"),
+    ("wrong type bool", "[ib]\npaper_trading = maybe\n", {}, "settings.ini:2: [ib] paper_trading = 'maybe': expected true or false"),
+    ("negative timeout", "[ib]\nconnection_timeout = -5\n", {}, "settings.ini:2: [ib] connection_timeout = '-5': out of range: expected a number > 0 and ≤ None (s)".replace(" and ≤ None", "")),
+    ("zero timeout", "[ib]\nconnection_timeout = 0\n", {}, "settings.ini:2: [ib] connection_timeout = '0': out of range: expected a number > 0 (s)"),
+    ("port out of range", "[ib]\nport = 70000\n", {}, "settings.ini:2: [ib] port = '70000': out of range: expected a whole number from 1 to 65535"),
+    ("fraction above 1", "[risk]\nmax_position_size = 1.5\n", {}, "settings.ini:2: [risk] max_position_size = '1.5': out of range: expected a number > 0 and ≤ 1 (fraction of NAV)"),
+    ("percent instead of fraction", "[risk]\nmax_account_risk = 2\n", {}, "settings.ini:2: [risk] max_account_risk = '2': out of range: expected a number > 0 and ≤ 1 (fraction of NAV)"),
+    ("bad choice", "[position_sizing]\nmethod = martingale\n", {}, "settings.ini:2: [position_sizing] method = 'martingale': 'martingale' is not allowed: expected one of fixed, volatility_adjusted, kelly"),
+    ("bad list item", "[dashboard]\nwidgets = pnl, charts\n", {}, "settings.ini:2: [dashboard] widgets = 'pnl, charts': 'charts' is not allowed: expected a comma-separated list of portfolio, pnl, strategies, trades, status, market, logs"),
+    ("secret in file", "[data]\nalpha_vantage_api_key = abc123\n", {}, "settings.ini:2: [data] alpha_vantage_api_key = '********': secrets must not be written in settings.ini; put it in .env or the environment as ATS_DATA__ALPHA_VANTAGE_API_KEY"),
+    ("bad env value", "", {"IB_PORT": "localhost"}, "env IB_PORT: [ib] port = 'localhost': expected a whole number from 1 to 65535"),
+    ("unknown env var", "", {"ATS_IB__PROT": "1"}, "env ATS_IB__PROT: unknown variable (did you mean 'ATS_IB__PORT'?); the form is ATS_<SECTION>__<KEY>, e.g. ATS_IB__PORT"),
+    ("bad profile", "", {"ENVIRONMENT": "staging"}, "env ENVIRONMENT: [environment] name = 'staging': 'staging' is not allowed: expected one of development, production"),
+    ("duplicate key", "[ib]\nport = 1\nport = 2\n", {}, None),
+    ("nan", "[risk]\nmargin_buffer = nan\n", {}, "settings.ini:2: [risk] margin_buffer = 'nan': expected a number from 0 to 1 (fraction of NAV)"),
+]
+
+
+@pytest.mark.parametrize("name,text,env,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_exact_message(project, name, text, env, expected):
+    p = ini(project, text)
+    msgs = problems(p, env)
+    if expected is None:      # parser-worded messages: check the parts we promise
+        assert len(msgs) == 1 and msgs[0].startswith("settings.ini:") and "malformed INI" in msgs[0], msgs
+        assert "Each line must be '[section]', 'key = value'" in msgs[0]
+    else:
+        assert expected.format(p=p) in msgs, msgs
+
+
+def test_bad_dotenv_line(project):
+    ini(project, "")
+    (project / ".env").write_text("IB_PORT=4002\nthis is not an assignment\n")
+    assert problems(project / "settings.ini") == [".env:2: cannot read line 'this is not an assignment': expected NAME=value"]
+
+
+def test_all_problems_reported_at_once(project):
+    msgs = problems(ini(project, "[ib]\nport = x\nhost = \n[risk]\nmax_position_size = 9\n[nope]\n"))
+    assert len(msgs) == 3, msgs
+
+
+def test_missing_settings_file_is_clear(project):
+    msgs = problems(project / "nope.ini")
+    assert msgs == [f"{project / 'nope.ini'}: settings file not found; run `ats init` to create it, or point ATS_SETTINGS at yours"]
+
+
+# ---- validate_configuration: consistency, database, resources ----------------------------------------
+
+def results(path, env=None):
+    rep, _ = validate_configuration(path, env=env or {}, open_store=False)
+    return rep
+
+
+def test_inconsistent_limits(project):
+    rep = results(ini(project, "[risk]\nmax_strategy_risk = 0.05\nmax_account_risk = 0.02\nemergency_stop_loss = 0.01\n"))
+    msgs = [r.message for r in rep.errors]
+    assert "settings.ini:2: [risk] max_strategy_risk = 0.05: must be ≤ max_account_risk (0.02): one strategy may not lose more than the whole account" in msgs
+    assert "settings.ini:4: [risk] emergency_stop_loss = 0.01: must be ≥ max_account_risk (0.02): the emergency stop is the last line, after new risk is refused" in msgs
+
+
+def test_min_position_above_base(project):
+    rep = results(ini(project, "[position_sizing]\nmin_position_size = 50000\n"))
+    assert any("[position_sizing] min_position_size = 50000.0: must be ≤ base_position_size (10000.0)" in r.message for r in rep.errors)
+
+
+def test_unwritable_database_path(project):
+    (project / "afile").write_text("x")
+    rep = results(ini(project, f"[arctic]\npath = {project / 'afile' / 'db'}\n"))
+    assert [r.message for r in rep.errors] == [f"settings.ini:2: [arctic] path: {project / 'afile' / 'db'} is not a folder ({project / 'afile'} is a file); choose another path"]
+
+
+def test_readonly_database_folder(project):
+    import os
+    ro = project / "ro"; ro.mkdir(); ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK): pytest.skip("running as a user who can write anywhere (root)")
+        rep = results(ini(project, f"[arctic]\npath = {ro / 'db'}\n"))
+        assert "is not writable" in rep.errors[0].message
+    finally:
+        ro.chmod(0o700)
+
+
+def test_invalid_uri(project):
+    rep = results(ini(project, "[arctic]\nuri = postgres://x\n"))
+    assert [r.message for r in rep.errors] == ["settings.ini:2: [arctic] uri = 'postgres://x': not an ArcticDB URI; use lmdb://PATH, s3://HOST:BUCKET?…, azure://… or mem://"]
+
+
+def test_disk_threshold(project):
+    rep = results(ini(project, "[memory]\nmin_free_disk_gb = 1000000\n"))
+    assert any(r.check == "resources" and "below settings.ini:2: [memory] min_free_disk_gb = 1000000.0" in r.message for r in rep.errors)
+
+
+def test_defaults_pass(project):
+    assert results(None).ok
