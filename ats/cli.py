@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #dbec2e2e
 from __future__ import annotations
-import argparse, json, os, sys, textwrap
+import argparse, dataclasses, json, os, sys, textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,7 @@ from .store import Store, StoreError, StrategyConfig
 
 # %% auto #0
 __all__ = ['SEED_STRATEGIES', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies',
-           'build_parser', 'main']
+           'cmd_jobs', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -186,7 +186,48 @@ def _add_strategies(sp):
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_strategies)
 
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies]
+def cmd_jobs(args) -> int:
+    "List job notebooks, run one now, or show the run history."
+    from ats.jobs import discover_jobs, run_job, job_history, notebook_parameters, JobError
+    s = _settings(args)
+    jobs_dir, runs_dir = s.path("data_and_research/jobs"), s.path("data_and_research/runs")
+    if args.action == "list":
+        rows = []
+        for name, path in discover_jobs(jobs_dir).items():
+            ps = notebook_parameters(path)
+            rows.append(dict(job=name, parameters=", ".join(f"{k}={v['default']}" for k, v in ps.items()), notebook=str(path.relative_to(s.base_dir))))
+        if args.json: _print_json(rows)
+        else: print(_table(rows, ["job", "parameters", "notebook"]))
+        return 0
+    st = Store.from_settings(s, create=True)
+    if args.action == "history":
+        h = job_history(st, args.name, limit=args.limit)
+        if args.json: _print_json(h.to_dict(orient="records")); return 0
+        print(h[["job", "started_at", "status", "duration_s", "error", "output_path"]].to_string(index=False) if len(h) else "(no runs)")
+        return 0
+    if not args.name: raise UserError("name the job to run: ats jobs run NAME [-p key value]; see `ats jobs list`")
+    try:
+        run = run_job(args.name, dict(args.p or []), jobs_dir=jobs_dir, runs_dir=runs_dir, store=st, cwd=s.base_dir,
+                      progress=not args.json, by=os.environ.get("USER"))
+    except JobError as e: raise UserError(str(e)) from None
+    if args.json: _print_json(dataclasses.asdict(run))
+    else:
+        print(f"job {run.job}: {run.status} in {run.duration_s:.1f} s; output notebook: {run.output_path}")
+        if run.error: print(f"error: {run.error}", file=sys.stderr)
+    return 0 if run.status == "success" else 1
+
+def _add_jobs(sp):
+    p = sp.add_parser("jobs", help="list job notebooks, run one now (papermill), show run history",
+                      description="Jobs are notebooks in data_and_research/jobs/ with a `parameters` cell. "
+                                  "Each run's output notebook is archived under data_and_research/runs/<job>/.")
+    p.add_argument("action", choices=["list", "run", "history"])
+    p.add_argument("name", nargs="?", help="job name (file name without .ipynb)")
+    p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="set a notebook parameter; repeatable")
+    p.add_argument("--limit", type=int, default=20, help="history rows")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs)
+
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "

@@ -1,0 +1,63 @@
+"Jobs: papermill runs real kernels; outputs archived; history recorded; failures keep their message."
+import json
+import nbformat
+import pytest
+from ats.jobs import run_job, job_history, JobError, next_run, parse_cron
+from ats.store import Store
+from conftest import run_ats
+
+
+def make_job(folder, name="squares"):
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("n = 2\nlabel = 'x'\nsymbols = ['A']", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("assert n > 0, f'n must be positive, got {n}'\n"
+                                          "print('squares', label, symbols, [i * i for i in range(n)])")]
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def test_run_success_failure_and_history(project):
+    make_job(project / "jobs")
+    st = Store(f"lmdb://{project}/db")
+    ok = run_job("squares", {"n": "3", "symbols": "AAPL,MSFT"}, jobs_dir=project / "jobs", runs_dir=project / "runs", store=st)
+    assert ok.status == "success" and ok.parameters == {"n": 3, "symbols": ["AAPL", "MSFT"]}
+    out = nbformat.read(ok.output_path, as_version=4)
+    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "squares x ['AAPL', 'MSFT'] [0, 1, 4]" in text
+    bad = run_job("squares", {"n": "-5"}, jobs_dir=project / "jobs", runs_dir=project / "runs", store=st)
+    assert bad.status == "failed" and bad.error == "AssertionError: n must be positive, got -5"
+    h = job_history(st, "squares")
+    assert list(h["status"]) == ["failed", "success"] and h["parameters"][1] == {"n": 3, "symbols": ["AAPL", "MSFT"]}
+
+
+def test_unknown_job_and_parameter(project):
+    make_job(project / "jobs")
+    with pytest.raises(JobError, match="no job named 'sqares' in .*; jobs: squares"):
+        run_job("sqares", jobs_dir=project / "jobs")
+    with pytest.raises(JobError, match="job 'squares' has no parameter 'm'; its parameters: n, label, symbols"):
+        run_job("squares", {"m": 1}, jobs_dir=project / "jobs")
+    with pytest.raises(JobError, match="parameter n = 'three' is not a valid int"):
+        run_job("squares", {"n": "three"}, jobs_dir=project / "jobs")
+
+
+def test_cli_runs_job(project):
+    run_ats("init", cwd=project, check=True)
+    make_job(project / "data_and_research" / "jobs")
+    r = run_ats("jobs", "run", "squares", "-p", "n", "2", "--json", cwd=project, check=True)
+    assert json.loads(r.stdout)["status"] == "success"
+    r = run_ats("jobs", "run", "squares", "-p", "n", "0", cwd=project)
+    assert r.returncode == 1 and "AssertionError: n must be positive, got 0" in r.stderr
+    h = json.loads(run_ats("jobs", "history", "--json", cwd=project, check=True).stdout)
+    assert [x["status"] for x in h] == ["failed", "success"]
+    assert "squares" in run_ats("jobs", "list", cwd=project, check=True).stdout
+
+
+def test_cron():
+    import datetime as dt
+    utc = dt.timezone.utc
+    assert next_run("0 22 * * 1-5", dt.datetime(2026, 11, 21, 12, tzinfo=utc)) == dt.datetime(2026, 11, 23, 22, tzinfo=utc)
+    assert next_run("0 0 29 2 *", dt.datetime(2026, 3, 1, tzinfo=utc)) == dt.datetime(2028, 2, 29, tzinfo=utc)
+    for bad, msg in [("* * *", "expected 5 fields"), ("0 25 * * *", "hour '25' outside 0-23"), ("x * * * *", "cannot read minute field 'x'")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_cron(bad)
