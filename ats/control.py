@@ -61,10 +61,16 @@ def send_command(store: Store, action: str, target: str = "*", args: dict | None
     if action not in ACTIONS: raise ValueError(f"unknown command {action!r}; commands: {', '.join(ACTIONS)}")
     if not source.replace("_", "").isalnum(): raise ValueError(f"source {source!r}: letters, digits and _ only")
     cmd = Command(action, target, dict(args or {}), by or _who(), source)
-    row = pd.DataFrame([dict(id=cmd.id, action=cmd.action, target=cmd.target, args=json.dumps(cmd.args, default=str),
-                             by=cmd.by, source=cmd.source)], index=pd.DatetimeIndex([cmd.at], name="at"))
-    with _lock(store, f"commands.{source}"):
-        _append(store.library(LIBRARY), f"commands.{source}", row)
+    lib, sym = store.library(LIBRARY), f"commands.{source}"
+    with _lock(store, sym):
+        # stamp inside the lock: the index of an appended symbol must keep increasing
+        cmd.at = dt.datetime.now(dt.timezone.utc)
+        if lib.has_symbol(sym):
+            last = lib.tail(sym, 1).data.index[-1].to_pydatetime()
+            if cmd.at <= last: cmd.at = last + dt.timedelta(microseconds=1)
+        row = pd.DataFrame([dict(id=cmd.id, action=cmd.action, target=cmd.target, args=json.dumps(cmd.args, default=str),
+                                 by=cmd.by, source=cmd.source)], index=pd.DatetimeIndex([cmd.at], name="at"))
+        _append(lib, sym, row)
     return cmd
 
 def command_log(store: Store, limit: int | None = None) -> pd.DataFrame:

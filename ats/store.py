@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any
 import arcticdb as adb
 import pandas as pd
+from arcticdb.config import set_config_int
+
+# Several ats processes share one database (runner writes, dashboard and CLI read and send
+# commands). ArcticDB caches each symbol's version list for a while; a reader would then miss
+# fresh writes, and a writer could append to a version another process has already replaced.
+# Reloading the version map on every access costs little on LMDB and keeps everyone current.
+set_config_int("VersionMap.ReloadInterval", 0)
 
 # %% auto #0
 __all__ = ['LIBRARIES', 'DEFAULT_MAP_SIZE', 'RISK_LIMIT_KEYS', 'CONFIG_PREFIX', 'OVERRIDES_SYMBOL', 'StoreError', 'lmdb_path',
