@@ -84,3 +84,12 @@ def test_strategies_lifecycle(project):
     assert r.returncode == 2 and "no strategy named 'ghost'; configured strategies: mine" in r.stderr
     r = run_ats("strategies", "add", "other", "--file", "missing.py", cwd=project)
     assert r.returncode == 2 and "strategy file 'missing.py' not found" in r.stderr
+
+
+def test_check_reports_a_stored_config_whose_file_vanished(project):
+    (project / "strategies" / "ma_crossover.py").write_text("")
+    run_ats("init", cwd=project, check=True)
+    (project / "strategies" / "ma_crossover.py").unlink()
+    r = run_ats("check", cwd=project)
+    assert r.returncode == 1
+    assert "strategy 'ma_crossover': strategy file 'ma_crossover.py' not found in" in r.stdout
