@@ -34,7 +34,7 @@ run: install
 	$(BIN)/ats check
 	@echo "ats is initialised and its configuration is valid. Next: the paper gateway and live runner (ats up) arrive with the live-trading core."
 
-test: install
+test: install /usr/bin/chromium
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/nbdev-test --n-workers 2
 
