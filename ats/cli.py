@@ -11,10 +11,11 @@ from typing import Callable
 from .config import (SettingsError, LiveTradingRefused, load_settings, render_ini, validate_configuration,
                         find_settings_file, DEFAULT_INI, mask)
 from .store import Store, StoreError, StrategyConfig
+import pandas as pd
 
 # %% auto #0
 __all__ = ['SEED_STRATEGIES', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies',
-           'cmd_jobs', 'build_parser', 'main']
+           'cmd_jobs', 'cmd_backtest', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -227,7 +228,44 @@ def _add_jobs(sp):
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
 
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs]
+def cmd_backtest(args) -> int:
+    "Backtest a strategy file on sample, random or stored data."
+    from ats.backtest import run_backtest_cli, to_json
+    s = _settings(args)
+    st = Store.from_settings(s, create=True) if (args.source == "arctic" or args.save) else None
+    params = dict(parse_param(p) for p in args.p or [])
+    res = run_backtest_cli(args.strategy, args.symbols.split(",") if args.symbols else None, args.start, args.end, args.source,
+                           params, strategies_dir=s.path("strategies"), store=st, init_cash=args.cash, fees=args.fees,
+                           slippage=args.slippage, save_as=args.save)
+    if args.json: _print_json(to_json(res)); return 0
+    st_ = res.stats
+    print(f"{res.strategy} {json.dumps(res.params)}\n")
+    rows = [dict(stat=k, value=(f"{v:.2%}" if k in ("total_return", "cagr", "max_drawdown", "volatility", "exposure", "win_rate") and isinstance(v, float)
+                               else f"{v:.2f}" if isinstance(v, float) else v)) for k, v in st_.items()]
+    print(_table(rows, ["stat", "value"]))
+    if len(res.trades):
+        t = res.trades.copy()
+        for c in ("entry_time", "exit_time"): t[c] = t[c].map(lambda x: "" if pd.isna(x) else str(pd.Timestamp(x).date()))
+        print("\ntrades:\n" + t.round(2).to_string(index=False))
+    if args.save: print(f"\nsaved to the research library as backtest.{args.save}")
+    return 0
+
+def _add_backtest(sp):
+    p = sp.add_parser("backtest", help="backtest a strategy with vectorbt and print stats and trades",
+                      description="Runs the same Strategy class the live runtime trades, on sample (bundled, offline), random or arctic data.")
+    p.add_argument("strategy", help="strategy file name in strategies/ (without .py)")
+    p.add_argument("--symbols", help="comma-separated symbols (default: the strategy's own)")
+    p.add_argument("--start"); p.add_argument("--end")
+    p.add_argument("--source", choices=["sample", "random", "arctic"], default="sample")
+    p.add_argument("-p", action="append", metavar="KEY=VALUE", help="strategy parameter; repeatable")
+    p.add_argument("--cash", type=float, default=100_000.0, help="initial cash (default 100000)")
+    p.add_argument("--fees", type=float, default=0.0005, help="fees as a fraction of traded value (default 0.0005)")
+    p.add_argument("--slippage", type=float, default=0.0005, help="slippage as a fraction of price (default 0.0005)")
+    p.add_argument("--save", metavar="NAME", help="save the result in the research library")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backtest)
+
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs, _add_backtest]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "
@@ -251,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr); return 2
     except (UserError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
-    except (ValueError, KeyError) as e:
+    except Exception as e:
+        from ats.strategy import StrategyLoadError
+        from ats.data import DataSourceError
+        if not isinstance(e, (ValueError, KeyError, StrategyLoadError, DataSourceError)): raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr); return 2
