@@ -104,6 +104,7 @@ class Exchange:
         self.state_path = Path(state_path) if state_path else None
         self.lock = threading.RLock()
         self.dirty = False
+        self.market_open = True                    # the server closes it between sessions: orders then wait for the open
         if self.state_path and self.state_path.exists(): self.load()
 
     # ---- market ----------------------------------------------------------------------
@@ -170,7 +171,7 @@ class Exchange:
                 return [("whatif", o, self.what_if(o))]
             if why:
                 o.status = "Inactive"; self.orders[key] = o; self.dirty = True
-                return [("error", o.order_id, 201, why), ("open", o), ("status", o)]
+                return [("error", o.order_id, 201, why, o.client_id), ("open", o), ("status", o)]
             if o.order_type in ("TRAIL", "TRAIL LIMIT") and o.trail_stop_price is None and self.last.get(o.con_id):
                 o.trail_stop_price = self._trail_from(o, self.last[o.con_id])
             self.orders[key] = o; self.dirty = True
@@ -186,10 +187,10 @@ class Exchange:
                     ev += [("open", sib), ("status", sib)]
             o.status = "PreSubmitted" if held or o.order_type in ("STP", "STP LMT", "TRAIL", "TRAIL LIMIT") else "Submitted"
             ev += [("open", o), ("status", o)]
-            if not held and self.last.get(o.con_id) is not None:
+            if not held and self.market_open and self.last.get(o.con_id) is not None:
                 ev += self._match(o.con_id, self.last[o.con_id], now, gap=True, only=o)
             for sib in self._family(o):
-                if sib is not o and not sib.parent_id and sib.status == "Submitted" and self.last.get(sib.con_id) is not None:
+                if sib is not o and not sib.parent_id and sib.status == "Submitted" and self.market_open and self.last.get(sib.con_id) is not None:
                     ev += self._match(sib.con_id, self.last[sib.con_id], now, gap=True, only=sib)
             return ev
 
@@ -240,7 +241,7 @@ class Exchange:
 
     def _cancel(self, o: Order, reason: str) -> list:
         o.status = "Cancelled"; self.dirty = True
-        return [("status", o), ("error", o.order_id, 202, reason)]
+        return [("status", o), ("error", o.order_id, 202, reason, o.client_id)]
 
     def _trail_from(self, o: Order, px: float) -> float:
         d = px * o.trailing_percent / 100 if o.trailing_percent is not None else o.aux_price

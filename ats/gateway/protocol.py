@@ -71,11 +71,13 @@ def fmt(v) -> str:
     if v is None: return ""
     if isinstance(v, bool): return "1" if v else "0"
     if isinstance(v, Decimal): v = float(v) if v != v.to_integral_value() else int(v)
-    if isinstance(v, float):
+    if isinstance(v, float):                 # numpy floats too (they subclass float)
+        v = float(v)
         if v == UNSET_DOUBLE or math.isnan(v): return ""
         if math.isinf(v): return "Infinite"
         return repr(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
-    if isinstance(v, int) and v == UNSET_INTEGER: return ""
+    if isinstance(v, int): return "" if v == UNSET_INTEGER else str(int(v))
+    if hasattr(v, "item"): return fmt(v.item())   # other numpy scalars
     return str(v)
 
 def frame(*fields) -> bytes:
