@@ -18,8 +18,8 @@ from .exchange import Exchange, Instrument, Bar, EngineConfig
 log = logging.getLogger("ats.gateway")
 
 # %% auto #0
-__all__ = ['log', 'RTH', 'UNIVERSE', 'DURATION_RE', 'BAR_SIZES', 'contextlib_suppress', 'make_instrument', 'parse_duration',
-           'Session', 'PaperGateway', 'GatewayThread', 'cli_main']
+__all__ = ['log', 'RTH', 'UNIVERSE', 'DURATION_RE', 'BAR_SIZES', 'contextlib_suppress', 'make_instrument', 'quote',
+           'parse_duration', 'Session', 'PaperGateway', 'GatewayThread', 'cli_main']
 
 # %% ../../nbs/17_gateway_service.ipynb #4c42a3d2
 RTH = "{d}:0930-{d}:1600"
@@ -38,6 +38,11 @@ def _bar_tuple(t: pd.Timestamp, r, intraday: bool) -> tuple:
     date = t.strftime("%Y%m%d %H:%M:%S") + " UTC" if intraday else t.strftime("%Y%m%d")
     wap = round((r.high + r.low + r.close) / 3, 4)
     return (date, round(r.open, 4), round(r.high, 4), round(r.low, 4), round(r.close, 4), int(r.volume), wap, 1)
+
+def quote(px: float, inst: Instrument) -> tuple[float, float]:
+    "Bid and ask around the last price: at least one tick each side, about 1 bp on liquid names."
+    half = max(inst.min_tick, round(px * 0.0001, 2))
+    return round(px - half, 2), round(px + half, 2)
 
 DURATION_RE = re.compile(r"^\s*(\d+)\s*([SDWMY])\s*$")
 BAR_SIZES = {"1 min": 60, "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600, "15 mins": 900, "20 mins": 1200,
@@ -212,9 +217,9 @@ class PaperGateway:
         subs = [(s, rid) for s in self.sessions for rid, c in s.mkt.items() if c == cid]
         if not subs: return
         px = self.exchange.last[cid]
-        spread = max(self.instruments[cid].min_tick, round(px * 0.0001, 2))
+        bid, ask = quote(px, self.instruments[cid])
         for s, rid in subs:
-            s.send(*m_tick_price(rid, Tick.BID, round(px - spread / 2, 2), 100)); s.send(*m_tick_price(rid, Tick.ASK, round(px + spread / 2, 2), 100))
+            s.send(*m_tick_price(rid, Tick.BID, bid, 100)); s.send(*m_tick_price(rid, Tick.ASK, ask, 100))
             s.send(*m_tick_price(rid, Tick.LAST, px, 100)); s.send(*m_tick_size(rid, Tick.VOLUME, b.volume * (ph + 1) / 4))
             self.stats["ticks"] += 4
 
@@ -408,8 +413,8 @@ class PaperGateway:
         ex, cid = self.exchange, inst.con_id
         px, b = ex.last.get(cid), ex.bar.get(cid)
         if px is not None:
-            spread = max(inst.min_tick, round(px * 0.0001, 2))
-            s.send(*m_tick_price(rid, Tick.BID, round(px - spread / 2, 2), 100)); s.send(*m_tick_price(rid, Tick.ASK, round(px + spread / 2, 2), 100))
+            bid, ask = quote(px, inst)
+            s.send(*m_tick_price(rid, Tick.BID, bid, 100)); s.send(*m_tick_price(rid, Tick.ASK, ask, 100))
             s.send(*m_tick_price(rid, Tick.LAST, px, 100))
             if b is not None:
                 s.send(*m_tick_price(rid, Tick.HIGH, b.high)); s.send(*m_tick_price(rid, Tick.LOW, b.low))
