@@ -15,7 +15,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SEED_STRATEGIES', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies',
-           'cmd_jobs', 'cmd_backtest', 'build_parser', 'main']
+           'cmd_jobs', 'cmd_backtest', 'cmd_gateway', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -265,7 +265,19 @@ def _add_backtest(sp):
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backtest)
 
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs, _add_backtest]
+def cmd_gateway(args) -> int:
+    "Run the paper gateway in the foreground (its own options: `ats gateway --help`)."
+    from ats.gateway.service import cli_main
+    s = load_settings(args.settings, strict=False)
+    errs = [p for p in s.problems if p.level == "error"]
+    if errs and "--help" not in args.args and "-h" not in args.args: raise SettingsError(errs)
+    return cli_main(args.args, settings=s)
+
+def _add_gateway(sp):
+    p = sp.add_parser("gateway", help="run the paper gateway: a simulated IB account speaking the TWS API (ats gateway --help)", add_help=False)
+    p.set_defaults(func=cmd_gateway)
+
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs, _add_backtest, _add_gateway]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "
@@ -278,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ats` console script."
     ap = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = []
+    if "gateway" in argv:                     # the gateway parses its own options: hand it everything after its name
+        k = argv.index("gateway")
+        argv, rest = argv[:k + 1], argv[k + 1:]
     args = ap.parse_args(argv)
+    if getattr(args, "command", None) == "gateway": args.args = rest
     if not getattr(args, "func", None):
         ap.print_help(); return 2
     try:
