@@ -95,6 +95,7 @@ def test_bracket_order_fills_with_commissions_and_account_adds_up(gw):
     c = Stock("AAPL", "SMART", "USD"); ib.qualifyContracts(c)
     px = ib.reqHistoricalData(c, "", "2 D", "1 day", "TRADES", True)[-1].close
     br = ib.bracketOrder("BUY", 100, limitPrice=round(px * 1.01, 2), takeProfitPrice=round(px * 1.03, 2), stopLossPrice=round(px * 0.95, 2))
+    for o in br: o.tif = "GTC"
     trades = [ib.placeOrder(c, o) for o in br]
     ib.sleep(0.3)
     parent, tp, sl = trades
@@ -126,6 +127,15 @@ def test_positions_portfolio_and_pnl(gw):
     assert abs(item.unrealizedPNL - (item.marketValue - 50 * item.averageCost)) < 0.02
     pnl = ib.reqPnL("DU0000001"); ib.sleep(0.2)
     assert abs(pnl.unrealizedPnL - item.unrealizedPNL) < 0.02
+    ib.disconnect()
+
+
+def test_day_orders_expire_at_the_close(gw):
+    ib = connect(gw.port)
+    c = Stock("IBM", "SMART", "USD"); ib.qualifyContracts(c)
+    day, gtc = ib.placeOrder(c, LimitOrder("BUY", 10, 1.0)), ib.placeOrder(c, LimitOrder("BUY", 10, 1.0, tif="GTC"))
+    ib.sleep(0.2); gw.call(gw.gw.step, 1); ib.sleep(0.2)
+    assert day.orderStatus.status == "Cancelled" and gtc.orderStatus.status == "Submitted"
     ib.disconnect()
 
 
@@ -243,3 +253,18 @@ def test_accelerated_clock_moves_by_itself(tmp_path):
         c = Stock("ZZZ", "SMART", "USD"); ib.qualifyContracts(c)          # random data: any symbol exists
         assert c.conId > 0
         ib.disconnect()
+
+
+def test_stall_and_delayed_fills(gw):
+    ib = connect(gw.port)
+    c = Stock("IBM", "SMART", "USD"); ib.qualifyContracts(c)
+    gw.call(gw.gw.delay_fills, 0.5)
+    t = ib.placeOrder(c, MarketOrder("BUY", 1)); ib.sleep(0.2)
+    assert t.orderStatus.status == "Submitted" and not t.fills
+    ib.sleep(0.6)
+    assert t.orderStatus.status == "Filled"
+    gw.call(gw.gw.delay_fills, 0)
+    gw.call(gw.gw.stall, 0.5)
+    t0 = time.perf_counter(); ib.reqCurrentTime()
+    assert time.perf_counter() - t0 >= 0.4
+    ib.disconnect()

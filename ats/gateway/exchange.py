@@ -4,7 +4,7 @@
 
 # %% ../../nbs/16_gateway_exchange.ipynb #37b998cb
 from __future__ import annotations
-import dataclasses, datetime as dt, json, math, os, tempfile, threading
+import dataclasses, datetime as dt, json, math, os, tempfile, threading, time
 from dataclasses import dataclass, field, asdict
 from decimal import Decimal
 from pathlib import Path
@@ -105,6 +105,8 @@ class Exchange:
         self.lock = threading.RLock()
         self.dirty = False
         self.market_open = True                    # the server closes it between sessions: orders then wait for the open
+        self.fill_delay = 0.0                      # fault injection: seconds (real time) before a new order may fill
+        self.held_until: dict[tuple[int, int], float] = {}
         if self.state_path and self.state_path.exists(): self.load()
 
     # ---- market ----------------------------------------------------------------------
@@ -175,6 +177,7 @@ class Exchange:
             if o.order_type in ("TRAIL", "TRAIL LIMIT") and o.trail_stop_price is None and self.last.get(o.con_id):
                 o.trail_stop_price = self._trail_from(o, self.last[o.con_id])
             self.orders[key] = o; self.dirty = True
+            if self.fill_delay > 0: self.held_until[key] = time.monotonic() + self.fill_delay
             held = not o.transmit or (o.parent_id and not self._parent_filled(o))
             if not o.transmit:
                 o.status = "PreSubmitted"; o.why_held = "waiting for transmit"
@@ -208,6 +211,22 @@ class Exchange:
             ev = []
             for o in list(self.orders.values()):
                 if not o.done: ev += self._cancel(o, "global cancel")
+            return ev
+
+    def delay_fills(self, seconds: float) -> None:
+        "Fault injection: new orders may fill only after `seconds` of real time."
+        with self.lock: self.fill_delay = float(seconds)
+
+    def release_due(self, now: dt.datetime) -> list:
+        "Match orders whose fill delay has passed."
+        with self.lock:
+            t, ev = time.monotonic(), []
+            for key, until in list(self.held_until.items()):
+                if until <= t:
+                    del self.held_until[key]
+                    o = self.orders.get(key)
+                    if o and not o.done and self.market_open and self.last.get(o.con_id) is not None:
+                        ev += self._match(o.con_id, self.last[o.con_id], now, gap=True, only=o)
             return ev
 
     def reject_next(self, n: int, reason: str = "") -> None:
@@ -272,6 +291,7 @@ class Exchange:
         cands = [only] if only else [o for o in self.orders.values() if o.con_id == con_id]
         for o in sorted(cands, key=lambda x: x.perm_id):
             if o.done or o.status == "PendingSubmit" or o.why_held or (o.parent_id and not self._parent_filled(o)): continue
+            if (o.client_id, o.order_id) in self.held_until: continue
             if o.status == "PreSubmitted" and o.parent_id and o.order_type not in ("STP", "STP LMT", "TRAIL", "TRAIL LIMIT"):
                 o.status = "Submitted"
             t = o.order_type
@@ -327,6 +347,9 @@ class Exchange:
             for ch in [c for c in self.orders.values() if c.client_id == o.client_id and c.parent_id == o.order_id and not c.done]:
                 ch.status = "PreSubmitted" if ch.order_type in ("STP", "STP LMT", "TRAIL", "TRAIL LIMIT") else "Submitted"
                 ev.append(("status", ch))
+            if o.parent_id:                 # bracket children of one parent are one OCA group at IB
+                for sib in [c for c in self.orders.values() if c.client_id == o.client_id and c.parent_id == o.parent_id and c is not o and not c.done]:
+                    ev += self._cancel(sib, f"bracket sibling of order {o.order_id} filled")
             if o.oca_group:
                 for sib in [c for c in self.orders.values() if c.oca_group == o.oca_group and c is not o and c.client_id == o.client_id and not c.done]:
                     if o.oca_type in (2, 3):    # reduce the others by the filled quantity
@@ -433,18 +456,30 @@ class Exchange:
 
     # ---- persistence -------------------------------------------------------------------
     def snapshot(self) -> dict:
+        "Everything but the fills (those go to an append-only journal)."
         enc = lambda d: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in d.items()}
         return dict(account=self.account, cash=self.cash, next_perm=self.next_perm, next_exec=self.next_exec, last=self.last,
-                    day_start_nlv=self.day_start_nlv, orders=[enc(asdict(o)) for o in self.orders.values()],
-                    fills=[enc(asdict(f)) for f in self.fills], positions=[enc(asdict(p)) for p in self.positions.values()])
+                    day_start_nlv=self.day_start_nlv, fills_saved=len(self.fills),
+                    orders=[enc(asdict(o)) for o in self.orders.values() if not o.done or o.filled],
+                    positions=[enc(asdict(p)) for p in self.positions.values()])
+
+    @property
+    def journal_path(self) -> Path: return self.state_path.with_suffix(".fills.jsonl")
 
     def save(self) -> None:
-        "Write the state atomically (temp file + rename): a crash never leaves half a file."
+        """Persist: new fills are appended to the journal first, then the rest is written atomically (temp file +
+        rename), so a crash never leaves half a file and never loses a fill the snapshot counts."""
         if not self.state_path: return
+        enc = lambda d: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in d.items()}
         with self.lock:
+            new = self.fills[getattr(self, "_fills_saved", 0):]
+            lines = "".join(json.dumps(enc(asdict(f))) + "\n" for f in new)
             data = json.dumps(self.snapshot())
+            self._fills_saved = len(self.fills)
             self.dirty = False
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        if lines:
+            with open(self.journal_path, "a") as fh: fh.write(lines); fh.flush(); os.fsync(fh.fileno())
         fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".gateway-state")
         with os.fdopen(fd, "w") as fh: fh.write(data); fh.flush(); os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
@@ -456,5 +491,8 @@ class Exchange:
         self.next_perm, self.next_exec, self.day_start_nlv = s["next_perm"], s["next_exec"], s["day_start_nlv"]
         self.last = {int(k): v for k, v in s["last"].items()}
         self.orders = {(o["client_id"], o["order_id"]): Order(**dec(o, {"total_quantity", "filled"})) for o in s["orders"]}
-        self.fills = [Fill(**dec(f, {"shares", "cum_qty"})) for f in s["fills"]]
         self.positions = {p["con_id"]: Position(**dec(p, {"qty"})) for p in s["positions"]}
+        lines = self.journal_path.read_text().splitlines() if self.journal_path.exists() else []
+        # fills journaled after the last snapshot belong to state the snapshot does not have: keep the snapshot's view
+        self.fills = [Fill(**dec(json.loads(x), {"shares", "cum_qty"})) for x in lines[:s["fills_saved"]]]
+        self._fills_saved = len(self.fills)

@@ -77,7 +77,7 @@ class Session:
     closed: bool = False
 
     def send(self, *fields) -> None:
-        if not self.closed: self.writer.write(frame(*fields))
+        if not self.closed and not self.writer.is_closing(): self.writer.write(frame(*fields))
 
 # %% ../../nbs/17_gateway_service.ipynb #52c724da
 class PaperGateway:
@@ -86,9 +86,10 @@ class PaperGateway:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7497, *, account: str = "DU0000001", cash: float = 1_000_000.0,
                  data: str = "sample", speed: float = 0.0, start: str | None = None, state_path: str | Path | None = None,
-                 config: EngineConfig | None = None, store=None, seed: int = 0):
+                 config: EngineConfig | None = None, store=None, seed: int = 0, max_msg_per_sec: int = 50):
         self.host, self.port, self.account, self.data, self.speed = host, port, account, data, float(speed)
         self.store, self.seed = store, seed
+        self.MAX_MSG_PER_SEC = max_msg_per_sec                 # IB's pacing limit; benchmarks raise it
         self.instruments: dict[int, Instrument] = {}
         self.bars: dict[int, pd.DataFrame] = {}
         for i, (sym, prim, ccy, name) in enumerate(UNIVERSE):
@@ -105,6 +106,7 @@ class PaperGateway:
         self.stall_until = 0.0
         self._tasks: list[asyncio.Task] = []
         self.stats = collections.Counter()
+        self._dirty_positions, self._dirty_account = set(), False
         self._set_day(self.day)
 
     # ---- data ---------------------------------------------------------------------------
@@ -169,6 +171,7 @@ class PaperGateway:
     def step(self, days: int = 1) -> None:
         "Advance the clock by whole sessions (open, range, close) — for tests and the manual clock."
         for _ in range(days): self._run_session_phases(range(4))
+        self.flush_updates()
 
     def _run_session_phases(self, phases) -> None:
         for ph in phases: self._phase(ph)
@@ -257,8 +260,21 @@ class PaperGateway:
                 if requester: requester.send(*m_open_order(o, self.instruments[o.con_id], info))
             elif kind == "position": positions.add(e[1])
             elif kind == "account": account_dirty = True
-        for cid in positions: self._send_position(cid)
-        if account_dirty or positions: self._send_account()
+        # like TWS, position and account updates are batched rather than sent after every fill
+        self._dirty_positions |= positions
+        self._dirty_account |= account_dirty or bool(positions)
+
+    async def _updates(self) -> None:
+        "Send batched position and account updates every 100 ms."
+        while True:
+            await asyncio.sleep(0.1)
+            if self.exchange.held_until: self.dispatch(self.exchange.release_due(self.now()))
+            self.flush_updates()
+
+    def flush_updates(self) -> None:
+        for cid in self._dirty_positions: self._send_position(cid)
+        if self._dirty_account: self._send_account()
+        self._dirty_positions, self._dirty_account = set(), False
 
     def _order_watchers(self, client_id: int) -> list[Session]:
         return [s for s in self.sessions if s.client_id == client_id or s.client_id == 0]
@@ -533,6 +549,7 @@ class PaperGateway:
         self.port = self.server.sockets[0].getsockname()[1]
         if self.speed > 0: self._tasks.append(asyncio.create_task(self._clock()))
         self._tasks.append(asyncio.create_task(self._autosave()))
+        self._tasks.append(asyncio.create_task(self._updates()))
         log.info("paper gateway on %s:%s, account %s, data %s, clock at %s", self.host, self.port, self.account, self.data, self.days[self.day].date())
         return self
 
@@ -565,6 +582,10 @@ class PaperGateway:
 
     def reject_next(self, n: int, reason: str = "rejected by fault injection") -> None:
         self.exchange.reject_next(n, reason)
+
+    def delay_fills(self, seconds: float) -> None:
+        "New orders fill only after `seconds` of real time (0 switches it off)."
+        self.exchange.delay_fills(seconds)
 
 import contextlib
 contextlib_suppress = lambda: contextlib.suppress(Exception)
@@ -622,6 +643,7 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     ap.add_argument("--state", default=str(settings.path(g.state_file)) if g else "gateway_state.json", help="file the paper account is kept in")
     ap.add_argument("--fresh", action="store_true", help="start with a new account (deletes the state file)")
     ap.add_argument("--reject-next", type=int, default=0, help="fault injection: reject the next N orders")
+    ap.add_argument("--delay-fills", type=float, default=0.0, help="fault injection: orders fill only after this many seconds")
     a = ap.parse_args(argv)
     if a.fresh and Path(a.state).exists(): Path(a.state).unlink()
     cfg = EngineConfig(commission_per_share=g.commission_per_share, commission_min=g.commission_min, slippage_bps=g.slippage_bps) if g else None
@@ -634,6 +656,7 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
         gw = await PaperGateway(a.host, a.port, account=a.account, cash=a.cash, data=a.data, speed=a.speed, start=a.start,
                                 state_path=a.state, config=cfg, store=store).start()
         if a.reject_next: gw.reject_next(a.reject_next)
+        if a.delay_fills: gw.delay_fills(a.delay_fills)
         print(f"paper gateway listening on {a.host}:{gw.port} (account {a.account}, data {a.data}, "
               f"clock {gw.days[gw.day].date()}, speed {a.speed:g}x); Ctrl-C stops it", flush=True)
         stop = asyncio.Event()
