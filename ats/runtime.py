@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 # %% auto #0
-__all__ = ['log', 'WorkerState', 'WorkerStats', 'StrategyWorker']
+__all__ = ['log', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'BarEvent', 'Slot', 'LiveContext', 'Runtime']
 
 # %% ../nbs/22_runtime.ipynb #a37d7770
 log = logging.getLogger("ats.runtime")
@@ -147,3 +147,202 @@ class StrategyWorker:
         self.state = WorkerState.STOPPING
         if self.handler is not None and self.stop_event is not None: self._call(self.stop_event)
         self.state = WorkerState.STOPPED
+
+# %% ../nbs/22_runtime.ipynb #43c57614
+from .strategy import load_strategy_class, OrderIntent, order_key
+from .ledger import Ledger, Fill as LedgerFill, dec
+from .sizing import SizingConfig, target_quantities
+from .risk import RiskEngine, RiskConfig, OrderRequest, Snapshot
+
+@dataclass
+class BarEvent:
+    "A completed daily bar of every symbol the strategy trades."
+    time: pd.Timestamp
+    closes: dict
+
+@dataclass
+class Slot:
+    "One running strategy: its config, connection, worker and bookkeeping."
+    cfg: Any
+    client_id: int
+    ib: Any = None
+    worker: StrategyWorker | None = None
+    contracts: dict = field(default_factory=dict)
+    last_bar: pd.Timestamp | None = None
+    orders: int = 0
+    refused: int = 0
+    error: str = ""
+
+class LiveContext:
+    "The StrategyContext a strategy sees in live trading."
+    def __init__(self, rt: "Runtime", slot: Slot):
+        self.rt, self.slot = rt, slot
+    def submit(self, intent: OrderIntent):
+        self.rt.loop.call_soon_threadsafe(self.rt._order_path, self.slot, intent)
+        return intent
+    def position(self, symbol: str) -> float:
+        return float(self.rt.ledger.position(self.slot.cfg.strategy_name, self.slot.contracts[symbol].conId))
+    @property
+    def capital(self) -> float: return self.rt.capital(self.slot)
+    def history(self, symbol: str, n: int | None = None) -> pd.DataFrame:
+        h = self.rt.history.get(symbol, pd.DataFrame())
+        return h.tail(n) if n else h
+    @property
+    def now(self): return self.slot.last_bar
+    def log(self, message: str, level: str = "INFO"): log.log(getattr(logging, level), "%s: %s", self.slot.cfg.strategy_name, message)
+
+class Runtime:
+    "Runs the active strategies against TWS / IB Gateway / the paper gateway."
+    def __init__(self, settings, store, *, host: str | None = None, port: int | None = None, names: list[str] | None = None,
+                 strategies_dir: str | Path | None = None):
+        from ats.config import check_live_guard
+        check_live_guard(settings)
+        self.s, self.store, self.names = settings, store, names
+        self.host, self.port = host or settings.ib.host, port or settings.ib.port
+        self.dir = Path(strategies_dir) if strategies_dir else settings.path("strategies")
+        self.ledger = Ledger(settings.environment.base_currency)
+        self.sizing = SizingConfig.from_settings(settings.position_sizing)
+        self.slots: dict[str, Slot] = {}
+        self.history: dict[str, pd.DataFrame] = {}
+        self.bars: dict[str, Any] = {}
+        self.pending: dict[str, dict[pd.Timestamp, float]] = {}
+        self.alerts: list[tuple[str, str]] = []
+        self.ib = None
+        self.loop = None
+
+    def alert(self, level: str, message: str) -> None:
+        self.alerts.append((level, message)); log.log(getattr(logging, level, logging.WARNING), message)
+
+    async def start(self) -> "Runtime":
+        from ib_async import IB
+        self.loop = asyncio.get_running_loop()
+        self.ib = IB()
+        await self.ib.connectAsync(self.host, self.port, clientId=self.s.ib.client_id_start, timeout=self.s.ib.connection_timeout)
+        cfgs = [c for c in self.store.load_strategy_configs(validate=False, active_only=True) if not self.names or c.strategy_name in self.names]
+        limits = {c.strategy_name: c.risk_limits for c in cfgs}
+        self.risk = RiskEngine(RiskConfig.from_settings(self.s), limits, self.s.path("data_and_research/db/risk_state.json"))
+        for n, cfg in enumerate(cfgs, start=1):
+            await self.start_strategy(cfg, self.s.ib.client_id_start + n)
+        return self
+
+    async def start_strategy(self, cfg, client_id: int) -> Slot:
+        "Load, connect and start one strategy; a broken strategy is reported and skipped, the others go on."
+        from ib_async import IB, Stock
+        slot = Slot(cfg, client_id)
+        self.slots[cfg.strategy_name] = slot
+        try:
+            cls = load_strategy_class(self.dir / cfg.filename)
+            probe = cls(cfg.parameters, name=cfg.strategy_name)
+        except Exception as e:
+            slot.error = str(e); self.alert("ERROR", f"strategy {cfg.strategy_name} not started: {e}"); return slot
+        slot.ib = IB()
+        await slot.ib.connectAsync(self.host, self.port, clientId=client_id, timeout=self.s.ib.connection_timeout)
+        slot.ib.execDetailsEvent += lambda trade, fill, slot=slot: self._on_fill(slot, fill)
+        slot.ib.commissionReportEvent += lambda trade, fill, report: self._on_commission(report)
+        for sym in probe.symbols:
+            c = Stock(sym, "SMART", "USD")
+            await slot.ib.qualifyContractsAsync(c)
+            slot.contracts[sym] = c
+            await self._subscribe(sym, c)
+        ctx = LiveContext(self, slot)
+        slot.worker = StrategyWorker(cfg.strategy_name, lambda: cls(cfg.parameters, name=cfg.strategy_name, ctx=ctx), self._dispatch,
+                                     max_recovery_attempts=self.s.recovery.max_recovery_attempts, recovery_delay=self.s.recovery.recovery_delay,
+                                     auto_restart=self.s.recovery.auto_restart, queue_size=self.s.performance.data_queue_size,
+                                     on_alert=self.alert, start_event="start", stop_event="stop").start()
+        return slot
+
+    async def _subscribe(self, sym: str, c) -> None:
+        if sym in self.bars: return
+        bars = await self.ib.reqHistoricalDataAsync(c, "", "2 Y", "1 day", "TRADES", True, keepUpToDate=True)
+        self.bars[sym] = bars
+        self.history[sym] = pd.DataFrame({"close": [b.close for b in bars]}, index=pd.DatetimeIndex([pd.Timestamp(b.date, tz="UTC") for b in bars]))
+        bars.updateEvent += lambda b, has_new, sym=sym: self._on_bar(sym, b, has_new)
+
+    def _on_bar(self, sym: str, bars, has_new: bool) -> None:
+        "Keep the history; when every symbol of a strategy has a day's bar, that strategy gets one BarEvent."
+        b = bars[-1]
+        t = pd.Timestamp(b.date, tz="UTC")
+        self.history[sym].loc[t, "close"] = b.close
+        for slot in self.slots.values():
+            if slot.worker is None or sym not in slot.contracts: continue
+            if all(t in self.history[s].index for s in slot.contracts) and (slot.last_bar is None or t > slot.last_bar):
+                slot.last_bar = t
+                slot.worker.submit(BarEvent(t, {s: float(self.history[s].loc[t, "close"]) for s in slot.contracts}))
+
+    def _dispatch(self, strat, ev) -> None:
+        "Runs in the strategy's own thread."
+        if ev == "start": strat.on_start(); return
+        if ev == "stop": strat.on_stop(); return
+        if isinstance(ev, BarEvent):
+            if strat.is_rebalancing:
+                px = pd.DataFrame({s: self.history[s]["close"].loc[:ev.time] for s in strat.symbols})
+                w = strat.decisions(px)
+                if len(w) and w.index[-1] == ev.time:
+                    row = w.iloc[-1]
+                    for sym, x in row.items():
+                        if x == x: strat.order_target_weight(sym, float(x))
+            strat.on_bar(ev)
+        elif hasattr(ev, "execution"): strat.on_fill(ev)
+
+    def capital(self, slot: Slot) -> float:
+        nav = next((float(v.value) for v in self.ib.accountValues() if v.tag == "NetLiquidation" and v.currency == self.s.environment.base_currency), 0.0)
+        n = max(1, len(self.slots))
+        return nav * (slot.cfg.allocation or 1.0 / n)
+
+    def _order_path(self, slot: Slot, intent: OrderIntent) -> None:
+        "sizing → risk → broker, on the event loop (never in strategy code)."
+        from ib_async import MarketOrder
+        name, sym = slot.cfg.strategy_name, intent.symbol
+        c = slot.contracts[sym]
+        price = float(self.history[sym]["close"].iloc[-1])
+        cur = self.ledger.position(name, c.conId)
+        pend = sum(dec(t.order.totalQuantity) * (1 if t.order.action == "BUY" else -1) - dec(t.orderStatus.filled) * (1 if t.order.action == "BUY" else -1)
+                   for t in slot.ib.openTrades() if t.contract.conId == c.conId)
+        if intent.target_weight is not None:
+            target = target_quantities({sym: intent.target_weight}, {sym: price}, self.capital(slot), self.sizing)[sym]
+        elif intent.target_quantity is not None: target = dec(intent.target_quantity)
+        else: target = cur + pend + dec(intent.quantity)
+        delta = target - cur - pend
+        if delta == 0: return
+        snap = Snapshot(nav=self.capital(slot) / (slot.cfg.allocation or 1.0 / max(1, len(self.slots))),
+                        excess_liquidity=next((float(v.value) for v in self.ib.accountValues() if v.tag == "ExcessLiquidity"), 0.0),
+                        positions={(s, self.slots[s].contracts and next((k for k, cc in self.slots[s].contracts.items() if cc.conId == cid), str(cid))): float(p.quantity)
+                                   for (s, cid), p in self.ledger.positions.items() if s in self.slots},
+                        prices={k: (float(v["close"].iloc[-1]), 1.0, 1.0) for k, v in self.history.items()})
+        d = self.risk.check(OrderRequest(name, sym, float(delta), price), snap)
+        if not d.allowed:
+            slot.refused += 1
+            self.alert("WARNING", f"{name}: order for {delta} {sym} refused: " + "; ".join(r.message for r in d.reasons))
+            return
+        o = MarketOrder("BUY" if delta > 0 else "SELL", float(abs(delta)), orderRef=name, tif="DAY")
+        slot.ib.placeOrder(c, o)
+        slot.orders += 1
+
+    def _on_fill(self, slot: Slot, fill) -> None:
+        x, c = fill.execution, fill.contract
+        q = dec(x.shares) * (1 if x.side == "BOT" else -1)
+        self.ledger.record_fill(LedgerFill(x.execId, x.orderRef or slot.cfg.strategy_name, c.conId, c.symbol, q, dec(x.price),
+                                           x.time, c.currency or "USD", dec(c.multiplier or 1), dec(0), x.orderId, x.permId, x.orderRef, x.acctNumber))
+        if slot.worker: slot.worker.submit(fill)
+
+    def _on_commission(self, report) -> None:
+        if report.execId in self.ledger.fills: self.ledger.record_commission(report.execId, report.commission)
+
+    def status(self) -> list[dict]:
+        pnl = self.ledger.pnl_frame().set_index("strategy") if len(self.ledger.positions) else None
+        out = []
+        for n, sl in self.slots.items():
+            w = sl.worker
+            out.append(dict(strategy=n, client_id=sl.client_id, state=w.state.value if w else "failed", events=w.stats.events if w else 0,
+                            errors=w.stats.errors if w else 1, restarts=w.stats.restarts if w else 0, orders=sl.orders, refused=sl.refused,
+                            last_bar=str(sl.last_bar.date()) if sl.last_bar is not None else "",
+                            net_pnl=float(pnl.loc[n, "net"]) if pnl is not None and n in pnl.index else 0.0, error=sl.error or (w.stats.last_error if w else "")))
+        return out
+
+    async def stop(self) -> None:
+        for sl in self.slots.values():
+            if sl.worker: await asyncio.to_thread(sl.worker.stop, 5)
+            if sl.ib and self.s.recovery.cancel_orders_on_stop:
+                for t in sl.ib.openTrades(): sl.ib.cancelOrder(t.order)
+            if sl.ib: sl.ib.disconnect()
+        if self.ib: self.ib.disconnect()
