@@ -32,7 +32,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/ats init
 	$(BIN)/ats check
-	@echo "ats is initialised and its configuration is valid. Next: the paper gateway and live runner (ats up) arrive with the live-trading core."
+	$(BIN)/ats up
 
 test: install /usr/bin/chromium
 	$(BIN)/python -m pytest -q tests

@@ -15,7 +15,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SEED_STRATEGIES', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies',
-           'cmd_jobs', 'cmd_backtest', 'cmd_gateway', 'build_parser', 'main']
+           'cmd_jobs', 'cmd_backtest', 'cmd_gateway', 'cmd_up', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -54,7 +54,7 @@ SEED_STRATEGIES = [
          allocation=0.2, description="Moving-average crossover: long while the fast SMA is above the slow SMA"),
     dict(filename="long_term_momentum.py", strategy_name="long_term_momentum", active=True,
          parameters=dict(symbols=["IBM"], lookback_period=10, rebalance_frequency="monthly"),
-         risk_limits=dict(max_position_size=0.10), allocation=0.2,
+         risk_limits=dict(max_position_size=0.10), allocation=0.1,
          description="Long while the month-end close is above its 10-month EMA, else flat"),
 ]
 
@@ -277,7 +277,67 @@ def _add_gateway(sp):
     p = sp.add_parser("gateway", help="run the paper gateway: a simulated IB account speaking the TWS API (ats gateway --help)", add_help=False)
     p.set_defaults(func=cmd_gateway)
 
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs, _add_backtest, _add_gateway]
+def cmd_up(args) -> int:
+    "Start the paper gateway (unless TWS is configured) and the live runtime; show live status until Ctrl-C or --minutes."
+    import asyncio, time as _time
+    from ats.config import check_live_guard
+    from ats.supervisor import Supervisor, ChildSpec, port_open
+    from ats.runtime import Runtime
+    from ats.logs import setup_logging
+    s = _settings(args)
+    check_live_guard(s)
+    setup_logging(s, console=False)
+    st = Store.from_settings(s, create=True)
+    sup = Supervisor(echo=lambda m: print(m, flush=True))
+    port = s.ib.port
+    if s.ib.gateway_type == "paper":
+        if port_open(s.ib.host, port):
+            raise UserError(f"port {port} is in use; stop what listens there (another `ats up` or TWS) or set IB_PORT")
+        ats_bin = str(Path(sys.executable).parent / "ats")
+        argv = [ats_bin] + (["--settings", args.settings] if args.settings else []) + ["gateway", "--port", str(port), "--speed", str(args.speed or s.gateway.speed)]
+        sup.start(ChildSpec("paper gateway", argv, ready_port=(s.ib.host, port), log_path=s.path("logs/gateway.log")))
+    elif not port_open(s.ib.host, port):
+        raise UserError(f"nothing listens on {s.ib.host}:{port}; start TWS / IB Gateway with the API enabled, or set [ib] gateway_type = paper")
+    loop = asyncio.new_event_loop()
+    rt = Runtime(s, st, port=port)
+    try:
+        loop.run_until_complete(rt.start())
+        print(f"runtime connected to {s.ib.host}:{port}; {len(rt.slots)} strateg{'y' if len(rt.slots) == 1 else 'ies'}; Ctrl-C stops everything", flush=True)
+        end = _time.monotonic() + args.minutes * 60 if args.minutes else None
+        last = 0.0
+        while end is None or _time.monotonic() < end:
+            loop.run_until_complete(asyncio.sleep(0.2))
+            if sup.dead(): print(f"{sup.dead()[0].spec.name} exited; stopping", flush=True); break
+            if _time.monotonic() - last >= args.every:
+                last = _time.monotonic()
+                rows = rt.status()
+                nav = next((v.value for v in rt.ib.accountValues() if v.tag == "NetLiquidation"), "?")
+                print(f"\n{_time.strftime('%H:%M:%S')}  NAV {nav}  connected {rt.ib.isConnected()}  positions {len([p for p in rt.ledger.positions.values() if p.quantity])}", flush=True)
+                print(_table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items() if k != "error"} for r in rows],
+                             ["strategy", "client_id", "state", "last_bar", "orders", "refused", "errors", "net_pnl"]), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rows = rt.status() if rt.slots else []
+        try: loop.run_until_complete(rt.stop())
+        except Exception: pass
+        sup.stop()
+        print("\nsummary:", flush=True)
+        print(_table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+                     ["strategy", "state", "orders", "refused", "errors", "net_pnl", "error"]), flush=True)
+        pos = rt.ledger.positions_frame()
+        if len(pos): print("\npositions:\n" + pos.round(2).to_string(index=False), flush=True)
+    return 0
+
+def _add_up(sp):
+    p = sp.add_parser("up", help="start the paper gateway and the live runtime with the active strategies; live status until Ctrl-C",
+                      description="What `make run` starts. With [ib] gateway_type = paper the built-in paper gateway is started as a child process.")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes and print a summary")
+    p.add_argument("--speed", type=float, help="paper gateway clock speed (default [gateway] speed)")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between status tables")
+    p.set_defaults(func=cmd_up)
+
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs, _add_backtest, _add_gateway, _add_up]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "

@@ -236,6 +236,7 @@ class GatewaySettings:
     cash: float = _f(1_000_000.0, "starting cash", "USD", lo=0)
     data: str = _f("sample", "price source: sample (bundled daily bars), arctic (market_data library) or random", choices=("sample", "arctic", "random"))
     speed: float = _f(86400.0, "simulated seconds per real second (86400 = one day per second; 1 = real time)", "x", lo=0, lo_open=True)
+    start_date: str = _f("2004-01-02", "first simulated trading day (YYYY-MM-DD); the bundled sample covers 2000–2013")
     commission_per_share: float = _f(0.005, "commission per share", "USD", lo=0)
     commission_min: float = _f(1.0, "minimum commission per order", "USD", lo=0)
     slippage_bps: float = _f(1.0, "slippage of market orders", "basis points", lo=0)

@@ -264,6 +264,7 @@ class Runtime:
         t = pd.Timestamp(b.date, tz="UTC")
         self.history[sym].loc[t, "close"] = b.close
         for slot in self.slots.values():
+            if sym in slot.contracts: self.ledger.mark(slot.contracts[sym].conId, b.close)
             if slot.worker is None or sym not in slot.contracts: continue
             if all(t in self.history[s].index for s in slot.contracts) and (slot.last_bar is None or t > slot.last_bar):
                 slot.last_bar = t
@@ -274,12 +275,11 @@ class Runtime:
         if ev == "start": strat.on_start(); return
         if ev == "stop": strat.on_stop(); return
         if isinstance(ev, BarEvent):
-            if strat.is_rebalancing:
+            if strat.is_rebalancing and strat.is_rebalance_bar(ev.time):
                 px = pd.DataFrame({s: self.history[s]["close"].loc[:ev.time] for s in strat.symbols})
-                w = strat.decisions(px)
+                w = strat.target_weights(px)
                 if len(w) and w.index[-1] == ev.time:
-                    row = w.iloc[-1]
-                    for sym, x in row.items():
+                    for sym, x in w.iloc[-1].items():
                         if x == x: strat.order_target_weight(sym, float(x))
             strat.on_bar(ev)
         elif hasattr(ev, "execution"): strat.on_fill(ev)

@@ -126,6 +126,14 @@ class Strategy:
         key = index.to_period("W" if freq == "weekly" else "M") if index.tz is None else index.tz_convert(None).to_period("W" if freq == "weekly" else "M")
         return pd.DatetimeIndex(s.groupby(key).last().values, tz=index.tz)
 
+    def is_rebalance_bar(self, t) -> bool:
+        """Live: is the bar at `t` the last of its rebalance period? Decided from the business-day calendar (the next
+        business day falls in another week / month), because in live trading the next bar is not known yet."""
+        freq = self.p.get("rebalance_frequency", "daily")
+        if freq == "daily": return True
+        t = pd.Timestamp(t); nxt = t + pd.offsets.BDay(1)
+        return (nxt.isocalendar()[:2] != t.isocalendar()[:2]) if freq == "weekly" else (nxt.month != t.month)
+
     def decisions(self, prices: pd.DataFrame) -> pd.DataFrame:
         "target_weights kept only on rebalance dates (NaN elsewhere): what the backtest and the runtime trade."
         w = self.target_weights(prices).reindex(index=prices.index, columns=prices.columns)

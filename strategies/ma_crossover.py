@@ -21,5 +21,6 @@ class MovingAverageCrossover(Strategy):
         w = self.p["weight"] or 1.0 / max(1, len(prices.columns))
         fast = prices.rolling(self.p["fast"], min_periods=self.p["fast"]).mean()
         slow = prices.rolling(self.p["slow"], min_periods=self.p["slow"]).mean()
-        out = (fast > slow).astype(float) * w
-        return out.where(slow.notna())          # no decision before the slow average exists
+        out = ((fast > slow).astype(float) * w).where(slow.notna())   # no decision before the slow average exists
+        # trade only when the signal changes: holding between crossings keeps turnover (and commissions) down
+        return out.where(out.ne(out.shift()))

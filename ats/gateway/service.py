@@ -639,7 +639,7 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     ap.add_argument("--cash", type=float, default=g.cash if g else 1_000_000.0)
     ap.add_argument("--data", choices=["sample", "arctic", "random"], default=g.data if g else "sample")
     ap.add_argument("--speed", type=float, default=g.speed if g else 86400.0, help="simulated seconds per real second (86400 = a trading day per second; 0 = stopped)")
-    ap.add_argument("--start", help="first simulated day (YYYY-MM-DD); default a year into the data")
+    ap.add_argument("--start", default=g.start_date if g else None, help="first simulated day (YYYY-MM-DD); default [gateway] start_date")
     ap.add_argument("--state", default=str(settings.path(g.state_file)) if g else "gateway_state.json", help="file the paper account is kept in")
     ap.add_argument("--fresh", action="store_true", help="start with a new account (deletes the state file)")
     ap.add_argument("--reject-next", type=int, default=0, help="fault injection: reject the next N orders")
