@@ -321,8 +321,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                            'ats/gateway/service.py'),
                                      'ats.gateway.service.PaperGateway._req_mkt_data': ( 'gateway_service.html#papergateway._req_mkt_data',
                                                                                          'ats/gateway/service.py'),
-                                     'ats.gateway.service.PaperGateway._run_session_phases': ( 'gateway_service.html#papergateway._run_session_phases',
-                                                                                               'ats/gateway/service.py'),
                                      'ats.gateway.service.PaperGateway._send_account': ( 'gateway_service.html#papergateway._send_account',
                                                                                          'ats/gateway/service.py'),
                                      'ats.gateway.service.PaperGateway._send_pnl': ( 'gateway_service.html#papergateway._send_pnl',

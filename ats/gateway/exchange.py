@@ -297,7 +297,7 @@ class Exchange:
             t = o.order_type
             fill_px = None
             if t in ("MOC", "LOC"):
-                if at_close and (t == "MOC" or self._limit_ok(o, px)): fill_px = px if t == "MOC" or gap else o.lmt_price if not self._limit_ok(o, px) else px
+                if at_close and (t == "MOC" or self._limit_ok(o, px)): fill_px = px
             elif t == "MKT":
                 fill_px = self._slip(o, px)
             elif t == "LMT":
@@ -314,7 +314,7 @@ class Exchange:
                         o.triggered = True; o.status = "Submitted"; ev.append(("status", o))
                     base = px if gap else stop
                     if t in ("STP", "TRAIL"): fill_px = self._slip(o, base)
-                    elif self._limit_ok(o, base): fill_px = base if gap else o.lmt_price if not self._limit_ok(o, px) else px
+                    elif self._limit_ok(o, base): fill_px = base
             if fill_px is None: continue
             qty = o.remaining
             bar = self.bar.get(con_id)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/17_gateway_service.ipynb #ca57986d
 from __future__ import annotations
-import argparse, asyncio, collections, datetime as dt, logging, re, signal, threading, time
+import argparse, asyncio, collections, contextlib, datetime as dt, logging, re, signal, threading, time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +18,8 @@ from .exchange import Exchange, Instrument, Bar, EngineConfig
 log = logging.getLogger("ats.gateway")
 
 # %% auto #0
-__all__ = ['log', 'RTH', 'UNIVERSE', 'DURATION_RE', 'BAR_SIZES', 'contextlib_suppress', 'make_instrument', 'quote',
-           'parse_duration', 'Session', 'PaperGateway', 'GatewayThread', 'cli_main']
+__all__ = ['log', 'RTH', 'UNIVERSE', 'DURATION_RE', 'BAR_SIZES', 'make_instrument', 'quote', 'parse_duration', 'Session',
+           'PaperGateway', 'GatewayThread', 'cli_main']
 
 # %% ../../nbs/17_gateway_service.ipynb #4c42a3d2
 RTH = "{d}:0930-{d}:1600"
@@ -163,18 +163,15 @@ class PaperGateway:
 
     def history(self, con_id: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
         "Completed daily bars up to the current session (or `end`)."
-        last = self.days[self.day] if self.market_open or self.speed == 0 else self.days[self.day]
-        df = self.bars[con_id].loc[:last]
+        df = self.bars[con_id].loc[:self.days[self.day]]
         return df.loc[:end] if end is not None else df
 
     # ---- the clock -------------------------------------------------------------------
     def step(self, days: int = 1) -> None:
         "Advance the clock by whole sessions (open, range, close) — for tests and the manual clock."
-        for _ in range(days): self._run_session_phases(range(4))
+        for _ in range(days):
+            for ph in range(4): self._phase(ph)
         self.flush_updates()
-
-    def _run_session_phases(self, phases) -> None:
-        for ph in phases: self._phase(ph)
 
     def _phase(self, ph: int) -> None:
         "0: open of the next session, 1–2: the day's extremes, 3: close and end of day."
@@ -374,7 +371,6 @@ class PaperGateway:
             for x in ex.fills:
                 inst = self.instruments[x.con_id]
                 if fcid and x.client_id != fcid: continue
-                if not fcid and s.client_id != 0 and x.client_id != s.client_id and False: continue
                 if facct and x.account != facct: continue
                 if fsym and inst.symbol != fsym.upper(): continue
                 if fsec and inst.sec_type != fsec: continue
@@ -529,7 +525,7 @@ class PaperGateway:
         finally:
             s.closed = True
             if s in self.sessions: self.sessions.remove(s)
-            with contextlib_suppress(): writer.close()
+            with contextlib.suppress(Exception): writer.close()
 
     def _paced_out(self, s: Session) -> bool:
         "IB allows about 50 messages a second per client; the excess is refused with error 100."
@@ -538,7 +534,7 @@ class PaperGateway:
         while s.times and t - s.times[0] > 1.0: s.times.popleft()
         if len(s.times) > self.MAX_MSG_PER_SEC:
             self.stats["paced"] += 1
-            if self.stats["paced"] % 1 == 0: s.send(*m_error(-1, 100))
+            s.send(*m_error(-1, 100))
             return True
         return False
 
@@ -573,7 +569,7 @@ class PaperGateway:
         for s in list(self.sessions):
             if client_id is None or s.client_id == client_id:
                 s.closed = True; n += 1
-                with contextlib_suppress(): s.writer.close()
+                with contextlib.suppress(Exception): s.writer.close()
         return n
 
     def stall(self, seconds: float) -> None:
@@ -586,9 +582,6 @@ class PaperGateway:
     def delay_fills(self, seconds: float) -> None:
         "New orders fill only after `seconds` of real time (0 switches it off)."
         self.exchange.delay_fills(seconds)
-
-import contextlib
-contextlib_suppress = lambda: contextlib.suppress(Exception)
 
 # %% ../../nbs/17_gateway_service.ipynb #936bd9f8
 class GatewayThread:
