@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['TRADING_DAYS', 'BacktestResult', 'performance_stats', 'backtest', 'sweep', 'heatmap', 'to_json', 'save_result',
-           'list_results', 'load_result', 'run_backtest_cli']
+__all__ = ['TRADING_DAYS', 'TRADE_COLUMNS', 'BacktestResult', 'performance_stats', 'backtest', 'sweep', 'heatmap', 'to_json',
+           'save_result', 'list_results', 'load_result', 'run_backtest_cli']
 
 # %% ../nbs/41_backtest.ipynb #aeab1640
 TRADING_DAYS = 252
@@ -56,43 +56,78 @@ def performance_stats(equity: pd.Series, traded_value: pd.Series | None = None, 
     return dict(
         start=str(eq.index[0].date()), end=str(eq.index[-1].date()), bars=int(len(eq)),
         total_return=float(total), cagr=float((1 + total) ** (1 / years) - 1),
-        sharpe=float(r.mean() / sd * math.sqrt(periods_per_year)) if sd > 0 else 0.0,
-        sortino=float(r.mean() / downside * math.sqrt(periods_per_year)) if downside > 0 else 0.0,
+        # undefined (NaN), not 0, when there is no variation / no losing bar: 0 would read as "no reward"
+        sharpe=float(r.mean() / sd * math.sqrt(periods_per_year)) if sd > 0 else float("nan"),
+        sortino=float(r.mean() / downside * math.sqrt(periods_per_year)) if downside > 0 else float("nan"),
         max_drawdown=float(dd.min()), volatility=float(sd * math.sqrt(periods_per_year)),
         turnover=float(traded_value.sum() / eq.mean() / years) if traded_value is not None else float("nan"),
         exposure=float((exposure.abs() > 1e-12).mean()) if exposure is not None else float("nan"),
         final_equity=float(eq.iloc[-1]))
 
 # %% ../nbs/41_backtest.ipynb #d0aa76d2
-def backtest(strategy, prices: pd.DataFrame, *, open_prices: pd.DataFrame | None = None, init_cash: float = 100_000.0,
-             fees: float = 0.0005, slippage: float = 0.0005, freq: str = "1D") -> BacktestResult:
-    """Simulate a Strategy on close prices (time × symbol). Decisions on bar t trade on bar t+1,
-    at its open if `open_prices` is given, else at its close. Fees and slippage are fractions of traded value."""
+_FIELDS = {"open", "high", "low", "close", "adj_close", "volume"}
+TRADE_COLUMNS = ["symbol", "entry_time", "entry_price", "exit_time", "exit_price", "size", "pnl", "ret", "status"]
+
+def _close_and_open(data) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    "Close (and open, if given) prices time × symbol from a close frame, {field: frame} or {symbol: OHLCV frame}."
+    if isinstance(data, pd.DataFrame): return data, None
+    if not isinstance(data, dict) or not data:
+        raise TypeError(f"backtest data: expected a DataFrame of closes (time × symbol) or a dict of OHLCV, got {type(data).__name__}")
+    if set(data) <= _FIELDS:                              # {"close": frame, "open": frame, ...}
+        if "close" not in data: raise ValueError(f"backtest data has fields {', '.join(data)} but no 'close'")
+        return data["close"], data.get("open")
+    bad = [s for s, f in data.items() if not isinstance(f, pd.DataFrame) or "close" not in f.columns]
+    if bad: raise ValueError(f"backtest data: bars of {', '.join(map(str, bad))} have no 'close' column; each symbol needs OHLCV bars")
+    close = pd.DataFrame({s: f["close"] for s, f in data.items()})
+    has_open = all("open" in f.columns for f in data.values())
+    return close, (pd.DataFrame({s: f["open"] for s, f in data.items()}) if has_open else None)
+
+def _trades_table(pf, symbols, index) -> pd.DataFrame:
+    "vectorbt's trade records as a plain table (built from the record arrays: records_readable is slow on many symbols)."
+    r = pf.trades.values                              # no trades: the same code gives a typed, empty table
+    closed = r["status"] == 1
+    exit_time = pd.Series(index[r["exit_idx"]]).where(closed)
+    return pd.DataFrame(dict(symbol=np.asarray(symbols, dtype=object)[r["col"]], entry_time=index[r["entry_idx"]],
+                             entry_price=r["entry_price"], exit_time=exit_time.values,
+                             exit_price=np.where(closed, r["exit_price"], np.nan),
+                             size=np.where(r["direction"] == 0, r["size"], -r["size"]), pnl=r["pnl"], ret=r["return"],
+                             status=np.where(closed, "Closed", "Open")))
+
+def _leverage_capped(w: pd.DataFrame, max_leverage: float) -> pd.DataFrame:
+    "Scale rows whose gross weight exceeds the cap, as live sizing does (ats.sizing.target_quantities)."
+    gross = w.abs().sum(axis=1, min_count=1)
+    return w.mul((max_leverage / gross).clip(upper=1.0).fillna(1.0), axis=0)
+
+def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_cash: float = 100_000.0,
+             fees: float = 0.0005, slippage: float = 0.0005, sizing=None, freq: str = "1D") -> BacktestResult:
+    """Simulate a Strategy on `data`: closes (time × symbol), {field: frame} or {symbol: OHLCV bars}.
+    Decisions on bar t trade on bar t+1, at its open if opens are given, else at its close. Fees and slippage are
+    fractions of traded value. `sizing` (an `ats.sizing.SizingConfig`) applies live sizing's leverage cap and share increment."""
     import vectorbt as vbt
+    prices, opens = _close_and_open(data)
+    opens = open_prices if open_prices is not None else opens
     prices = prices.sort_index()
     missing = [s for s in strategy.symbols if s not in prices.columns]
-    if missing: raise ValueError(f"strategy {strategy.name!r} trades {', '.join(missing)} but the data has only {', '.join(prices.columns)}")
+    if missing: raise ValueError(f"strategy {strategy.name!r} trades {', '.join(missing)} but the data has only {', '.join(map(str, prices.columns))}")
     prices = prices[strategy.symbols] if strategy.symbols else prices
     w = strategy.decisions(prices)
+    if sizing is not None: w = _leverage_capped(w, sizing.max_leverage)
     orders = w.shift(1)                                 # decided at t's close, executed on t+1
-    exec_price = (open_prices.reindex_like(prices) if open_prices is not None else prices).ffill()
+    exec_price = (opens.reindex_like(prices) if opens is not None else prices).ffill()
+    extra = dict(size_granularity=float(sizing.position_increment)) if sizing is not None else {}
     pf = vbt.Portfolio.from_orders(close=prices.ffill(), size=orders, size_type="targetpercent", price=exec_price,
                                    fees=fees, slippage=slippage, init_cash=init_cash, cash_sharing=True, group_by=True,
-                                   call_seq="auto", freq=freq)
-    equity = pf.value()
-    rec = pf.orders.records_readable
-    traded = (rec["Size"] * rec["Price"]).groupby(rec["Timestamp"]).sum() if len(rec) else pd.Series(dtype=float)
-    exposure = pf.asset_value() if hasattr(pf, "asset_value") else None
-    stats = performance_stats(equity, traded, exposure)
-    tr = pf.trades.records_readable
-    trades = pd.DataFrame(dict(symbol=tr["Column"], entry_time=tr["Entry Timestamp"], entry_price=tr["Avg Entry Price"],
-                               exit_time=tr["Exit Timestamp"].where(tr["Status"] == "Closed"), exit_price=tr["Avg Exit Price"].where(tr["Status"] == "Closed"),
-                               size=tr["Size"], pnl=tr["PnL"], ret=tr["Return"], status=tr["Status"])) if len(tr) else \
-        pd.DataFrame(columns=["symbol", "entry_time", "entry_price", "exit_time", "exit_price", "size", "pnl", "ret", "status"])
+                                   call_seq="auto", freq=freq, **extra)
+    held = pf.asset_value()                              # grouped: value of all positions per bar
+    equity = pf.cash() + held                            # = pf.value(), without computing the holdings twice
+    o = pf.orders.values
+    traded = pd.Series(np.abs(o["size"]) * o["price"], index=prices.index[o["idx"]]) if len(o) else pd.Series(dtype=float)
+    stats = performance_stats(equity, traded, held)
+    trades = _trades_table(pf, list(prices.columns), prices.index)
     stats["trades"] = int(len(trades))
     stats["win_rate"] = float((trades["pnl"] > 0).mean()) if len(trades) else float("nan")
-    return BacktestResult(strategy=strategy.name, params=dict(strategy.p), stats=stats, trades=trades.reset_index(drop=True),
-                          equity=equity, drawdown=equity / equity.cummax() - 1, weights=w, portfolio=pf)
+    return BacktestResult(strategy=strategy.name, params=dict(strategy.p), stats=stats, trades=trades,
+                          equity=equity.rename("equity"), drawdown=(equity / equity.cummax() - 1).rename("drawdown"), weights=w, portfolio=pf)
 
 # %% ../nbs/41_backtest.ipynb #e8282408
 def sweep(strategy_cls, prices: pd.DataFrame, grid: dict[str, list], *, base_params: dict | None = None, progress: bool = True, **bt_kw) -> pd.DataFrame:
@@ -127,40 +162,68 @@ def heatmap(table: pd.DataFrame, x: str, y: str, value: str = "sharpe"):
 
 # %% ../nbs/41_backtest.ipynb #4ad2d520
 def _jsonable(o):
+    if o is None or o is pd.NaT: return None
     if isinstance(o, (pd.Timestamp, dt.datetime, dt.date)): return o.isoformat()
-    if isinstance(o, float) and not math.isfinite(o): return None
     if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return _jsonable(float(o))
+    if isinstance(o, (float, np.floating)): return float(o) if math.isfinite(o) else None
     return o
 
 def to_json(result: BacktestResult, max_trades: int | None = None) -> dict:
-    "Stats and trades as plain JSON types."
+    "Stats and trades as plain JSON types (NaN and NaT become null)."
     tr = result.trades.head(max_trades) if max_trades else result.trades
     return dict(strategy=result.strategy, params=result.params, stats={k: _jsonable(v) for k, v in result.stats.items()},
                 trades=[{k: _jsonable(v) for k, v in r.items()} for r in tr.to_dict(orient="records")])
 
+def _check_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"result name {name!r}: use letters, digits, '-', '_' or '.'")
+    return name
+
+def _write_frame(lib, sym: str, df: pd.DataFrame, **kw):
+    "ArcticDB keeps datetime columns as naive UTC; remember each column's time zone to give it back."
+    tz = {c: str(df[c].dt.tz) for c in df.columns if isinstance(df[c].dtype, pd.DatetimeTZDtype)}
+    out = df.copy()
+    for c in tz: out[c] = out[c].dt.tz_convert("UTC").dt.tz_localize(None)
+    lib.write(sym, out, metadata={**kw.pop("metadata", {}), "column_tz": tz}, **kw)
+
+def _read_frame(lib, sym: str) -> tuple[pd.DataFrame, dict]:
+    r = lib.read(sym)
+    df, meta = r.data, dict(r.metadata or {})
+    for c, tz in meta.pop("column_tz", {}).items(): df[c] = df[c].dt.tz_localize("UTC").dt.tz_convert(tz)
+    return df, meta
+
 def save_result(store, name: str, result: BacktestResult) -> str:
-    "Store a result in the research library; returns its symbol."
-    sym = f"backtest.{name}"
-    meta = to_json(result)
-    meta["saved_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    store.library("research").write(sym, pd.DataFrame({"equity": result.equity, "drawdown": result.drawdown}), metadata=meta)
+    "Store a result in the research library (overwriting one of the same name); returns its symbol."
+    lib, sym = store.library("research"), f"backtest.{_check_name(name)}"
+    _write_frame(lib, f"backtest_trades.{name}", result.trades.reset_index(drop=True))
+    lib.write(f"backtest_weights.{name}", result.weights.dropna(how="all").astype("float64"))
+    # the curves are written last, so a listed result always has its trades and weights
+    meta = dict(strategy=result.strategy, params=result.params, stats=result.stats, saved_at=dt.datetime.now(dt.timezone.utc))
+    lib.write(sym, pd.DataFrame({"equity": result.equity, "drawdown": result.drawdown}), metadata=meta)
     return sym
 
 def list_results(store) -> pd.DataFrame:
-    "Saved backtests with their headline stats."
+    "Saved backtests with their headline stats, newest first."
     lib = store.library("research")
     rows = []
-    for s in sorted(x for x in lib.list_symbols() if x.startswith("backtest.")):
+    for s in (x for x in lib.list_symbols() if x.startswith("backtest.")):
         m = lib.read_metadata(s).metadata
         rows.append(dict(name=s[len("backtest."):], strategy=m["strategy"], params=m["params"], saved_at=m["saved_at"],
                          **{k: m["stats"].get(k) for k in ("cagr", "sharpe", "max_drawdown", "trades")}))
-    return pd.DataFrame(rows)
+    cols = ["name", "strategy", "params", "saved_at", "cagr", "sharpe", "max_drawdown", "trades"]
+    return pd.DataFrame(rows, columns=cols).sort_values("saved_at", ascending=False, ignore_index=True)
 
-def load_result(store, name: str) -> dict:
-    "A saved result: its metadata plus the equity curve."
-    r = store.library("research").read(f"backtest.{name}")
-    return dict(r.metadata, equity=r.data["equity"], drawdown=r.data["drawdown"])
+def load_result(store, name: str) -> BacktestResult:
+    "A saved result, with the types it was saved with."
+    lib = store.library("research")
+    if not lib.has_symbol(f"backtest.{name}"):
+        have = ", ".join(sorted(x[len("backtest."):] for x in lib.list_symbols() if x.startswith("backtest."))) or "none"
+        raise KeyError(f"no saved backtest {name!r} in the research library; saved: {have}")
+    r = lib.read(f"backtest.{name}")
+    m = r.metadata
+    return BacktestResult(strategy=m["strategy"], params=m["params"], stats=m["stats"],
+                          trades=_read_frame(lib, f"backtest_trades.{name}")[0], weights=lib.read(f"backtest_weights.{name}").data,
+                          equity=r.data["equity"], drawdown=r.data["drawdown"])
 
 # %% ../nbs/41_backtest.ipynb #ec6915f8
 def run_backtest_cli(strategy: str, symbols: list[str] | None, start=None, end=None, source: str = "sample", params: dict | None = None,

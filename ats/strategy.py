@@ -57,11 +57,12 @@ def order_key(strategy: str, when, symbol: str, what: str = "") -> str:
 # %% ../nbs/21_strategy.ipynb #6cb9c46c
 FREQUENCIES = ("daily", "weekly", "monthly")
 
-def _check_type(strategy: str, key: str, value, default):
-    "Is `value` acceptable where the default is `default`? Ints are accepted for floats; bools never for numbers."
-    if default is None: return value
-    t = type(default)
-    if isinstance(value, bool) != isinstance(default, bool) and t in (int, float, bool):
+def _check_type(strategy: str, key: str, value, default, declared: type | None = None):
+    "Is `value` acceptable for the declared type, else the default's type? Ints are accepted for floats; bools never for numbers."
+    t = declared or (type(default) if default is not None else None)
+    if t is None: return value              # default None and no declared type: nothing to check against
+    if value is None and default is None: return value
+    if isinstance(value, bool) != (t is bool) and t in (int, float, bool):
         raise StrategyParamError(f"strategy {strategy!r}: parameter {key} = {value!r} has type {type(value).__name__}; expected {t.__name__} (default {default!r})")
     if t is float and isinstance(value, int): return float(value)
     if t in (list, tuple) and isinstance(value, (list, tuple)): return list(value)
@@ -72,6 +73,7 @@ def _check_type(strategy: str, key: str, value, default):
 class Strategy:
     "Base class of every strategy. Override `target_weights` (rebalancing) or `on_bar` (event-driven)."
     params: dict = {}
+    param_types: dict = {}                  # declared types where a default cannot say (e.g. None): {"stop_pct": float}
 
     def __init__(self, params: dict | None = None, *, name: str | None = None, ctx: StrategyContext | None = None):
         self.name = name or type(self).__name__
@@ -79,7 +81,7 @@ class Strategy:
         for k, v in (params or {}).items():
             if k not in self.params:
                 raise StrategyParamError(f"strategy {self.name!r}: unknown parameter {k!r}; parameters of {type(self).__name__}: {', '.join(self.params) or 'none'}")
-            merged[k] = _check_type(self.name, k, v, self.params[k])
+            merged[k] = _check_type(self.name, k, v, self.params[k], self.param_types.get(k))
         freq = merged.get("rebalance_frequency")
         if freq is not None and freq not in FREQUENCIES:
             raise StrategyParamError(f"strategy {self.name!r}: rebalance_frequency = {freq!r}; expected one of {', '.join(FREQUENCIES)}")

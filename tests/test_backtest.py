@@ -81,7 +81,7 @@ def test_cli_backtest_json(project):
     assert j["stats"]["trades"] == len(j["trades"]) > 0 and j["trades"][0]["symbol"] == "MSFT"
     st = Store(f"lmdb://{project}/data_and_research/db")
     assert list(list_results(st)["name"]) == ["ltm_msft"]
-    assert load_result(st, "ltm_msft")["stats"]["trades"] == j["stats"]["trades"]
+    assert load_result(st, "ltm_msft").stats["trades"] == j["stats"]["trades"]
     bad = run_ats("backtest", "long_term_momentum", "--symbols", "ACWI", cwd=project)
     assert bad.returncode == 2 and "the bundled sample has no 'ACWI'" in bad.stderr
 
@@ -101,3 +101,75 @@ def test_sweep_and_heatmap():
     ok = t[t.error == ""]
     assert len(ok) == 5 and ok["sharpe"].notna().all()
     assert heatmap(ok, "fast", "slow").title.text == "sharpe by fast and slow"
+
+
+def test_saved_results_come_back_with_their_types(tmp_path):
+    st = Store(f"lmdb://{tmp_path}/db")
+    s = MAC(dict(symbols=["A", "B"], fast=5, slow=20))
+    r = backtest(s, walk())
+    save_result(st, "mac_ab", r)
+    save_result(st, "mac_ab2", backtest(MAC(dict(symbols=["A"], fast=10, slow=40)), walk()))
+    listed = list_results(st)
+    assert list(listed["name"]) == ["mac_ab2", "mac_ab"]                      # newest first
+    back = load_result(st, "mac_ab")
+    assert back.params == s.p and back.params["symbols"] == ["A", "B"] and isinstance(back.params["fast"], int)
+    assert back.stats == r.stats
+    pd.testing.assert_frame_equal(back.trades, r.trades)
+    assert isinstance(back.trades["entry_time"].iloc[0], pd.Timestamp)
+    pd.testing.assert_series_equal(back.equity, r.equity, check_freq=False)
+    pd.testing.assert_frame_equal(back.weights, r.weights.dropna(how="all"), check_freq=False)
+    with pytest.raises(KeyError, match="no saved backtest 'nope'.*saved: mac_ab, mac_ab2"):
+        load_result(st, "nope")
+    with pytest.raises(ValueError, match="result name 'a b'"):
+        save_result(st, "a b", r)
+
+
+def test_ohlcv_bars_per_symbol_trade_at_the_next_open():
+    close = walk(cols=("A", "B"))
+    bars = {c: pd.DataFrame({"open": close[c] * 0.99, "high": close[c], "low": close[c] * 0.98, "close": close[c], "volume": 1e6})
+            for c in close}
+    s = MAC(dict(symbols=["A", "B"], fast=5, slow=20))
+    a = backtest(s, bars, fees=0, slippage=0)
+    b = backtest(s, {"close": close, "open": close * 0.99}, fees=0, slippage=0)
+    pd.testing.assert_series_equal(a.equity, b.equity)
+    t = a.trades.iloc[0]
+    assert t.entry_price == pytest.approx(bars[t.symbol].loc[t.entry_time, "open"])
+    with pytest.raises(ValueError, match="bars of A have no 'close' column"):
+        backtest(s, {"A": bars["A"].drop(columns="close"), "B": bars["B"]})
+    with pytest.raises(ValueError, match="trades C but the data has only A, B"):
+        backtest(MAC(dict(symbols=["A", "C"], fast=5, slow=20)), close)
+    with pytest.raises(TypeError, match="expected a DataFrame of closes"):
+        backtest(s, [1, 2, 3])
+
+
+def test_live_sizing_settings_apply_increments_and_the_leverage_cap():
+    from ats.sizing import SizingConfig
+
+    class Levered(MAC):
+        "Twice the crossover's weights: 1.0 per symbol, gross 2.0."
+        def target_weights(self, prices): return super().target_weights(prices) * 2
+
+    s = Levered(dict(symbols=["A", "B"], fast=5, slow=20))
+    r = backtest(s, walk(), fees=0, slippage=0, sizing=SizingConfig(max_leverage=1.0, position_increment=5))
+    assert (r.trades["size"] % 5 == 0).all()
+    assert r.weights.abs().sum(axis=1).max() <= 1.0 + 1e-12
+    assert (r.portfolio.cash() >= -1e-6).all()                               # capped at 1x: never borrows
+
+
+def test_a_strategy_that_never_trades_has_an_empty_typed_trade_table_and_json():
+    class Flat(MAC):
+        def target_weights(self, prices): return super().target_weights(prices) * 0
+    r = backtest(Flat(dict(symbols=["A"], fast=5, slow=20)), walk())
+    assert r.stats["trades"] == 0 and r.stats["total_return"] == 0 and r.stats["exposure"] == 0
+    assert list(r.trades.columns) == ["symbol", "entry_time", "entry_price", "exit_time", "exit_price", "size", "pnl", "ret", "status"]
+    from ats.backtest import to_json
+    j = json.loads(json.dumps(to_json(r)))                                    # strictly JSON: NaN Sharpe becomes null
+    assert j["stats"]["sharpe"] is None and j["trades"] == []
+
+
+def test_plot_is_an_unshown_bokeh_layout_with_equity_and_drawdown():
+    from bokeh.embed import json_item
+    r = backtest(MAC(dict(symbols=["A"], fast=5, slow=20)), walk())
+    lay = r.plot()
+    assert [c.title.text for c in lay.children][1] == "drawdown"
+    assert json_item(lay)                                                     # serialises: renders in a notebook or Voila
