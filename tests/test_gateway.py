@@ -268,3 +268,18 @@ def test_stall_and_delayed_fills(gw):
     t0 = time.perf_counter(); ib.reqCurrentTime()
     assert time.perf_counter() - t0 >= 0.4
     ib.disconnect()
+
+
+def test_trailing_stop_fields_arrive_intact(gw):
+    "placeOrder's field layout: a TRAIL order's percent and stop price reach the exchange as sent."
+    from ib_async import Order
+    ib = connect(gw.port)
+    c = Stock("IBM", "SMART", "USD"); ib.qualifyContracts(c)
+    ib.placeOrder(c, MarketOrder("BUY", 10)); ib.sleep(0.2)
+    t = ib.placeOrder(c, Order(action="SELL", totalQuantity=10, orderType="TRAIL", trailingPercent=5.0, trailStopPrice=1.0, tif="GTC"))
+    ib.sleep(0.2)
+    o = [x for x in gw.gw.exchange.orders.values() if x.order_type == "TRAIL"][0]
+    last = gw.gw.exchange.last[o.con_id]
+    # the percent arrives as sent, and the stop starts from 1.0 and trails up to 5 % under the price at once
+    assert o.trailing_percent == 5.0 and o.trail_stop_price == round(last * 0.95, 6) and not o.what_if
+    ib.disconnect()

@@ -178,7 +178,7 @@ def parse_place_order(fields: list[str], version: int) -> PlacedOrder:
     if version < 177: r.skip(1)                 # faProfile
     r.skip(4)                                   # modelCode, shortSaleSlot, designatedLocation, exemptCode
     oca_type = r.int()
-    r.skip(16)                                  # rule80A … volatilityType (incl. overridePercentageConstraints, volatility)
+    r.skip(17)                                  # rule80A … volatilityType: 17 fields
     dn_type = r.s(); r.skip(1)                  # deltaNeutralOrderType, deltaNeutralAuxPrice
     if dn_type: r.skip(8)
     r.skip(2)                                   # continuousUpdate, referencePriceType
