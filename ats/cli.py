@@ -4,18 +4,22 @@
 
 # %% ../nbs/09_cli.ipynb #dbec2e2e
 from __future__ import annotations
-import argparse, dataclasses, json, os, sys, textwrap
+import argparse, dataclasses, datetime as dt, json, os, sys, textwrap
+from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
 from .config import (SettingsError, LiveTradingRefused, load_settings, render_ini, validate_configuration,
                         find_settings_file, DEFAULT_INI, mask)
 from .store import Store, StoreError, StrategyConfig
+from .broker import BrokerError
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SEED_STRATEGIES', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies',
-           'cmd_jobs', 'cmd_backtest', 'cmd_gateway', 'cmd_up', 'build_parser', 'main']
+__all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check',
+           'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign', 'cmd_ledger_reconcile',
+           'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run', 'cmd_up', 'cmd_jobs',
+           'cmd_backtest', 'cmd_gateway', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -58,6 +62,20 @@ SEED_STRATEGIES = [
          description="Long while the month-end close is above its 10-month EMA, else flat"),
 ]
 
+import ats as _ats
+SHIPPED = Path(_ats.__file__).resolve().parent.parent  # the checkout ats is installed from: its job notebooks
+
+def _copy_shipped(pattern: str, base: Path) -> list[str]:
+    "Copy the shipped files matching `pattern` that the project lacks (never overwrites the user's); their names."
+    import shutil
+    out = []
+    for src in sorted(SHIPPED.glob(pattern)):
+        dst = Path(base) / src.relative_to(SHIPPED)
+        if src.name.startswith(("_", ".")) or dst.exists() or dst.resolve() == src: continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst); out.append(src.name)
+    return out
+
 def cmd_init(args) -> int:
     "Create settings.ini, the database and the shipped strategies' configs."
     target = Path(args.settings) if args.settings else Path.cwd() / DEFAULT_INI
@@ -68,6 +86,8 @@ def cmd_init(args) -> int:
     s = load_settings(target)
     st = Store.from_settings(s, create=True)
     print(f"database: {s.arctic_uri} with libraries {', '.join(sorted(st.arctic.list_libraries()))}")
+    copied = _copy_shipped("data_and_research/jobs/*.ipynb", s.base_dir)     # the live runner and data jobs papermill runs
+    if copied: print(f"jobs: copied the shipped {', '.join(copied)}")
     have = {c.strategy_name for c in st.load_strategy_configs(validate=False)}
     for seed in SEED_STRATEGIES:
         if seed["strategy_name"] in have: print(f"strategy: {seed['strategy_name']} configured, kept"); continue
@@ -127,6 +147,8 @@ def cmd_strategies(args) -> int:
                      allocation=f"{c.allocation:.0%}", parameters=json.dumps(c.parameters), risk_limits=json.dumps(c.risk_limits)) for c in cfgs]
         print(_table(rows, ["name", "active", "file", "allocation", "parameters", "risk_limits"])); return 0
     if not args.name: raise UserError(f"`ats strategies {args.action}` needs a strategy name")
+    if args.action in ("start", "stop", "reload"):
+        print(_command(st, args.action, args.name)); return 0
     if args.action == "add":
         params = dict(parse_param(p) for p in args.param or [])
         limits = dict(parse_param(p) for p in args.limit or [])
@@ -152,6 +174,366 @@ def cmd_strategies(args) -> int:
     print(f"{args.name}: active={cfg.active} parameters={json.dumps(cfg.parameters)}")
     return 0
 
+# %% ../nbs/09_cli.ipynb #78df7b8c
+LEDGER_VIEWS = ("positions", "fills", "equity", "pnl")
+
+def _plain(v):
+    "The JSON form of a ledger value: a Decimal as its exact string, a time as ISO 8601 UTC."
+    if isinstance(v, Decimal): return str(v)
+    if isinstance(v, (dt.datetime, pd.Timestamp)): return pd.Timestamp(v).tz_convert("UTC").isoformat()
+    return v
+
+def _qty(v) -> str: return "" if v is None else f"{v.normalize():f}" if v == v.to_integral_value() else f"{v:f}"
+def _money(v) -> str: return "" if v is None else f"{v:,.2f}"
+def _price(v) -> str:
+    "At least 2 decimals, at most 6: 10.50, 4,500.25, 100.666667."
+    if v is None: return ""
+    whole, frac = f"{v:,.6f}".split(".")
+    return f"{whole}.{frac.rstrip('0'):0<2}"
+
+def ledger_rows(ledger, view: str, strategy: str | None = None, equity: pd.DataFrame | None = None, now=None) -> list[dict]:
+    "The rows of `ats ledger VIEW`, with exact values (Decimal, datetime)."
+    keep = lambda s: strategy is None or s == strategy
+    if view == "positions":
+        ps = sorted(ledger.positions.values(), key=lambda p: (p.strategy, p.symbol, p.con_id))
+        return [dict(strategy=p.strategy, symbol=p.symbol, con_id=p.con_id, currency=p.currency, multiplier=p.multiplier, quantity=p.quantity,
+                     avg_price=p.avg_price, mark=p.mark, unrealized=p.unrealized, realized=p.realized, commissions=p.commissions)
+                for p in ps if keep(p.strategy) and (p.quantity or p.realized or p.commissions)]
+    if view == "fills":
+        order = sorted(enumerate(ledger.fills.values()), key=lambda x: (pd.Timestamp(x[1].time), x[0]))
+        return [dataclasses.asdict(f) for _, f in order if keep(f.strategy)]
+    if view == "pnl":
+        return [dict(r, currency=ledger.base) for r in ledger.equity_rows(now) if keep(r["strategy"])]
+    if view == "equity":
+        return [] if equity is None else [dict(time=t.to_pydatetime(), **r) for t, r in zip(equity.index, equity.to_dict("records"))]
+    raise UserError(f"unknown ledger view {view!r}; views: {', '.join(LEDGER_VIEWS)}")
+
+def _ledger_table(view: str, rows: list[dict], base: str) -> str:
+    "Human-readable fixed-width tables; money with 2 decimals, prices with 2 to 6."
+    if view == "positions":
+        out = [dict(r, quantity=_qty(r["quantity"]), avg_price=_price(r["avg_price"]), mark=_price(r["mark"]) if r["mark"] is not None else "-",
+                    unrealized=_money(r["unrealized"]), realized=_money(r["realized"]), commissions=_money(r["commissions"])) for r in rows]
+        return _table(out, ["strategy", "symbol", "quantity", "avg_price", "mark", "unrealized", "realized", "commissions", "currency"])
+    if view == "fills":
+        out = [dict(r, time=pd.Timestamp(r["time"]).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S"), quantity=_qty(r["quantity"]),
+                    price=_price(r["price"]), commission=_money(r["commission"])) for r in rows]
+        return _table(out, ["time", "strategy", "symbol", "quantity", "price", "commission", "currency", "exec_id", "order_id"])
+    money = ["realized", "unrealized", "commissions", "net", "gross_exposure"]
+    if view == "pnl" and len(rows) > 1:
+        rows = rows + [dict(strategy="TOTAL", positions=sum(r["positions"] for r in rows), **{k: sum(r[k] for r in rows) for k in money})]
+    out = [dict(r, **{k: _money(r[k]) for k in money}) for r in rows]
+    if view == "pnl": return f"P&L in {base}\n" + _table(out, ["strategy", *money, "positions"])
+    for r in out: r["time"] = pd.Timestamp(r["time"]).strftime("%Y-%m-%d %H:%M:%S")
+    return f"equity samples in {base} (UTC)\n" + _table(out, ["time", "strategy", "net", "realized", "unrealized", "commissions", "gross_exposure", "positions"])
+
+def cmd_ledger(args) -> int:
+    "Positions, fills, equity samples or P&L per strategy, from the ledger the runner stores."
+    from ats.ledger import LedgerStore, LedgerError, load_ledger
+    s = _settings(args)
+    ls = LedgerStore(Store.from_settings(s, create=False))
+    base, who = s.environment.base_currency, f" for strategy {args.strategy!r}" if args.strategy else ""
+    if args.view == "equity":
+        rows = ledger_rows(None, "equity", equity=ls.equity(args.strategy))
+        if args.limit: rows = rows[-args.limit:]
+        if args.json: _print_json([{k: _plain(v) for k, v in r.items()} for r in rows]); return 0
+        print(_ledger_table("equity", rows, base) if rows else f"no equity samples yet{who}: the runner stores them while it trades")
+        return 0
+    L = load_ledger(ls, base, snapshot=True)
+    snap = ls.snapshot()
+    try: rows = ledger_rows(L, args.view, args.strategy)
+    except LedgerError as e:
+        raise UserError(f"{e.args[0].split(';')[0]} to show P&L in {base}: the runner stores FX rates with its snapshot; "
+                        f"start it (`ats up`), or use `ats ledger positions` (amounts in each instrument's currency)") from None
+    if args.view == "fills" and args.limit: rows = rows[-args.limit:]
+    if args.json: _print_json([{k: _plain(v) for k, v in r.items()} for r in rows]); return 0
+    if not L.fills and not rows: print("no fills yet: the ledger is empty (the runner stores every fill as it happens)"); return 0
+    if not rows: print(f"no {args.view}{who}"); return 0
+    print(_ledger_table(args.view, rows, base))
+    if args.view == "positions":
+        print(f"\namounts in each instrument's currency; marks from the runner's snapshot of {snap['at']:%Y-%m-%d %H:%M:%S} UTC" if snap
+              else "\namounts in each instrument's currency; no marks yet (the runner's snapshot has not been written)")
+        if snap and snap["reconciliation"] is not None:
+            print(f"broker reconciliation at {snap['reconciled_at']:%Y-%m-%d %H:%M:%S} UTC: {snap['reconciliation']}")
+        if any(r["strategy"] == "_unassigned" and r["quantity"] for r in rows):
+            print("_unassigned: held at the broker but by no strategy; assign it to a strategy (a transfer, not a fill) or close it")
+    return 0
+
+def cmd_ledger_assign(args) -> int:
+    """Give (part of) an unassigned position to a strategy: a transfer at cost, recorded with who did it. Through the
+    runner when one is running (it owns the ledger), else straight into the stored ledger."""
+    from ats.ledger import LedgerStore, LedgerError, load_ledger, UNASSIGNED
+    st = _store(args)
+    try: qty = Decimal(args.quantity)
+    except Exception: raise UserError(f"quantity {args.quantity!r} is not a number; e.g. `ats ledger assign AAPL 100 --to ma_crossover`") from None
+    if _runner_live(st):
+        print(_command(st, "assign", args.to, dict(symbol=args.symbol, quantity=str(qty), to=args.to, price=args.price)))
+        return 0
+    s = _settings(args)
+    ls = LedgerStore(st)
+    L = load_ledger(ls, s.environment.base_currency, snapshot=True)
+    sym = args.symbol.upper()
+    ids = [cid for (n, cid), p in L.positions.items() if n == UNASSIGNED and p.quantity and p.symbol.upper() == sym]
+    if not ids:
+        have = sorted({p.symbol for (n, _), p in L.positions.items() if n == UNASSIGNED and p.quantity})
+        raise UserError(f"nothing unassigned in {sym} in the stored ledger (unassigned: {', '.join(have) or 'nothing'}); "
+                        "`ats ledger positions --strategy _unassigned` lists them")
+    if args.to not in {c.strategy_name for c in st.load_strategy_configs(validate=False)}:
+        raise UserError(f"no strategy {args.to!r} in the strategies library; `ats strategies list` shows them")
+    try: t = L.assign(ids[0], qty, args.to, args.price, by=os.environ.get("USER", "cli"))
+    except LedgerError as e: raise UserError(str(e)) from None
+    ls.append_transfers([t])
+    print(f"assigned {t['quantity']} {t['symbol']} to {t['to']} at {t['price']} (stored; the runner books it when it starts)")
+    return 0
+
+def cmd_ledger_reconcile(args) -> int:
+    "Ask the running runner to compare the broker's positions with the strategies' now."
+    print(_command(_store(args), "reconcile", timeout=30))
+    return 0
+
+def _add_ledger(sp):
+    p = sp.add_parser("ledger", help="positions, fills, equity curve and P&L per strategy; assign unassigned positions",
+                      description="Reads the ledger from the database: positions (with the runner's last marks and unassigned "
+                                  "positions), fills, equity samples, or P&L per strategy in the base currency. Safe while the runner trades.")
+    views = p.add_subparsers(dest="view", required=True, metavar="VIEW")
+    for v, h in dict(positions="positions per strategy and instrument, with average cost and P&L", fills="every fill, once",
+                     equity="the sampled equity curve per strategy", pnl="P&L per strategy in the base currency").items():
+        q = views.add_parser(v, help=h)
+        q.add_argument("--strategy", metavar="NAME", help="only this strategy (use _unassigned for broker positions no strategy holds)")
+        q.add_argument("--limit", type=int, metavar="N", help="fills, equity: only the last N rows")
+        q.add_argument("--json", action="store_true",
+                       help="machine-readable JSON list: quantities, prices and amounts as strings of the exact decimal "
+                            "(e.g. \"10.50\"; parse with Decimal), times as ISO 8601 UTC, ids and counts as numbers")
+        q.set_defaults(func=cmd_ledger)
+    q = views.add_parser("assign", help="give an unassigned position (held at the broker, by no strategy) to a strategy",
+                         description="A transfer at the position's cost (or --price), not a fill; recorded with who did it.")
+    q.add_argument("symbol", help="the unassigned position's symbol")
+    q.add_argument("quantity", help="how much of it (same sign as the position; negative for a short)")
+    q.add_argument("--to", required=True, metavar="STRATEGY", help="the strategy that takes it")
+    q.add_argument("--price", metavar="PRICE", help="transfer price (default: the position's cost, else the last mark)")
+    q.set_defaults(func=cmd_ledger_assign)
+    q = views.add_parser("reconcile", help="have the runner compare broker positions with the strategies' now (differences become _unassigned)")
+    q.set_defaults(func=cmd_ledger_reconcile)
+
+# %% ../nbs/09_cli.ipynb #2dcd8da5
+def _runner_live(st, max_age: float = 5.0) -> dict | None:
+    "The status of a runner that is running now, else None."
+    from ats.runtime import read_status, status_age
+    doc = read_status(st)
+    age = status_age(doc)
+    return doc if doc and doc.get("running") and age is not None and age < max_age else None
+
+def _command(st, action: str, target: str = "*", cmd_args: dict | None = None, timeout: float = 10.0) -> str:
+    "Send a command to the running runner and wait for its answer; UserError if there is no runner or it refused."
+    from ats.control import send_command, wait_for_result
+    if _runner_live(st) is None:
+        raise UserError(f"no runner is running, so nobody can `{action}`: start one with `ats up` or `ats run` (see `ats status`)")
+    res = wait_for_result(st, send_command(st, action, target, cmd_args, by=os.environ.get("USER"), source="cli"), timeout=timeout)
+    if res is None: raise UserError(f"the runner did not answer `{action}` within {timeout:g} s; check `ats status` and logs/ats.log")
+    if res.status != "done": raise UserError(f"{action} {target}: {res.message}")
+    return res.message
+
+def cmd_control(args) -> int:
+    "start / stop / reload a strategy, shutdown the session: through the control channel."
+    st = _store(args)
+    print(_command(st, args.action, getattr(args, "name", None) or "*"))
+    return 0
+
+def cmd_kill(args) -> int:
+    "The kill switch: HALT the account (or one strategy); cancel its orders; optionally flatten."
+    from ats.risk import RiskEngine, RiskConfig, ArcticStateStore
+    st = _store(args)
+    if _runner_live(st):
+        print(_command(st, "kill", args.strategy or "*", dict(flatten=args.flatten, reason=args.reason)))
+        return 0
+    s = _settings(args)
+    eng = RiskEngine(RiskConfig.from_settings(s), store=ArcticStateStore(st.library("portfolios"), "risk.state"))
+    eng.kill(args.strategy, args.flatten, by=os.environ.get("USER", "cli"), reason=args.reason)
+    print(f"{'strategy ' + args.strategy if args.strategy else 'account'} HALTED in the stored state (no runner is running: "
+          "nothing to cancel" + ("; positions NOT flattened — close them in TWS or start the runner and run `ats kill --flatten` again" if args.flatten else "")
+          + "); the runner refuses new risk until `ats resume`")
+    return 0
+
+def cmd_resume(args) -> int:
+    "Back to ACTIVE after a kill or a loss limit."
+    from ats.risk import RiskEngine, RiskConfig, ArcticStateStore
+    st = _store(args)
+    if _runner_live(st):
+        print(_command(st, "resume", args.strategy or "*")); return 0
+    s = _settings(args)
+    eng = RiskEngine(RiskConfig.from_settings(s), store=ArcticStateStore(st.library("portfolios"), "risk.state"))
+    eng.resume(args.strategy, by=os.environ.get("USER", "cli"))
+    print(f"{'strategy ' + args.strategy if args.strategy else 'account'} ACTIVE in the stored state")
+    return 0
+
+def cmd_risk(args) -> int:
+    "Trading states, limits and current usage."
+    from ats.risk import RiskEngine, RiskConfig, ArcticStateStore
+    st = _store(args)
+    doc = _runner_live(st)
+    if doc and doc.get("risk_status"): out = doc["risk_status"]
+    else:
+        s = _settings(args)
+        limits = {c.strategy_name: c.risk_limits for c in st.load_strategy_configs(validate=False)}
+        out = RiskEngine(RiskConfig.from_settings(s), limits, ArcticStateStore(st.library("portfolios"), "risk.state")).status()
+        out["note"] = "no runner is running: states and limits only, no usage"
+    if args.json: _print_json(out); return 0
+    acct = out["account"]
+    print(f"account: {acct['state']}" + (f" since {acct['since'][:19]} by {acct['by']}: {acct['reason']}" if acct["state"] != "ACTIVE" else ""))
+    rows = [dict(strategy=n, state=v["effective"], reason=v.get("reason", "")) for n, v in out["strategies"].items()]
+    if out.get("usage"):
+        u = out["usage"]
+        print(f"NAV {u['nav']:,.2f}; loss today {u['account']['loss_today']:.2%}; drawdown {u['account']['drawdown']:.2%}; leverage {u['account']['leverage']:.2f}×")
+        for r in rows:
+            x = u["strategies"].get(r["strategy"], {})
+            r.update(loss_today=f"{x.get('loss_today', 0):.2%}", gross=f"{x.get('gross', 0):.2%}", largest=f"{x.get('largest_symbol', '')} {x.get('largest_position', 0):.2%}")
+    print(_table(rows, ["strategy", "state", "loss_today", "gross", "largest", "reason"]))
+    if out.get("note"): print(out["note"])
+    return 0
+
+def _status_text(doc: dict) -> str:
+    "The live status block of `ats status` and `ats up`."
+    from ats.runtime import status_age
+    acct, lat = doc.get("account", {}), doc.get("latency_ms", {})
+    conns = doc.get("connections", [])
+    main = conns[0] if conns else {}
+    head = (f"{doc['as_of'][11:19]} UTC  {'running' if doc.get('running') else 'stopped: ' + (doc.get('stop_reason') or '')}"
+            f"  NAV {acct.get('nav') or 0:,.2f} {acct.get('base_currency', '')}  day {acct.get('day') or '-'}"
+            f"  broker {doc['host']}:{doc['port']} {main.get('state', '?')} (latency {main.get('latency_ms') or '-'} ms)"
+            f"  bar→order p50/p99 {lat.get('p50') or '-'}/{lat.get('p99') or '-'} ms  account {doc.get('risk', {}).get('account', '?')}")
+    age = status_age(doc)
+    if doc.get("running") and age is not None and age > 5: head += f"\n(this status is {age:.0f} s old: the runner is not refreshing it — is it still running?)"
+    strat = _table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in doc.get("strategies", [])],
+                   ["strategy", "state", "risk_state", "client_id", "connection", "last_bar", "orders", "fills", "refused", "errors", "positions", "net_pnl"])
+    pos = [p for p in doc.get("positions", []) if p.get("quantity")]
+    ptab = _table([dict(strategy=p["strategy"], symbol=p["symbol"], quantity=f"{p['quantity']:g}", avg_price=f"{p['avg_price']:,.2f}",
+                        mark=f"{p['mark']:,.2f}" if p.get("mark") is not None else "", unrealized=f"{p['unrealized']:,.2f}") for p in pos],
+                  ["strategy", "symbol", "quantity", "avg_price", "mark", "unrealized"]) if pos else "(no positions)"
+    alerts = [f"  {a['time'][11:19]} {a['level']:<8} {a['message']}" for a in doc.get("alerts", [])[-5:] if a["level"] != "INFO"]
+    return "\n".join([head, "", strat, "", ptab] + (["", "recent alerts:"] + alerts if alerts else []))
+
+def cmd_status(args) -> int:
+    "The runner's last published status: strategies, positions, P&L, connections, alerts."
+    from ats.runtime import read_status
+    doc = read_status(_store(args))
+    if doc is None:
+        if args.json: _print_json(None); return 1
+        print("no runner has run yet: start one with `ats up` (or `ats run`)"); return 1
+    if args.json: _print_json(doc); return 0
+    print(_status_text(doc))
+    return 0 if doc.get("running") else 1
+
+def cmd_run(args) -> int:
+    "One trading session: the live runner notebook (papermill, archived) or, with --no-notebook, in this process."
+    from ats.config import check_live_guard
+    s = _settings(args)
+    check_live_guard(s)
+    names = [x for x in (args.strategies or "").split(",") if x]
+    if args.no_notebook:
+        from ats.runtime import run_session
+        from ats.logs import setup_logging
+        setup_logging(s)
+        rep = run_session(s, Store.from_settings(s, create=True), strategies=names or None, minutes=args.minutes, port=args.port)
+        print(rep.summary())
+        if len(rep.pnl): print(rep.pnl.round(2).to_string(index=False))
+        return 0 if not len(rep.errors) or rep.stop_reason.startswith(("session length", "shutdown", "signal")) else 1
+    from ats.jobs import run_job, JobError
+    if args.settings: os.environ["ATS_SETTINGS"] = str(Path(args.settings).resolve())
+    params = dict(strategies=",".join(names), minutes=args.minutes or 0.0, environment=args.environment or "", port=args.port or 0)
+    try:
+        run = run_job("live_runner", params, jobs_dir=s.path("data_and_research/jobs"), runs_dir=s.path("data_and_research/runs"),
+                      store=Store.from_settings(s, create=True), cwd=s.base_dir, by=os.environ.get("USER"))
+    except JobError as e: raise UserError(str(e)) from None
+    print(f"session {run.status} in {run.duration_s:.0f} s; record: {run.output_path}", flush=True)
+    if run.error: print(f"error: {run.error}", file=sys.stderr)
+    return 0 if run.status == "success" else 1
+
+def cmd_up(args) -> int:
+    "Start the paper gateway (unless TWS is configured) and the live runner; show live status until Ctrl-C or --minutes."
+    import time as _time
+    from ats.config import check_live_guard
+    from ats.supervisor import Supervisor, ChildSpec, port_open
+    from ats.runtime import read_status
+    from ats.control import send_command
+    s = _settings(args)
+    check_live_guard(s)
+    st = Store.from_settings(s, create=True)
+    if _runner_live(st): raise UserError("a runner is already running on this database (`ats status`); stop it with `ats shutdown` first")
+    sup = Supervisor(echo=lambda m: print(m, flush=True))
+    since, failed = pd.Timestamp.now(tz="UTC"), False
+    port, ats_bin = s.ib.port, str(Path(sys.executable).parent / "ats")
+    pre = ["--settings", args.settings] if args.settings else []
+    try:
+        if s.ib.gateway_type == "paper":
+            if port_open(s.ib.host, port):
+                raise UserError(f"port {port} is in use; stop what listens there (another `ats up` or TWS) or set IB_PORT")
+            sup.start(ChildSpec("paper gateway", [ats_bin, *pre, "gateway", "--port", str(port), "--speed", str(args.speed or s.gateway.speed)],
+                                ready_port=(s.ib.host, port), log_path=s.path("logs/gateway.log")))
+        elif not port_open(s.ib.host, port):
+            raise UserError(f"nothing listens on {s.ib.host}:{port}; start TWS / IB Gateway with the API enabled, or set [ib] gateway_type = paper")
+        runner = sup.start(ChildSpec("live runner", [ats_bin, *pre, "run", *(["--no-notebook"] if args.no_notebook else [])],
+                                     log_path=s.path("logs/runner.log")))
+        print(f"waiting for the runner (its log: {s.path('logs/runner.log')}); Ctrl-C stops everything", flush=True)
+        end = _time.monotonic() + args.minutes * 60 if args.minutes else None
+        last, tty = 0.0, sys.stdout.isatty()
+        while end is None or _time.monotonic() < end:
+            _time.sleep(0.2)
+            dead = sup.dead()
+            if dead:
+                failed = dead[0].proc.returncode != 0
+                print(f"{dead[0].spec.name} exited with code {dead[0].proc.returncode}; see {dead[0].spec.log_path}", flush=True); break
+            if _time.monotonic() - last >= args.every:
+                last = _time.monotonic()
+                doc = read_status(st)
+                if doc and pd.Timestamp(doc["as_of"]) >= since:
+                    print(("\033[2J\033[H" if tty else "\n") + _status_text(doc), flush=True)
+    except KeyboardInterrupt:
+        print("\nstopping (Ctrl-C)", flush=True)
+    finally:
+        live = [c for c in sup.children if c.spec.name == "live runner" and c.proc.poll() is None]
+        if live:
+            send_command(st, "shutdown", by=os.environ.get("USER"), source="up")
+            try: live[0].proc.wait(60)                   # the runner stops its strategies and writes its record
+            except Exception: print("the runner did not stop within 60 s: terminating it", flush=True)
+        sup.stop()
+    doc = read_status(st)
+    if doc and pd.Timestamp(doc["as_of"]) >= since:
+        print("\nsummary:\n" + _status_text(doc), flush=True)
+    return 1 if failed else 0
+
+def _add_trading(sp):
+    p = sp.add_parser("run", help="run one trading session: the live runner notebook with papermill (record under data_and_research/runs/)",
+                      description="Starts the runtime against the configured broker with the active strategies and runs until --minutes, "
+                                  "`ats shutdown`, SIGTERM or Ctrl-C. The executed notebook is the session's record.")
+    p.add_argument("--minutes", type=float, help="session length (default: until stopped)")
+    p.add_argument("--strategies", help="comma-separated strategy names (default: every active strategy)")
+    p.add_argument("--environment", choices=["development", "production"], help="override the profile for this session")
+    p.add_argument("--port", type=int, help="TWS API port (default [ib] port)")
+    p.add_argument("--no-notebook", action="store_true", help="run in this process (no papermill, no archived notebook)")
+    p.set_defaults(func=cmd_run)
+    p = sp.add_parser("up", help="start the paper gateway and the live runner with the active strategies; live status until Ctrl-C",
+                      description="What `make run` starts. With [ib] gateway_type = paper the built-in paper gateway is started as a child "
+                                  "process; the live runner is another child; the status shown is what the runner publishes to the database.")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes and print a summary")
+    p.add_argument("--speed", type=float, help="paper gateway clock speed (default [gateway] speed)")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between status refreshes")
+    p.add_argument("--no-notebook", action="store_true", help="run the runner without papermill")
+    p.set_defaults(func=cmd_up)
+    p = sp.add_parser("status", help="the running session: strategies, positions, P&L, connections, latency, alerts")
+    p.add_argument("--json", action="store_true"); p.set_defaults(func=cmd_status)
+    p = sp.add_parser("shutdown", help="end the running session cleanly (strategies stop, orders cancelled per settings)")
+    p.set_defaults(func=cmd_control, action="shutdown")
+    p = sp.add_parser("kill", help="kill switch: HALT the account or one strategy, cancel its orders, optionally flatten")
+    p.add_argument("--strategy", help="only this strategy (default: the whole account)")
+    p.add_argument("--flatten", action="store_true", help="also close the positions at market")
+    p.add_argument("--reason", default="manual kill switch", help="recorded with the state change")
+    p.set_defaults(func=cmd_kill)
+    p = sp.add_parser("resume", help="back to ACTIVE after a kill or a loss limit")
+    p.add_argument("--strategy", help="only this strategy (default: the account and every strategy)")
+    p.set_defaults(func=cmd_resume)
+    p = sp.add_parser("risk", help="trading states, limits and current usage (`ats risk status --json`)")
+    p.add_argument("action", choices=["status"]); p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_risk)
+
 # %% ../nbs/09_cli.ipynb #db90e938
 def _add_init(sp):
     p = sp.add_parser("init", help="create settings.ini, the database and the shipped strategies' configs",
@@ -175,9 +557,10 @@ def _add_config(sp):
     p.set_defaults(func=cmd_config)
 
 def _add_strategies(sp):
-    p = sp.add_parser("strategies", help="list, add, activate, deactivate strategies, change parameters",
+    p = sp.add_parser("strategies", help="list, add, activate, deactivate strategies, change parameters; start, stop, reload running ones",
                       description="Strategy configs live in the `strategies` library of the database.")
-    p.add_argument("action", choices=["list", "add", "activate", "deactivate", "set-param", "history"])
+    p.add_argument("action", choices=["list", "add", "activate", "deactivate", "set-param", "history", "start", "stop", "reload"],
+                   help="start / stop / reload act on the running runner at once; the others change the stored config")
     p.add_argument("name", nargs="?", help="strategy name")
     p.add_argument("param", nargs="*", help="key=value parameters (values read as JSON when possible)")
     p.add_argument("--file", help="strategy file in strategies/ (add; default NAME.py)")
@@ -277,67 +660,7 @@ def _add_gateway(sp):
     p = sp.add_parser("gateway", help="run the paper gateway: a simulated IB account speaking the TWS API (ats gateway --help)", add_help=False)
     p.set_defaults(func=cmd_gateway)
 
-def cmd_up(args) -> int:
-    "Start the paper gateway (unless TWS is configured) and the live runtime; show live status until Ctrl-C or --minutes."
-    import asyncio, time as _time
-    from ats.config import check_live_guard
-    from ats.supervisor import Supervisor, ChildSpec, port_open
-    from ats.runtime import Runtime
-    from ats.logs import setup_logging
-    s = _settings(args)
-    check_live_guard(s)
-    setup_logging(s, console=False)
-    st = Store.from_settings(s, create=True)
-    sup = Supervisor(echo=lambda m: print(m, flush=True))
-    port = s.ib.port
-    if s.ib.gateway_type == "paper":
-        if port_open(s.ib.host, port):
-            raise UserError(f"port {port} is in use; stop what listens there (another `ats up` or TWS) or set IB_PORT")
-        ats_bin = str(Path(sys.executable).parent / "ats")
-        argv = [ats_bin] + (["--settings", args.settings] if args.settings else []) + ["gateway", "--port", str(port), "--speed", str(args.speed or s.gateway.speed)]
-        sup.start(ChildSpec("paper gateway", argv, ready_port=(s.ib.host, port), log_path=s.path("logs/gateway.log")))
-    elif not port_open(s.ib.host, port):
-        raise UserError(f"nothing listens on {s.ib.host}:{port}; start TWS / IB Gateway with the API enabled, or set [ib] gateway_type = paper")
-    loop = asyncio.new_event_loop()
-    rt = Runtime(s, st, port=port)
-    try:
-        loop.run_until_complete(rt.start())
-        print(f"runtime connected to {s.ib.host}:{port}; {len(rt.slots)} strateg{'y' if len(rt.slots) == 1 else 'ies'}; Ctrl-C stops everything", flush=True)
-        end = _time.monotonic() + args.minutes * 60 if args.minutes else None
-        last = 0.0
-        while end is None or _time.monotonic() < end:
-            loop.run_until_complete(asyncio.sleep(0.2))
-            if sup.dead(): print(f"{sup.dead()[0].spec.name} exited; stopping", flush=True); break
-            if _time.monotonic() - last >= args.every:
-                last = _time.monotonic()
-                rows = rt.status()
-                nav = next((v.value for v in rt.ib.accountValues() if v.tag == "NetLiquidation"), "?")
-                print(f"\n{_time.strftime('%H:%M:%S')}  NAV {nav}  connected {rt.ib.isConnected()}  positions {len([p for p in rt.ledger.positions.values() if p.quantity])}", flush=True)
-                print(_table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items() if k != "error"} for r in rows],
-                             ["strategy", "client_id", "state", "last_bar", "orders", "refused", "errors", "net_pnl"]), flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        rows = rt.status() if rt.slots else []
-        try: loop.run_until_complete(rt.stop())
-        except Exception: pass
-        sup.stop()
-        print("\nsummary:", flush=True)
-        print(_table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
-                     ["strategy", "state", "orders", "refused", "errors", "net_pnl", "error"]), flush=True)
-        pos = rt.ledger.positions_frame()
-        if len(pos): print("\npositions:\n" + pos.round(2).to_string(index=False), flush=True)
-    return 0
-
-def _add_up(sp):
-    p = sp.add_parser("up", help="start the paper gateway and the live runtime with the active strategies; live status until Ctrl-C",
-                      description="What `make run` starts. With [ib] gateway_type = paper the built-in paper gateway is started as a child process.")
-    p.add_argument("--minutes", type=float, help="stop after this many minutes and print a summary")
-    p.add_argument("--speed", type=float, help="paper gateway clock speed (default [gateway] speed)")
-    p.add_argument("--every", type=float, default=2.0, help="seconds between status tables")
-    p.set_defaults(func=cmd_up)
-
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_jobs, _add_backtest, _add_gateway, _add_up]
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, _add_backtest, _add_gateway]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "
@@ -366,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     except LiveTradingRefused as e:
         print(f"error: {e}", file=sys.stderr); return 2
     except (UserError, StoreError) as e:
+        print(f"error: {e}", file=sys.stderr); return 2
+    except BrokerError as e:
         print(f"error: {e}", file=sys.stderr); return 2
     except Exception as e:
         from ats.strategy import StrategyLoadError

@@ -15,7 +15,7 @@ __all__ = ['ACTIONS', 'LIBRARY', 'RESULTS_SYMBOL', 'Command', 'CommandResult', '
            'CommandInbox']
 
 # %% ../nbs/24_control.ipynb #d05fa201
-ACTIONS = ("start", "stop", "reload", "kill", "resume", "flatten", "set_param", "assign")
+ACTIONS = ("start", "stop", "reload", "kill", "resume", "flatten", "set_param", "assign", "reconcile", "shutdown")
 LIBRARY = "strategies"
 RESULTS_SYMBOL = "commands.results"
 

@@ -4,17 +4,30 @@
 
 # %% ../nbs/23_ledger.ipynb #fbcd3140
 from __future__ import annotations
-import datetime as dt
+import datetime as dt, logging, queue, threading, time
 from dataclasses import dataclass, field, asdict, replace
 from decimal import Decimal
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 D = Decimal
 UNASSIGNED = "_unassigned"
 
 def dec(x) -> Decimal:
-    "Exact Decimal from an IB float/str (through its shortest repr, so 0.1 stays 0.1)."
-    return x if isinstance(x, Decimal) else Decimal(repr(float(x))) if isinstance(x, float) else Decimal(str(x))
+    """Exact Decimal from an IB float/str, through its shortest repr so 0.1 stays 0.1; a whole float (IB sends share
+    counts as floats) becomes a whole Decimal, so 7.0 shares read as 7."""
+    if isinstance(x, Decimal): return x
+    if isinstance(x, float): return Decimal(int(x)) if x.is_integer() else Decimal(repr(x))
+    return Decimal(str(x))
+
+def _utc(t) -> dt.datetime:
+    "An aware UTC datetime; a naive time is taken as UTC (IB reports executions in UTC)."
+    if isinstance(t, str): t = dt.datetime.fromisoformat(t)
+    if isinstance(t, pd.Timestamp): t = t.to_pydatetime()
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+
+def _now() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
 class LedgerError(ValueError):
     "A fill or transfer that contradicts what the ledger already holds."
@@ -58,6 +71,7 @@ class Position:
     def apply(self, qty: Decimal, price: Decimal) -> Decimal:
         "Book a signed quantity at a price; returns the realized P&L of the part that reduced the position."
         realized = D(0)
+        if qty == 0: return realized
         if self.quantity == 0 or (self.quantity > 0) == (qty > 0):
             new = self.quantity + qty
             self.avg_price = (self.avg_price * abs(self.quantity) + price * abs(qty)) / abs(new)
@@ -73,20 +87,24 @@ class Position:
         return realized
 
 # %% auto #0
-__all__ = ['D', 'UNASSIGNED', 'dec', 'LedgerError', 'Fill', 'Position', 'ReconciliationReport', 'Ledger']
+__all__ = ['log', 'D', 'UNASSIGNED', 'LIBRARY', 'FILLS', 'COMMISSIONS', 'TRANSFERS', 'EQUITY', 'SNAPSHOT', 'dec', 'LedgerError',
+           'Fill', 'Position', 'ReconciliationReport', 'Ledger', 'fills_to_frame', 'frame_to_fills', 'snapshot_data',
+           'LedgerStore', 'apply_snapshot', 'load_ledger', 'LedgerWriteError', 'LedgerWriter']
 
 # %% ../nbs/23_ledger.ipynb #e69db610
 @dataclass
 class ReconciliationReport:
     "Broker positions against the sum of the strategies' positions."
-    rows: list = field(default_factory=list)      # dicts: con_id, symbol, broker, strategies, difference
+    rows: list = field(default_factory=list)      # dicts: con_id, symbol, broker, strategies, difference (, note)
+    at: dt.datetime = field(default_factory=_now)  # when the broker's positions were compared
     @property
     def differences(self) -> list: return [r for r in self.rows if r["difference"] != 0]
     @property
     def ok(self) -> bool: return not self.differences
     def __str__(self):
         if self.ok: return f"reconciled: {len(self.rows)} instrument(s) agree with the broker"
-        return "; ".join(f"{r['symbol']}: broker {r['broker']}, strategies {r['strategies']} -> {r['difference']} unassigned" for r in self.differences)
+        return "; ".join(f"{r['symbol']}: broker {r['broker']}, strategies {r['strategies']} -> {r['difference']} unassigned"
+                         + (f" ({r['note']})" if r.get("note") else "") for r in self.differences)
 
 class Ledger:
     "Fills, positions and P&L per strategy; FX to the base currency."
@@ -96,13 +114,36 @@ class Ledger:
         self.positions: dict[tuple[str, int], Position] = {}
         self.cash: dict[tuple[str, str], Decimal] = {}        # (strategy, currency) -> cash flow so far
         self.fx: dict[str, Decimal] = {base_currency: D(1)}
+        self.marks: dict[int, Decimal] = {}                   # con_id -> latest price, also for positions opened later
         self.transfers: list[dict] = []
+        self._last: dict[tuple[str, int], dt.datetime] = {}   # newest fill/transfer time booked per position
 
-    def _pos(self, strategy: str, f) -> Position:
-        key = (strategy, f.con_id)
+    def _pos(self, strategy: str, con_id: int, symbol: str, currency: str, multiplier) -> Position:
+        key = (strategy, con_id)
         if key not in self.positions:
-            self.positions[key] = Position(strategy, f.con_id, f.symbol, f.currency, dec(f.multiplier))
+            self.positions[key] = Position(strategy, con_id, symbol, currency, dec(multiplier), mark=self.marks.get(con_id))
         return self.positions[key]
+
+    def _book(self, key: tuple[str, int], at, qty: Decimal, price: Decimal) -> None:
+        "Apply a trade to a position in time order; an older one than the newest booked rebuilds the position."
+        at = _utc(at)
+        if key in self._last and at < self._last[key]: self._rebuild(key)
+        else:
+            self.positions[key].apply(qty, price)
+            self._last[key] = at
+
+    def _events(self, key: tuple[str, int]) -> list[tuple]:
+        "Fills and transfers of one position, in time order (fills before transfers, then booking order, at equal times)."
+        ev = [(_utc(f.time), 0, i, dec(f.quantity), dec(f.price)) for i, f in enumerate(self.fills.values()) if (f.strategy, f.con_id) == key]
+        ev += [(_utc(t["at"]), 1, i, dec(t["quantity"]), dec(t["price"])) for i, t in enumerate(self.transfers) if (t["to"], t["con_id"]) == key]
+        return sorted(ev, key=lambda e: e[:3])
+
+    def _rebuild(self, key: tuple[str, int]) -> None:
+        p = self.positions[key]
+        p.quantity, p.avg_price, p.realized = D(0), D(0), D(0)
+        ev = self._events(key)
+        for *_, q, px in ev: p.apply(q, px)
+        self._last[key] = ev[-1][0]
 
     def record_fill(self, f: Fill) -> bool:
         "Book a fill once; False if it was already booked (same exec id, same content)."
@@ -113,9 +154,10 @@ class Ledger:
                 return False
             raise LedgerError(f"execution {f.exec_id} is already booked as {old.quantity} {old.symbol} @ {old.price} for {old.strategy}; "
                               f"refusing a different fill under the same id ({f.quantity} @ {f.price} for {f.strategy})")
+        if dec(f.quantity) == 0: raise LedgerError(f"execution {f.exec_id} ({f.symbol}, {f.strategy}) has quantity 0; an execution always trades something")
         self.fills[f.exec_id] = f
-        p = self._pos(f.strategy, f)
-        p.apply(dec(f.quantity), dec(f.price))
+        p = self._pos(f.strategy, f.con_id, f.symbol, f.currency, f.multiplier)
+        self._book((f.strategy, f.con_id), f.time, dec(f.quantity), dec(f.price))
         k = (f.strategy, f.currency)
         self.cash[k] = self.cash.get(k, D(0)) - dec(f.quantity) * dec(f.price) * dec(f.multiplier) - dec(f.commission)
         p.commissions += dec(f.commission)
@@ -135,9 +177,10 @@ class Ledger:
         return True
 
     def mark(self, con_id: int, price) -> None:
-        "Latest price of an instrument, for unrealized P&L."
+        "Latest price of an instrument, for unrealized P&L (kept for positions opened later too)."
+        self.marks[con_id] = dec(price)
         for (s, c), p in self.positions.items():
-            if c == con_id: p.mark = dec(price)
+            if c == con_id: p.mark = self.marks[con_id]
 
     def set_fx(self, currency: str, rate_to_base) -> None:
         "Units of base currency per unit of `currency`."
@@ -152,9 +195,24 @@ class Ledger:
         return p.quantity if p else D(0)
 
     # ---- reconciliation -----------------------------------------------------------------
-    def reconcile(self, broker: dict[int, tuple[str, Decimal]], price: dict[int, Decimal] | None = None) -> ReconciliationReport:
+    def _contract(self, con_id: int, symbol: str, contracts: dict | None) -> tuple[str, Decimal, str]:
+        "Currency and multiplier of a contract — from `contracts`, else from a position in it — and a note when assumed."
+        if contracts and con_id in contracts:
+            ccy, mult = contracts[con_id]
+            return ccy, dec(mult), ""
+        p = next((p for (s, c), p in self.positions.items() if c == con_id), None)
+        if p is not None: return p.currency, p.multiplier, ""
+        # the difference must still be shown (a reconciliation that raises hides it): assume, and say so
+        note = f"currency {self.base} and multiplier 1 assumed (pass contracts= to reconcile)"
+        log.warning("ledger: %s (contract %s) is held at the broker but no strategy traded it: %s", symbol, con_id, note)
+        return self.base, D(1), note
+
+    def reconcile(self, broker: dict[int, tuple[str, Decimal]], price: dict[int, Decimal] | None = None,
+                  contracts: dict[int, tuple[str, Decimal]] | None = None) -> ReconciliationReport:
         """Compare broker positions {con_id: (symbol, quantity)} with the sum over strategies; the difference becomes an
-        explicit position of the `_unassigned` strategy (never silently merged into a strategy)."""
+        explicit position of the `_unassigned` strategy (never silently merged into a strategy). `price` gives the cost of
+        a new difference; `contracts` {con_id: (currency, multiplier)} describes contracts no strategy has traded (without
+        it they are taken as base currency, multiplier 1, and the row says so in `note`)."""
         rep = ReconciliationReport()
         ids = set(broker) | {c for (_, c) in self.positions}
         for cid in sorted(ids):
@@ -163,32 +221,67 @@ class Ledger:
             un = self.positions.get((UNASSIGNED, cid))
             sym = sym or next(p.symbol for (s, c), p in self.positions.items() if c == cid)
             diff = dec(bq) - held
-            rep.rows.append(dict(con_id=cid, symbol=sym, broker=dec(bq), strategies=held, difference=diff))
+            row = dict(con_id=cid, symbol=sym, broker=dec(bq), strategies=held, difference=diff)
+            rep.rows.append(row)
             current = un.quantity if un else D(0)
             if diff != current:
-                u = un or Position(UNASSIGNED, cid, sym, "USD", D(1))
-                self.positions[(UNASSIGNED, cid)] = u
+                if un is None:
+                    ccy, mult, note = self._contract(cid, sym, contracts)
+                    if note: row["note"] = note
+                u = un or self._pos(UNASSIGNED, cid, sym, ccy, mult)
                 u.quantity = diff
                 u.avg_price = dec((price or {}).get(cid, u.avg_price))
         return rep
 
     def assign(self, con_id: int, quantity, to_strategy: str, price=None, by: str = "") -> dict:
-        "Move (part of) an unassigned position to a strategy, as an auditable transfer (not a fake fill)."
+        """Move (part of) an unassigned position to a strategy, as an auditable transfer (not a fake fill). The price
+        defaults to the unassigned position's cost, else the latest mark."""
         u = self.positions.get((UNASSIGNED, con_id))
         q = dec(quantity)
         if u is None or u.quantity == 0: raise LedgerError(f"nothing unassigned for contract {con_id}")
-        if (q > 0) != (u.quantity > 0) or abs(q) > abs(u.quantity):
+        if to_strategy == UNASSIGNED: raise LedgerError("assign to a strategy, not to the unassigned bucket")
+        if q == 0 or (q > 0) != (u.quantity > 0) or abs(q) > abs(u.quantity):
             raise LedgerError(f"can assign at most {u.quantity} of contract {con_id} (same sign), not {q}")
-        px = dec(price) if price is not None else u.avg_price
-        t = dict(id=f"transfer-{len(self.transfers) + 1}", con_id=con_id, symbol=u.symbol, quantity=q, price=px, to=to_strategy,
-                 by=by, at=dt.datetime.now(dt.timezone.utc))
+        px = dec(price) if price is not None else (u.avg_price or self.marks.get(con_id))
+        if not px: raise LedgerError(f"no price for assigning {u.symbol} (contract {con_id}): the unassigned position has no cost "
+                                     f"and no mark; give the transfer price")
+        t = dict(id=f"transfer-{len(self.transfers) + 1}", con_id=con_id, symbol=u.symbol, currency=u.currency, multiplier=u.multiplier,
+                 quantity=q, price=px, to=to_strategy, by=by, at=_now())
         u.quantity -= q
-        tgt = self.positions.setdefault((to_strategy, con_id), Position(to_strategy, con_id, u.symbol, u.currency, u.multiplier))
-        tgt.apply(q, px)
-        self.transfers.append(t)
+        self.apply_transfer(t)
         return t
 
+    def apply_transfer(self, t: dict) -> bool:
+        """Book a transfer (as returned by `assign`, or read back from the database) on its receiving strategy; False if
+        its id is booked already. The unassigned side is not touched: the next reconciliation derives it."""
+        if any(x["id"] == t["id"] for x in self.transfers): return False
+        q, px = dec(t["quantity"]), dec(t["price"])
+        p = self._pos(t["to"], t["con_id"], t["symbol"], t.get("currency", "USD"), t.get("multiplier", 1))
+        self.transfers.append(t)
+        self._book((t["to"], t["con_id"]), t["at"], q, px)
+        k = (t["to"], p.currency)
+        self.cash[k] = self.cash.get(k, D(0)) - q * px * p.multiplier
+        return True
+
     # ---- tables -----------------------------------------------------------------------
+    def equity_rows(self, time=None) -> list[dict]:
+        """One row per strategy at `time` (default now), in the base currency: realized, unrealized, commissions, net,
+        gross exposure (|quantity| × mark × multiplier × FX; the average price where there is no mark yet) and the
+        number of open positions. Sampled on a schedule, these rows are the strategies' equity curves."""
+        at = _utc(time or _now())
+        agg: dict[str, dict] = {}
+        for p in self.positions.values():
+            a = agg.setdefault(p.strategy, dict(realized=D(0), unrealized=D(0), commissions=D(0), gross_exposure=D(0), positions=0))
+            a["realized"] += self.to_base(p.realized, p.currency)
+            a["unrealized"] += self.to_base(p.unrealized, p.currency)
+            a["commissions"] += self.to_base(p.commissions, p.currency)
+            px = p.mark if p.mark is not None else p.avg_price
+            a["gross_exposure"] += self.to_base(abs(p.quantity) * px * p.multiplier, p.currency)
+            a["positions"] += p.quantity != 0
+        return [dict(time=at, strategy=s, realized=a["realized"], unrealized=a["unrealized"], commissions=a["commissions"],
+                     net=a["realized"] + a["unrealized"] - a["commissions"], gross_exposure=a["gross_exposure"], positions=a["positions"])
+                for s, a in sorted(agg.items()) if s != UNASSIGNED or a["positions"]]   # an emptied unassigned bucket is no strategy
+
     def positions_frame(self) -> pd.DataFrame:
         rows = [dict(strategy=p.strategy, symbol=p.symbol, con_id=p.con_id, currency=p.currency, quantity=float(p.quantity),
                      avg_price=float(p.avg_price), mark=float(p.mark) if p.mark is not None else None,
@@ -198,16 +291,365 @@ class Ledger:
 
     def pnl_frame(self) -> pd.DataFrame:
         "Per strategy, in the base currency: realized, unrealized, commissions, net."
-        agg: dict[str, dict] = {}
-        for p in self.positions.values():
-            a = agg.setdefault(p.strategy, dict(realized=D(0), unrealized=D(0), commissions=D(0)))
-            a["realized"] += self.to_base(p.realized, p.currency); a["unrealized"] += self.to_base(p.unrealized, p.currency)
-            a["commissions"] += self.to_base(p.commissions, p.currency)
-        rows = [dict(strategy=s, realized=float(a["realized"]), unrealized=float(a["unrealized"]), commissions=float(a["commissions"]),
-                     net=float(a["realized"] + a["unrealized"] - a["commissions"])) for s, a in sorted(agg.items())]
-        return pd.DataFrame(rows, columns=["strategy", "realized", "unrealized", "commissions", "net"])
+        cols = ["strategy", "realized", "unrealized", "commissions", "net"]
+        return pd.DataFrame([{k: r[k] if k == "strategy" else float(r[k]) for k in cols} for r in self.equity_rows()], columns=cols)
 
     def fills_frame(self, strategy: str | None = None) -> pd.DataFrame:
         rows = [dict(asdict(f), quantity=float(f.quantity), price=float(f.price), commission=float(f.commission), multiplier=float(f.multiplier))
                 for f in self.fills.values() if strategy is None or f.strategy == strategy]
         return pd.DataFrame(rows).sort_values("time").reset_index(drop=True) if rows else pd.DataFrame()
+
+# %% ../nbs/23_ledger.ipynb #ead092cc
+LIBRARY = "portfolios"
+FILLS, COMMISSIONS, TRANSFERS, EQUITY, SNAPSHOT = "ledger.fills", "ledger.commissions", "ledger.transfers", "ledger.equity", "ledger.snapshot"
+_FILL_DECIMALS = ("quantity", "price", "multiplier", "commission")
+_FILL_INTS = ("con_id", "order_id", "perm_id")
+_TRANSFER_DECIMALS = ("quantity", "price", "multiplier")
+_EQUITY_DECIMALS = ("realized", "unrealized", "commissions", "net", "gross_exposure")
+_ONE_US = pd.Timedelta(1, "us")
+
+def _naive_utc(times) -> pd.DatetimeIndex:
+    "UTC times without a time zone: ArcticDB keeps the zone of the index but not of columns."
+    return pd.DatetimeIndex([pd.Timestamp(_utc(t)) for t in times]).tz_convert("UTC").tz_localize(None)
+
+def _aware(ts) -> dt.datetime: return pd.Timestamp(ts).tz_localize("UTC").to_pydatetime()
+
+def _s(x) -> str: return str(dec(x))
+
+def _retrying(fn, attempts: int = 5):
+    """Call a read; retry when the runner pruned the version being read (it appends with
+    `prune_previous_versions`, and a reader can lose that race about once in 20 000 reads)."""
+    from arcticdb.exceptions import KeyNotFoundException, NoSuchVersionException
+    for i in range(attempts):
+        try: return fn()
+        except (KeyNotFoundException, NoSuchVersionException):
+            if i == attempts - 1: raise
+            time.sleep(0.01 * (i + 1))
+
+def fills_to_frame(fills: list[Fill]) -> pd.DataFrame:
+    "Fills as a frame of plain columns: Decimals as exact strings, `time` as naive UTC."
+    cols = [f.name for f in Fill.__dataclass_fields__.values()]
+    df = pd.DataFrame([asdict(f) for f in fills], columns=cols)
+    for c in _FILL_DECIMALS: df[c] = [_s(x) for x in df[c]]
+    for c in _FILL_INTS: df[c] = df[c].astype("int64")
+    for c in ("exec_id", "strategy", "symbol", "currency", "order_ref", "account"): df[c] = df[c].astype(str)
+    df["time"] = _naive_utc(df["time"])
+    return df
+
+def frame_to_fills(df: pd.DataFrame) -> list[Fill]:
+    "The inverse of `fills_to_frame`."
+    out = []
+    for r in df.itertuples(index=False):
+        d = r._asdict()
+        for c in _FILL_DECIMALS: d[c] = D(d[c])
+        for c in _FILL_INTS: d[c] = int(d[c])
+        d["time"] = _aware(d["time"])
+        out.append(Fill(**d))
+    return out
+
+def _position_row(p: Position) -> dict:
+    return dict(strategy=p.strategy, con_id=int(p.con_id), symbol=p.symbol, currency=p.currency, multiplier=_s(p.multiplier),
+                quantity=_s(p.quantity), avg_price=_s(p.avg_price), realized=_s(p.realized), commissions=_s(p.commissions),
+                mark=None if p.mark is None else _s(p.mark))
+
+def _row_position(r: dict) -> Position:
+    return Position(r["strategy"], int(r["con_id"]), r["symbol"], r["currency"], D(r["multiplier"]), D(r["quantity"]), D(r["avg_price"]),
+                    D(r["realized"]), D(r["commissions"]), None if r["mark"] is None else D(r["mark"]))
+
+def snapshot_data(ledger: Ledger, reconciliation: ReconciliationReport | None = None, at=None) -> dict:
+    """The ledger's state as plain strings and numbers, ready for `ledger.snapshot`. Build it on the thread that owns
+    the ledger: the ledger keeps changing while a background writer waits for ArcticDB."""
+    rec = None if reconciliation is None else [{k: _s(v) if isinstance(v, Decimal) else v for k, v in r.items()} for r in reconciliation.rows]
+    return dict(at=_utc(at or _now()).isoformat(), base=ledger.base, fx={c: _s(r) for c, r in ledger.fx.items()},
+                marks={str(c): _s(m) for c, m in ledger.marks.items()}, positions=[_position_row(p) for p in ledger.positions.values()],
+                reconciliation=rec, reconciled_at=None if rec is None else _utc(reconciliation.at).isoformat(),
+                transfers=[t["id"] for t in ledger.transfers], fills=len(ledger.fills))
+
+# %% ../nbs/23_ledger.ipynb #8febad00
+class LedgerStore:
+    "The ledger's symbols in the `portfolios` library: the runner appends, the CLI and the dashboard read."
+    def __init__(self, store, compact_every: int = 500):
+        self.store, self.lib = store, store.library(LIBRARY)
+        self.compact_every = compact_every                 # appends between compactions of a symbol's small segments
+        self._last: dict[str, pd.Timestamp] = {}           # newest write stamp per symbol (we are its only writer)
+        self._appends: dict[str, int] = {}
+        self._stored: dict[str, Decimal] | None = None     # exec id -> commission stored, read at the first append
+        self._transfer_ids: set[str] | None = None
+        self._reconciliation: tuple | None = None          # (rows, at) of the last snapshot, reused when none is given
+
+    def __repr__(self): return f"LedgerStore({self.store!r})"
+
+    # ---- writing (the runner only) -----------------------------------------------------
+    def _stamps(self, sym: str, n: int) -> pd.DatetimeIndex:
+        "n strictly increasing write times after everything in `sym`."
+        last = self._last.get(sym)
+        if last is None and self.lib.has_symbol(sym):
+            tail = self.lib.tail(sym, 1).data
+            last = tail.index[-1] if len(tail) else None
+        now = pd.Timestamp.now(tz="UTC")
+        start = now if last is None or now > last else last + _ONE_US
+        return pd.DatetimeIndex([start + i * _ONE_US for i in range(n)], name="written_at")
+
+    def _append(self, sym: str, df: pd.DataFrame) -> None:
+        df.index = self._stamps(sym, len(df))
+        if sym in self._last or self.lib.has_symbol(sym): self.lib.append(sym, df, prune_previous_versions=True)
+        else: self.lib.write(sym, df)
+        self._last[sym] = df.index[-1]
+        self._appends[sym] = n = self._appends.get(sym, 0) + 1
+        if self.compact_every and n % self.compact_every == 0: self._compact(sym)
+
+    def _compact(self, sym: str) -> None:
+        "Merge the many one-batch segments of an append-only symbol, so reads stay fast."
+        try: self.lib.compact_data(sym, prune_previous_versions=True)
+        except Exception as e: log.warning("ledger: compacting %s failed (the data is intact; reads are slower): %s", sym, e)
+
+    def _known(self) -> dict[str, Decimal]:
+        if self._stored is None:
+            f = self._read(FILLS, columns=["exec_id", "commission"])
+            c = self._read(COMMISSIONS)
+            self._stored = {} if f is None else dict(zip(f["exec_id"], map(D, f["commission"])))
+            if c is not None: self._stored.update(zip(c["exec_id"], map(D, c["commission"])))
+        return self._stored
+
+    def append_fills(self, fills) -> int:
+        "Store the fills not stored yet, in one append; returns how many were new."
+        known, new, late = self._known(), {}, []
+        for f in fills:
+            if f.exec_id in new: continue
+            if f.exec_id in known:
+                if dec(f.commission) and not known[f.exec_id]: late.append((f.exec_id, f.commission))
+                continue
+            new[f.exec_id] = f
+        if new:
+            self._append(FILLS, fills_to_frame(list(new.values())))
+            known.update((e, dec(f.commission)) for e, f in new.items())
+        if late: self.append_commissions(late)
+        return len(new)
+
+    def append_commissions(self, commissions) -> int:
+        """Store commissions [(exec_id, commission)] reported after their fill, in one append; returns how many were new.
+        Commissions for executions not stored are refused (LedgerError) after the others are stored."""
+        known, rows, unknown = self._known(), {}, []
+        for eid, c in commissions:
+            c = dec(c)
+            if eid not in known: unknown.append(eid); continue
+            if known[eid] == c or eid in rows: continue
+            if known[eid]: raise LedgerError(f"execution {eid} already has commission {known[eid]} stored, not {c}")
+            rows[eid] = c
+        if rows:
+            self._append(COMMISSIONS, pd.DataFrame(dict(exec_id=list(rows), commission=[_s(c) for c in rows.values()])))
+            known.update(rows)
+        if unknown: raise LedgerError(f"commission for execution(s) {', '.join(unknown)} not in {FILLS}: store the fill first")
+        return len(rows)
+
+    def append_transfers(self, transfers) -> int:
+        "Store transfers (dicts from `Ledger.assign`) not stored yet, in one append; returns how many were new."
+        if self._transfer_ids is None:
+            t = self._read(TRANSFERS, columns=["id"])
+            self._transfer_ids = set() if t is None else set(t["id"])
+        new = {t["id"]: t for t in transfers if t["id"] not in self._transfer_ids}
+        if not new: return 0
+        df = pd.DataFrame([dict(id=t["id"], con_id=int(t["con_id"]), symbol=t["symbol"], currency=t.get("currency", "USD"),
+                                multiplier=_s(t.get("multiplier", 1)), quantity=_s(t["quantity"]), price=_s(t["price"]), to=t["to"],
+                                by=t.get("by", ""), at=t["at"]) for t in new.values()])
+        df["at"] = _naive_utc(df["at"])
+        self._append(TRANSFERS, df)
+        self._transfer_ids |= set(new)
+        return len(new)
+
+    def append_equity(self, rows) -> int:
+        "Store equity samples (from `Ledger.equity_rows`) in one append."
+        rows = list(rows)
+        if not rows: return 0
+        df = pd.DataFrame([dict(time=r["time"], strategy=r["strategy"], **{k: _s(r[k]) for k in _EQUITY_DECIMALS},
+                                positions=int(r["positions"])) for r in rows])
+        df["time"] = _naive_utc(df["time"])
+        self._append(EQUITY, df)
+        return len(rows)
+
+    def write_snapshot(self, ledger: Ledger | dict, reconciliation: ReconciliationReport | None = None) -> None:
+        """Overwrite `ledger.snapshot` with the ledger's positions, marks and FX, and the reconciliation (without one, the
+        last one written is kept). Takes a Ledger, or a dict from `snapshot_data`."""
+        data = dict(ledger) if isinstance(ledger, dict) else snapshot_data(ledger, reconciliation)
+        if data["reconciliation"] is None:
+            if self._reconciliation is None:
+                old = self.snapshot()
+                self._reconciliation = (old["meta"]["reconciliation"], old["meta"]["reconciled_at"]) if old else (None, None)
+            data["reconciliation"], data["reconciled_at"] = self._reconciliation
+        self._reconciliation = (data["reconciliation"], data["reconciled_at"])
+        diffs = sum(D(r["difference"]) != 0 for r in data["reconciliation"] or [])
+        row = pd.DataFrame(dict(positions=[sum(D(p["quantity"]) != 0 for p in data["positions"])], fills=[data["fills"]], differences=[diffs]),
+                           index=pd.DatetimeIndex([pd.Timestamp(data["at"])], name="at"))
+        self.lib.write(SNAPSHOT, row, metadata=data, prune_previous_versions=True)
+
+    # ---- reading (any process) ---------------------------------------------------------
+    def _read(self, sym: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        if not self.lib.has_symbol(sym): return None
+        return _retrying(lambda: self.lib.read(sym, columns=columns).data)
+
+    def fills(self) -> list[Fill]:
+        "Every stored fill as written (commission as known then), in the order stored."
+        df = self._read(FILLS)
+        return [] if df is None else frame_to_fills(df)
+
+    def commissions(self) -> list[tuple[str, Decimal]]:
+        "Late commissions [(exec_id, commission)], in the order stored."
+        df = self._read(COMMISSIONS)
+        return [] if df is None else [(e, D(c)) for e, c in zip(df["exec_id"], df["commission"])]
+
+    def transfers(self) -> list[dict]:
+        "Stored transfers as dicts like those `Ledger.assign` returns."
+        df = self._read(TRANSFERS)
+        if df is None: return []
+        out = []
+        for r in df.itertuples(index=False):
+            d = r._asdict()
+            for c in _TRANSFER_DECIMALS: d[c] = D(d[c])
+            d["con_id"], d["at"] = int(d["con_id"]), _aware(d["at"])
+            out.append(d)
+        return out
+
+    def equity(self, strategy: str | None = None) -> pd.DataFrame:
+        "Equity samples indexed by their UTC time: strategy, realized, unrealized, commissions, net, gross_exposure (Decimal), positions."
+        cols = ["strategy", *_EQUITY_DECIMALS, "positions"]
+        df = self._read(EQUITY)
+        if df is None: return pd.DataFrame(columns=cols, index=pd.DatetimeIndex([], tz="UTC", name="time"))
+        if strategy is not None: df = df[df["strategy"] == strategy]
+        df = df.set_index(pd.DatetimeIndex(df["time"]).tz_localize("UTC").rename("time"))[cols].copy()
+        for c in _EQUITY_DECIMALS: df[c] = df[c].map(D)
+        return df
+
+    def snapshot(self) -> dict | None:
+        """The last snapshot, or None before the first: `at`, `base`, `fx` {currency: Decimal}, `marks` {con_id: Decimal},
+        `positions` [Position], `reconciliation` (ReconciliationReport or None), `reconciled_at`, `transfers` (ids booked
+        then), `fills` (count then); `meta` is the stored form."""
+        if not self.lib.has_symbol(SNAPSHOT): return None
+        md = _retrying(lambda: self.lib.read_metadata(SNAPSHOT).metadata)
+        rec = None if md["reconciliation"] is None else ReconciliationReport(
+            [dict(r, broker=D(r["broker"]), strategies=D(r["strategies"]), difference=D(r["difference"])) for r in md["reconciliation"]],
+            _utc(md["reconciled_at"]))
+        return dict(at=_utc(md["at"]), base=md["base"], fx={c: D(r) for c, r in md["fx"].items()},
+                    marks={int(c): D(m) for c, m in md["marks"].items()}, positions=[_row_position(p) for p in md["positions"]],
+                    reconciliation=rec, reconciled_at=md["reconciled_at"] and _utc(md["reconciled_at"]),
+                    transfers=set(md["transfers"]), fills=md["fills"], meta=md)
+
+# %% ../nbs/23_ledger.ipynb #af0f4d13
+def apply_snapshot(ledger: Ledger, snap: dict) -> Ledger:
+    """Put the runner's last marks, FX rates and unassigned positions on a ledger rebuilt from the database (for the
+    CLI and the dashboard). Transfers stored after the snapshot are taken out of the unassigned quantities."""
+    if snap["base"] == ledger.base:
+        for c, r in snap["fx"].items(): ledger.set_fx(c, r)
+    for cid, m in snap["marks"].items(): ledger.mark(cid, m)
+    later = [t for t in ledger.transfers if t["id"] not in snap["transfers"]]
+    for p in snap["positions"]:
+        if p.strategy != UNASSIGNED: continue
+        q = p.quantity - sum((dec(t["quantity"]) for t in later if t["con_id"] == p.con_id), D(0))
+        if q: ledger.positions[(UNASSIGNED, p.con_id)] = replace(p, quantity=q, mark=ledger.marks.get(p.con_id, p.mark))
+    return ledger
+
+def load_ledger(store, base_currency: str = "USD", *, snapshot: bool = False) -> Ledger:
+    """Rebuild the runner's Ledger from the database: fills and transfers in execution-time order, then late
+    commissions. With `snapshot=True`, also the last marks, FX rates and unassigned positions (`apply_snapshot`)."""
+    ls = store if isinstance(store, LedgerStore) else LedgerStore(store)
+    L = Ledger(base_currency)
+    events = [(_utc(f.time), 0, i, f) for i, f in enumerate(ls.fills())] + [(_utc(t["at"]), 1, i, t) for i, t in enumerate(ls.transfers())]
+    for *_, x in sorted(events, key=lambda e: e[:3]):
+        if isinstance(x, Fill): L.record_fill(x)
+        else: L.apply_transfer(x)
+    for eid, c in ls.commissions(): L.record_commission(eid, c)
+    if snapshot and (snap := ls.snapshot()) is not None: apply_snapshot(L, snap)
+    return L
+
+# %% ../nbs/23_ledger.ipynb #15c12e97
+class LedgerWriteError(RuntimeError):
+    "Ledger data that could not be written to the database."
+
+_KINDS = ("fills", "commissions", "transfers", "equity")
+
+class LedgerWriter:
+    "Writes the ledger from a background thread, in batches, so the runner's event loop never waits on ArcticDB."
+    def __init__(self, ledger_store: LedgerStore, interval: float = 0.25, close_attempts: int = 3):
+        self.ls, self.interval, self.close_attempts = ledger_store, interval, close_attempts
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: dict = {k: [] for k in _KINDS} | dict(snapshot=None)
+        self._upto = 0                                    # sequence number of the newest item taken from the queue
+        self._seq = self._written = 0
+        self._cv = threading.Condition()
+        self._kick, self._stop = threading.Event(), threading.Event()
+        self.errors, self.rejected, self.last_error = 0, 0, None
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+    # ---- the caller's side -----------------------------------------------------------
+    def _put(self, kind: str, item) -> None:
+        if self._stop.is_set(): raise LedgerWriteError(f"the ledger writer is closed; {kind} not queued")
+        with self._cv:
+            self._seq += 1
+            self._q.put((self._seq, kind, item))
+
+    def append_fills(self, fills) -> None: self._put("fills", list(fills))
+    def append_commissions(self, commissions) -> None: self._put("commissions", list(commissions))
+    def append_transfers(self, transfers) -> None: self._put("transfers", [dict(t) for t in transfers])
+    def append_equity(self, rows) -> None: self._put("equity", [dict(r) for r in rows])
+    def write_snapshot(self, ledger: Ledger, reconciliation: ReconciliationReport | None = None) -> None:
+        self._put("snapshot", snapshot_data(ledger, reconciliation))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        "Write everything queued so far now; False if it is not written within `timeout` (see `last_error`)."
+        with self._cv: target = self._seq
+        self._kick.set()
+        with self._cv: return self._cv.wait_for(lambda: self._written >= target, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        "Write everything queued, then stop the thread; raises LedgerWriteError if something could not be written."
+        self._stop.set(); self._kick.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive(): raise LedgerWriteError(f"the ledger writer did not finish within {timeout} s; last error: {self.last_error}")
+        left = self._left()
+        if left: raise LedgerWriteError(f"ledger data not written ({left}); last error: {self.last_error}")
+
+    # ---- the thread ------------------------------------------------------------------
+    def _left(self) -> str:
+        p = self._pending
+        return ", ".join([f"{len(p[k])} {k}" for k in _KINDS if p[k]] + (["a snapshot"] if p["snapshot"] else []))
+
+    def _drain(self) -> None:
+        while True:
+            try: n, kind, item = self._q.get_nowait()
+            except queue.Empty: return
+            if kind == "snapshot": self._pending["snapshot"] = item
+            else: self._pending[kind].extend(item)
+            self._upto = n
+
+    def _write(self) -> bool:
+        "Write what is pending, fills first (commissions refer to them); stop at the first failure and keep the rest."
+        p = self._pending
+        calls = [(k, getattr(self.ls, f"append_{k}")) for k in _KINDS] + [("snapshot", self.ls.write_snapshot)]
+        for kind, fn in calls:
+            if not p[kind]: continue
+            try: fn(p[kind])
+            except LedgerError as e:
+                self.rejected += 1
+                log.error("ledger: %s rejected, not retried: %s; data: %r", kind, e, p[kind])
+            except Exception as e:
+                self.errors += 1; self.last_error = f"{kind}: {type(e).__name__}: {e}"
+                log.warning("ledger: writing %s failed, retrying at the next flush: %s", kind, self.last_error)
+                return False
+            p[kind] = None if kind == "snapshot" else []
+        with self._cv:
+            self._written = self._upto
+            self._cv.notify_all()
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._kick.wait(self.interval); self._kick.clear()
+            self._drain(); self._write()
+        self._drain()
+        for attempt in range(self.close_attempts):
+            if self._write(): return
+            time.sleep(min(1.0, self.interval * 2 ** attempt))
+        log.error("ledger: at close, could not write %s (%s); data: %r", self._left(), self.last_error, self._pending)

@@ -112,7 +112,18 @@ class Strategy:
     def on_fill(self, fill) -> None: ...
     def on_order_status(self, status) -> None: ...
     def on_order_rejected(self, intent: OrderIntent, reason: str) -> None: ...
+    def on_pacing(self, throttled: bool) -> None:
+        "The strategy's connection started (True) or stopped (False) queueing requests above [ib] max_messages_per_second."
+    def on_params_changed(self, old: dict) -> None:
+        "New parameters are in `self.p` (hot reload); `old` holds the previous ones."
     def on_stop(self) -> None: ...
+
+    def set_params(self, params: dict) -> dict:
+        "Replace the parameters (hot reload), validated exactly like the constructor's; on error nothing changes. Returns the old ones."
+        fresh = type(self)(params, name=self.name)
+        old, self.p = self.p, fresh.p
+        self.on_params_changed(old)
+        return old
 
     # ---- helpers ------------------------------------------------------------------
     @property

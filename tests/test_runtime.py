@@ -1,53 +1,128 @@
-"The live runtime against the paper gateway: several strategies, each isolated, fills attributed, ledger = broker."
-import asyncio, shutil, threading, time
+"""The live runtime against the paper gateway over real sockets with unmodified ib_async: several strategies at once, each
+isolated on its own client id, fills attributed and stored once, the ledger equal to the broker, hot reload of parameters,
+the control channel, blocking and broken strategies that do not disturb the others."""
+import time
 from decimal import Decimal
 import pytest
-from ats.config import load_settings
-from ats.store import Store, StrategyConfig
+from ats.store import StrategyConfig
 from ats.gateway.service import GatewayThread
-from ats.runtime import Runtime, WorkerState
-from conftest import ROOT, run_ats
-
-BROKEN = "from ats.strategy import Strategy\nclass Boom(Strategy):\n    params = dict(symbols=['MSFT'])\n    def on_bar(self, bar):\n        raise RuntimeError('bad strategy')\n"
+from ats.ledger import load_ledger
+from ats.control import send_command, wait_for_result, command_log
+from ats.runtime import read_status
+from runtime_helpers import (Session, make_project, wait_for, broker_positions, ledger_positions, duplicate_orders,
+                             PROBE, BLOCKER, BOOM, TYPO)
 
 
 @pytest.fixture
-def setup(project):
-    shutil.copytree(ROOT / "strategies", project / "strategies", dirs_exist_ok=True)
-    (project / "strategies" / "boom.py").write_text(BROKEN)
-    (project / "strategies" / "typo.py").write_text("from ats.strategy import Strategy\nclass T(Strategy)\n  pass\n")
-    run_ats("init", cwd=project, check=True)
-    (project / ".env").write_text("ATS_RECOVERY__RECOVERY_DELAY=0\nATS_RISK__MAX_POSITION_SIZE=0.5\nATS_RISK__MAX_PORTFOLIO_WEIGHT=0.6\n")
-    s = load_settings(project / "settings.ini")
-    st = Store.from_settings(s)
-    st.save_strategy_config(StrategyConfig("ma_crossover.py", "ma_crossover", True, dict(symbols=["AAPL"], fast=3, slow=8), {}, 0.3))
-    st.save_strategy_config(StrategyConfig("long_term_momentum.py", "long_term_momentum", True, dict(symbols=["IBM"], lookback_period=2), {}, 0.3))
-    st.save_strategy_config(StrategyConfig("boom.py", "boom", True, {}, {}, 0.1))
-    st.save_strategy_config(StrategyConfig("typo.py", "typo", True, {}, {}, 0.1))
+def gateway(project):
     gw = GatewayThread(data="sample", speed=0, start="2006-01-03", state_path=project / "gw.json").start()
-    loop = asyncio.new_event_loop()
-    th = threading.Thread(target=loop.run_forever, daemon=True); th.start()
-    rt = Runtime(s, st, port=gw.port)
-    asyncio.run_coroutine_threadsafe(rt.start(), loop).result(60)
-    yield gw, rt, loop
-    asyncio.run_coroutine_threadsafe(rt.stop(), loop).result(60)
-    loop.call_soon_threadsafe(loop.stop); gw.stop()
+    yield gw
+    gw.stop()
 
 
-def test_strategies_trade_isolated_and_ledger_matches_broker(setup):
-    gw, rt, loop = setup
-    for _ in range(70):
-        gw.call(gw.gw.step, 1); time.sleep(0.05)
-    time.sleep(0.5)
-    st = {r["strategy"]: r for r in rt.status()}
-    assert st["ma_crossover"]["orders"] > 0 and st["long_term_momentum"]["orders"] > 0
-    assert st["boom"]["state"] == WorkerState.DISABLED.value and "bad strategy" in st["boom"]["error"]
-    assert st["typo"]["state"] == "failed" and "typo.py:2: syntax error" in st["typo"]["error"]
-    assert len({r["client_id"] for r in st.values()}) == 4                         # each strategy its own client id
-    # every fill attributed to the strategy that sent it; the ledger sums to the broker's positions
-    strategies = {f.strategy for f in rt.ledger.fills.values()}
-    assert strategies <= {"ma_crossover", "long_term_momentum"} and strategies
-    broker = {cid: p.qty for cid, p in gw.gw.exchange.positions.items() if p.qty}
-    ledger = {}
-    for (s, cid), p in rt.ledger.positions.items(): ledger[cid] = ledger.get(cid, 0) + p.quantity
-    assert {k: v for k, v in ledger.items() if v} == broker
+def test_strategies_trade_isolated_and_ledger_matches_broker(project, gateway):
+    s, st = make_project(project, strategies=dict(boom=BOOM, typo=TYPO), configs=[
+        StrategyConfig("ma_crossover.py", "ma_crossover", True, dict(symbols=["AAPL"], fast=3, slow=8), {}, 0.3),
+        StrategyConfig("long_term_momentum.py", "long_term_momentum", True, dict(symbols=["IBM"], lookback_period=2), {}, 0.3),
+        StrategyConfig("boom.py", "boom", True, {}, {}, 0.1),
+        StrategyConfig("typo.py", "typo", True, {}, {}, 0.1)])
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(70)
+        assert wait_for(lambda: not sess.rt.sent or all(k in {o.order_ref.split(":")[1] for o in gateway.gw.exchange.orders.values()} for k in sess.rt.sent))
+        time.sleep(0.5)
+        rows = {r["strategy"]: r for r in sess.rt.status()}
+        assert rows["ma_crossover"]["orders"] > 0 and rows["long_term_momentum"]["orders"] > 0
+        assert rows["boom"]["state"] == "disabled" and "bad strategy" in rows["boom"]["error"] and rows["boom"]["restarts"] == 3
+        assert rows["typo"]["state"] == "failed" and "typo.py:2: syntax error" in rows["typo"]["error"]
+        ids = [r["client_id"] for r in rows.values() if r["client_id"] is not None]
+        assert len(ids) == 3 and len(set(ids) | {sess.rt.main.client_id}) == 4           # each connection its own client id
+        # every fill attributed to the strategy that sent it (orderRef = strategy:key); the ledger sums to the broker
+        assert {f.strategy for f in sess.rt.ledger.fills.values()} == {"ma_crossover", "long_term_momentum"}
+        assert all(f.order_ref.startswith(f.strategy + ":") for f in sess.rt.ledger.fills.values())
+        assert ledger_positions(sess.rt.ledger) == broker_positions(gateway) != {}
+        assert duplicate_orders(gateway) == {}
+        # the status the dashboard reads is in the database
+        doc = read_status(st)
+        assert {r["strategy"] for r in doc["strategies"]} == set(rows) and doc["connections"][0]["state"] == "connected"
+    finally:
+        sess.stop()
+    # every fill is stored once and the stored ledger equals the live one
+    stored = load_ledger(st)
+    assert set(stored.fills) == set(sess.rt.ledger.fills) == {f.exec_id for f in gateway.gw.exchange.fills}
+    assert ledger_positions(stored) == broker_positions(gateway)
+
+
+def test_a_blocking_strategy_delays_no_other_strategys_orders(project, gateway):
+    s, st = make_project(project, env="ATS_PERFORMANCE__BAR_TIMEOUT=1\n", strategies=dict(probe=PROBE, blocker=BLOCKER), configs=[
+        StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2),
+        StrategyConfig("blocker.py", "blocker", True, dict(seconds=30.0), {}, 0.2)])
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(1)                                   # the blocker now sleeps 30 s in on_bar
+        assert wait_for(lambda: sess.rt.slots["blocker"].worker.busy_for() > 0)
+        before = len(sess.rt.latencies)
+        for _ in range(5):
+            sess.step(1, pause=0.15)
+        assert wait_for(lambda: len(sess.rt.latencies) >= before + 5)
+        lat = list(sess.rt.latencies)[before:]
+        assert max(lat) < 0.100, lat                     # bar received -> probe's order on the wire, while blocker is stuck
+        assert sess.rt.slots["probe"].orders >= 6 and sess.rt.slots["blocker"].orders == 0
+        assert wait_for(lambda: any("blocker has spent" in a["message"] and "hanging" in a["message"] for a in sess.rt.alerts), 3)
+    finally:
+        sess.stop()
+
+
+def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project, gateway):
+    s, st = make_project(project, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(2)
+        assert wait_for(lambda: sess.rt.slots["probe"].orders == 2)
+        cfg = st.load_strategy_config("probe"); cfg.parameters["qty"] = 7
+        st.save_strategy_config(cfg, by="trader")
+        assert wait_for(lambda: sess.rt.slots["probe"].pending_params == {"qty": 7}, 3)
+        sess.step(1)
+        assert wait_for(lambda: sess.rt.slots["probe"].orders == 3)
+        qty = [float(o.total_quantity) for o in sorted(gateway.gw.exchange.orders.values(), key=lambda o: o.perm_id)]
+        assert qty == [1, 1, 7]
+        # a value that does not validate is refused, once, and the strategy keeps running with the old one
+        cfg.parameters["qty"] = "many"; st.save_strategy_config(cfg, by="trader")
+        assert wait_for(lambda: any("do not validate" in a["message"] and "qty" in a["message"] for a in sess.rt.alerts), 3)
+        sess.step(1)
+        assert wait_for(lambda: sess.rt.slots["probe"].orders == 4)
+        assert float(max(gateway.gw.exchange.orders.values(), key=lambda o: o.perm_id).total_quantity) == 7
+        assert sess.rt.slots["probe"].state == "running"
+        assert sum("do not validate" in a["message"] for a in sess.rt.alerts) == 1
+    finally:
+        sess.stop()
+
+
+def test_control_commands_take_effect_within_a_second_and_are_recorded(project, gateway):
+    s, st = make_project(project, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    sess = Session(s, st, gateway).start()
+    try:
+        t0 = time.monotonic()
+        r = wait_for_result(st, send_command(st, "stop", "probe", by="alice"), timeout=5)
+        assert r.status == "done" and time.monotonic() - t0 < 1.0 and sess.rt.slots["probe"].state == "stopped"
+        sess.step(1); time.sleep(0.2)
+        assert sess.rt.slots["probe"].orders == 0                              # stopped: no orders
+        r = wait_for_result(st, send_command(st, "start", "probe", by="alice"), timeout=5)
+        assert r.status == "done" and sess.rt.slots["probe"].state == "running"
+        (project / "strategies" / "probe.py").write_text(PROBE.replace('self.p["qty"]', '2 * self.p["qty"]'))
+        r = wait_for_result(st, send_command(st, "reload", "probe", by="bob"), timeout=5)
+        assert r.status == "done" and "reloaded" in r.message
+        sess.step(1)
+        assert wait_for(lambda: [float(o.total_quantity) for o in gateway.gw.exchange.orders.values()] == [2.0])
+        (project / "strategies" / "probe.py").write_text("class Broken(:\n")
+        r = wait_for_result(st, send_command(st, "reload", "probe", by="bob"), timeout=5)
+        assert r.status == "failed" and "syntax error" in r.message and "running version of probe is kept" in r.message
+        assert sess.rt.slots["probe"].state == "running"
+        r = wait_for_result(st, send_command(st, "kill", "*", dict(flatten=True), by="carol"), timeout=5)
+        assert r.status == "done" and "HALTED" in r.message
+        assert wait_for(lambda: broker_positions(gateway) == {})
+        log = command_log(st)
+        assert list(log["action"])[:5] == ["kill", "reload", "reload", "start", "stop"]
+        assert list(log["by"])[:5] == ["carol", "bob", "bob", "alice", "alice"] and log["at"].notna().all()
+    finally:
+        sess.stop()

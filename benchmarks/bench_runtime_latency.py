@@ -1,0 +1,100 @@
+"""Bar-to-order latency: from the moment a completed bar arrives to the moment the order is handed to the socket.
+
+Both sides run in this process against one paper gateway in a separate process (`ats gateway`, a simulated day every
+1/`--days-per-second` s), in the same run, one after the other:
+
+- **raw ib_async**: a bar-update handler that places a market order at once — the floor any Python IB program pays;
+- **ats**: the full runtime path — bar into the history, the strategy's own thread (`on_bar` → `buy`), back to the event
+  loop, sizing, the pre-trade risk chain, `placeOrder` on the strategy's own connection.
+
+The strategy does nothing but buy, so the difference is what the runtime adds. Target: ≤ 1 ms at p99.
+
+    .venv/bin/python benchmarks/bench_runtime_latency.py [--bars 300] [--days-per-second 10]
+"""
+import argparse, asyncio, os, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ATS = str(Path(sys.executable).parent / "ats")
+PROBE = """from ats.strategy import Strategy
+class Probe(Strategy):
+    params = dict(symbols=["MSFT"])
+    def on_bar(self, bar):
+        self.buy("MSFT", 1)
+"""
+
+
+def pct(xs, q): return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+async def raw_ib_async(port: int, n: int) -> list[float]:
+    from ib_async import IB, Stock, MarketOrder
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", port, clientId=90, timeout=10)
+    c = Stock("MSFT", "SMART", "USD"); await ib.qualifyContractsAsync(c)
+    lat, done = [], asyncio.Event()
+    bars = await ib.reqHistoricalDataAsync(c, "", "2 Y", "1 day", "TRADES", True, keepUpToDate=True)
+
+    def on_update(b, has_new):
+        t0 = time.perf_counter()
+        ib.placeOrder(c, MarketOrder("BUY", 1, orderRef="raw"))
+        lat.append(time.perf_counter() - t0)
+        if len(lat) >= n: done.set()
+    bars.updateEvent += on_update
+    await asyncio.wait_for(done.wait(), n * 2 + 30)
+    ib.disconnect()
+    return lat
+
+
+def ats_runtime(project: Path, port: int, n: int) -> list[float]:
+    from ats.config import load_settings
+    from ats.store import Store, StrategyConfig
+    from ats.runtime import Runtime
+    s = load_settings(project / "settings.ini")
+    st = Store.from_settings(s)
+    for c in st.load_strategy_configs(validate=False):
+        c.active = False; st.save_strategy_config(c)
+    st.save_strategy_config(StrategyConfig("probe.py", "probe", True, {}, {}, 0.5))
+
+    async def run():
+        rt = await Runtime(s, st, port=port).start()
+        while len(rt.latencies) < n: await asyncio.sleep(0.1)
+        lat = list(rt.latencies)[:n]
+        await rt.stop()
+        return lat
+    return asyncio.run(run())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bars", type=int, default=300, help="orders measured on each side")
+    ap.add_argument("--days-per-second", type=float, default=10.0, help="gateway clock speed")
+    a = ap.parse_args()
+    project = Path(tempfile.mkdtemp(prefix="ats-bench-lat-"))
+    shutil.copytree(ROOT / "strategies", project / "strategies")
+    (project / "strategies" / "probe.py").write_text(PROBE)
+    env = {**os.environ, "ATS_RISK__MAX_POSITION_SIZE": "1", "ATS_RISK__MAX_PORTFOLIO_WEIGHT": "1", "ATS_MONITORING__CHECK_INTERVAL": "3600"}
+    subprocess.run([ATS, "init"], cwd=project, env=env, check=True, capture_output=True)
+    os.chdir(project); os.environ.update(env)
+    from ats.supervisor import free_port, port_open
+    port = free_port()
+    gw = subprocess.Popen([ATS, "gateway", "--port", str(port), "--speed", str(a.days_per_second * 86400), "--fresh"],
+                          cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not port_open("127.0.0.1", port): time.sleep(0.1)
+        raw = asyncio.run(raw_ib_async(port, a.bars))
+        ats = ats_runtime(project, port, a.bars)
+    finally:
+        gw.terminate(); gw.wait(10)
+        shutil.rmtree(project, ignore_errors=True)
+    print(f"bar-to-order latency, {a.bars} orders each, gateway at {a.days_per_second:g} days/s (same run)")
+    print(f"{'':18} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, xs in (("raw ib_async", raw), ("ats runtime", ats)):
+        print(f"{name:18} {pct(xs, 50):8.3f} {pct(xs, 90):8.3f} {pct(xs, 99):8.3f} {pct(xs, 100):8.3f}")
+    add50, add99 = pct(ats, 50) - pct(raw, 50), pct(ats, 99) - pct(raw, 99)
+    print(f"ats adds: p50 {add50:.3f} ms, p99 {add99:.3f} ms (target ≤ 1 ms at p99: {'met' if add99 <= 1.0 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
