@@ -284,8 +284,17 @@ class Connection:
                                 self.connected_since.isoformat() if self.connected_since else None, self.throttled,
                                 self.throttle_episodes, self.last_error)
 
+    async def drain(self, timeout: float = 5.0) -> bool:
+        "Wait until the requests the pacing queue holds have left (a cancel queued behind a burst must not be dropped)."
+        end = time.monotonic() + timeout
+        q = getattr(self.ib.client, "_msgQ", None)          # ib_async's throttle queue
+        while q and self.connected and time.monotonic() < end: await asyncio.sleep(0.02)
+        return not q
+
     async def close(self) -> None:
-        "Disconnect for good (no reconnect)."
+        "Disconnect for good (no reconnect), after the queued requests have been sent."
+        if self.connected and not await self.drain():
+            log.warning("%s: closing with requests still queued by the pacing limit", self.name)
         self._closing = True
         for t in list(self._tasks): t.cancel()
         with contextlib.suppress(Exception): self.ib.disconnect()

@@ -242,7 +242,9 @@ class Decision:
     def reducing(self) -> bool: return self.action == "accept_reducing"
 
     @property
-    def message(self) -> str: return "; ".join(r.message for r in self.reasons or self.flagged)
+    def message(self) -> str:
+        "Every reason, each naming the limit it hit (the setting or risk_limits key), so the fix is obvious."
+        return "; ".join(f"{r.message} [{r.code}]" for r in self.reasons or self.flagged)
 
 def _now() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
@@ -615,5 +617,5 @@ class RiskEngine:
                     strategies={s: dict(self.strategies.get(s) or _entry(since=dt.datetime.fromtimestamp(0, dt.timezone.utc)), effective=self.state(s).value) for s in names},
                     limits=dict(globals={f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)},
                                 strategies={s: asdict(self.limits(s)) for s in names}),
-                    usage=self.usage(snap) if snap is not None else None,
+                    usage=self.usage(snap) if snap is not None and (_num(snap.nav) or 0) > 0 else None,   # no NAV (reconnecting): no usage
                     events=[e.to_dict() for e in list(self.events)[-20:]], history=self.history[-20:])

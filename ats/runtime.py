@@ -355,6 +355,7 @@ class Runtime:
         self._tasks: set = set()
         self._snap: PortfolioSnapshot | None = None
         self._corr: dict = {}
+        self._stops_live = False                      # stops follow fills once the start-up re-synchronisation is done
         self._sync_lock: asyncio.Lock | None = None   # ib_async keys open-order and position requests by name: one at a time
         self._stop_event: asyncio.Event | None = None
         self._progress = self._load_progress()
@@ -447,6 +448,7 @@ class Runtime:
         self.stopbook = StopBook(ArcticStateStore(lib, "stops.state"))
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
+        await self._reattach_stops()
         self._spawn(self._control_loop()); self._spawn(self._publish_loop()); self._spawn(self._watch_loop())
         self.alert("INFO", f"runtime started: {sum(s.state == 'running' for s in self.slots.values())} of {len(self.slots)} strategies running "
                            f"on {self.cs.host}:{self.cs.port}")
@@ -522,7 +524,11 @@ async def stop_strategy(self: Runtime, name: str, cancel: bool | None = None, ti
     if slot.worker is not None: clean = await asyncio.to_thread(slot.worker.stop, timeout)
     n = self.cancel_orders(name) if cancel else 0
     if slot.conn is not None:
-        if n: await asyncio.sleep(0.05)             # let the cancels leave before the socket closes
+        if n:                                       # the broker confirms the cancels before the socket closes
+            live = lambda: [t for t in slot.conn.ib.openTrades() if not (t.order.ocaGroup.startswith("ats-") and not t.order.parentId)]
+            end = time.monotonic() + timeout
+            while live() and slot.conn.connected and time.monotonic() < end: await asyncio.sleep(0.02)
+            if live(): self.alert("WARNING", f"strategy {name}: {len(live())} order(s) not confirmed cancelled; check them in TWS")
         await slot.conn.close()
     slot.state = "stopped" if was != "failed" else "failed"
     msg = f"strategy {name} stopped" + (f"; {n} open order(s) cancelled" if n else "") + ("" if clean else "; its thread was stuck and is abandoned")
@@ -615,6 +621,7 @@ def _on_completed(self: Runtime, sym: str, t: pd.Timestamp, close: float, receiv
     self.last_price[sym] = close
     self.ledger.mark(self.contracts[sym].conId, close)
     self._snap = None
+    if self.stopbook is not None and self.stopbook.plans: self._stops_on_price(sym, t, close)
     received = received or time.perf_counter()
     for slot in self.slots.values():
         if slot.state == "running" and sym in slot.contracts: self._deliver_bars(slot, received)
@@ -721,7 +728,9 @@ def _working(self: Runtime, slot: Slot, con_id: int) -> Decimal:
     if slot.conn is None: return Decimal(0)
     out = Decimal(0)
     for t in slot.conn.ib.openTrades():
-        if t.contract.conId == con_id and t.order.orderType in ("MKT", "LMT", "MOC", "LOC") and not t.order.parentId:
+        # stops and targets (an `ats-` OCA group) protect the position: they are not orders to reach a target with
+        if t.contract.conId == con_id and t.order.orderType in ("MKT", "LMT", "MOC", "LOC") and not t.order.parentId \
+                and not t.order.ocaGroup.startswith("ats-"):
             out += (dec(t.order.totalQuantity) - dec(t.orderStatus.filled)) * (1 if t.order.action == "BUY" else -1)
     return out
 
@@ -829,7 +838,7 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
         nav=self.nav(), excess_liquidity=self._account_value("ExcessLiquidity") or 0.0, positions=positions, prices=prices,
         init_margin=self._account_value("InitMarginReq") or 0.0,
         strategy_pnl_today={s: v - self.day_start.get(s, 0.0) for s, v in pnl.items() if s != UNASSIGNED},
-        day_start_equity=self.day_start_nav, correlations=self._corr,
+        day_start_equity=self.day_start_nav, peak_equity=self.day_start_nav, correlations=self._corr,   # the day's peak is at least its start
         strategy_capital={n: self.capital(sl) for n, sl in self.slots.items() if sl.state == "running"},
         orders_today=dict(self.orders_today), day=self.day.date() if self.day is not None else None)
     return self._snap
@@ -848,12 +857,14 @@ def _act(self: Runtime, actions) -> None:
         elif a.kind == "alert": self.alert(a.level or "WARNING", a.message)
 
 @patch
-def cancel_orders(self: Runtime, strategy: str | None = None) -> int:
-    "Cancel the open orders of one strategy (or every strategy); returns how many."
+def cancel_orders(self: Runtime, strategy: str | None = None, protective: bool = False) -> int:
+    """Cancel the open orders of one strategy (or every strategy); returns how many. Stops and targets protecting open
+    positions stay (they only reduce risk) unless `protective`; a flatten closes through their OCA group instead."""
     n = 0
     for slot in self.slots.values():
         if (strategy and slot.name != strategy) or slot.conn is None or not slot.conn.connected: continue
         for t in slot.conn.ib.openTrades():
+            if not protective and t.order.ocaGroup.startswith("ats-") and not t.order.parentId: continue
             slot.conn.ib.cancelOrder(t.order); n += 1
     return n
 
@@ -873,11 +884,161 @@ def flatten(self: Runtime, strategy: str | None = None) -> int:
         key = order_key(s, _utcnow(), p.symbol, "flatten")
         o = Order(action="SELL" if p.quantity > 0 else "BUY", totalQuantity=float(abs(p.quantity)), orderType="MKT", tif="DAY",
                   orderRef=order_ref(s, key), account=self.cs.account)
+        plan = self.stopbook.get(s, cid) if self.stopbook is not None else None
+        if plan is not None:                      # in the stop's OCA group: the broker cancels stop and target as it fills
+            plan.quantity = p.quantity; o.ocaGroup, o.ocaType = plan.oca_group, 1; plan.status = "exiting"
         conn.ib.placeOrder(c, o)
         self.sent[key] = dict(strategy=s, symbol=p.symbol, order_id=o.orderId, quantity=-float(p.quantity), at=_utcnow().isoformat())
         self._note("order", s, p.symbol, -float(p.quantity), None, order_type="MKT", key=key, reason="flatten")
         n += 1
     return n
+
+# %% ../nbs/22_runtime.ipynb #82c1af27
+@patch
+def _stop_config(self: Runtime, strategy: str):
+    "The strategy's exits: None if it opted out, else the settings with its overrides."
+    from ats.stops import StopConfig
+    slot = self.slots.get(strategy)
+    if slot is None or slot.cls is None or slot.state != "running": return None     # nobody to own the orders
+    want = getattr(slot.cls, "stops", True)
+    if want is False or want is None: return None
+    if isinstance(want, dict): return StopConfig(**{**dataclasses.asdict(self.stop_cfg), **want})
+    return self.stop_cfg
+
+@patch
+def _stop_conn(self: Runtime, strategy: str) -> Connection:
+    "The connection that owns a strategy's orders (IB lets only the placing client modify them)."
+    slot = self.slots.get(strategy)
+    return slot.conn if slot is not None and slot.conn is not None and slot.conn.connected else self.main
+
+@patch
+def _plan_orders(self: Runtime, plan) -> list:
+    "The open ib_async Trades of a plan's stop and target (any connection)."
+    ids = {plan.order_ids.get(k) for k in ("stop", "target")} - {None}
+    return [t for t in self._known_trades(plan.strategy, open_only=True) if t.order.orderId in ids and t.order.ocaGroup == plan.oca_group]
+
+@patch
+def _known_trades(self: Runtime, strategy: str, open_only: bool = False) -> list:
+    """The strategy's trades as its own connection knows them, plus those only the runtime's connection has seen (orders
+    sent by the strategy's previous process: ib_async learns of them through the runtime's reqAllOpenOrders)."""
+    conn = self._stop_conn(strategy)
+    get = (lambda ib: ib.openTrades()) if open_only else (lambda ib: ib.trades())
+    out = {t.order.orderId: t for t in get(conn.ib)}
+    if conn is not self.main:
+        cid = conn.client_id
+        for t in get(self.main.ib):
+            if t.order.clientId == cid and t.order.orderId not in out: out[t.order.orderId] = t
+    return list(out.values())
+
+@patch
+def _place_protection(self: Runtime, plan) -> None:
+    "Send a plan's stop and target for a position that is already open, tagged with the strategy."
+    from ats.stops import protective_orders
+    conn = self._stop_conn(plan.strategy)
+    c = next((c for c in self.contracts.values() if c.conId == plan.con_id), None)
+    if c is None: raise RuntimeError(f"no contract for con_id {plan.con_id}")
+    orders = protective_orders(plan, conn.ib.client.getReqId, account=self.cs.account)
+    for o in orders:
+        kind = "stop" if o.orderType in ("STP", "TRAIL") else "target"
+        o.orderRef = order_ref(plan.strategy, f"{kind}.{plan.key}.{o.orderId}")    # a re-sent stop is a new order, not a repeat
+        conn.ib.placeOrder(c, o)
+    self.stopbook.placed(plan)
+    self._note("stop", plan.strategy, plan.symbol, float(-plan.quantity), float(plan.stop_price),
+               target=float(plan.target_price) if plan.target_price is not None else None, mode=plan.trailing_mode or "fixed")
+
+@patch
+def _stops_after_fill(self: Runtime, f: Fill) -> None:
+    "A booked fill: attach, resize or drop the position's stop and target."
+    from ats.stops import plan_stop
+    book = self.stopbook
+    if book is None or not self._stops_live: return      # fills booked while starting: `_reattach_stops` looks at them
+    s, cid = f.strategy, f.con_id
+    q = self.ledger.position(s, cid)
+    plan = book.get(s, cid)
+    own = plan is not None and f.order_id in set(plan.order_ids.values())
+    if plan is not None:
+        if q == 0 or (q > 0) != (plan.quantity > 0):          # flat, or flipped through zero: the old exits go
+            book.close(s, cid)
+            if not own and plan.status == "active":           # else the OCA group cancels them at the broker already
+                conn = self._stop_conn(s)
+                for t in self._plan_orders(plan): conn.ib.cancelOrder(t.order)
+            if q == 0: return
+            plan = None
+        elif own and f.order_id != plan.order_ids.get("parent"):
+            # its stop, target or exit filled: once that order is complete the OCA group is spent, and whatever is left of
+            # the position (it had grown past the stop's size) gets a plan of its own
+            done = sum(abs(x.quantity) for x in self.ledger.fills.values() if x.order_id == f.order_id and x.strategy == s)
+            t = next((t for t in self._known_trades(s) if t.order.orderId == f.order_id), None)
+            if t is None or done < dec(t.order.totalQuantity): return
+            book.close(s, cid)
+            plan = None
+        elif plan.status != "active" or ("parent" in plan.order_ids and abs(q) <= abs(plan.quantity)):
+            return      # an exit under way, or a bracket entry filling: IB sizes those orders itself
+        elif q != plan.quantity:                               # scaled in or partly closed: resize stop and target
+            book.resize(s, cid, q)
+            conn = self._stop_conn(s)
+            c = next((c for c in self.contracts.values() if c.conId == cid), None)
+            for t in self._plan_orders(plan):
+                t.order.totalQuantity = float(abs(q))
+                conn.ib.placeOrder(c or t.contract, t.order)
+            return
+    if plan is None and q != 0:
+        cfg = self._stop_config(s)
+        if cfg is None: return
+        avg = self.ledger.positions[(s, cid)].avg_price or f.price
+        plan, new = book.attach(plan_stop(s, f.symbol, q, avg, cfg, opened_at=f.time, con_id=cid))
+        if new: self._place_protection(plan)
+
+@patch
+def _stops_on_price(self: Runtime, sym: str, t: pd.Timestamp, close: float) -> None:
+    "A completed bar: local trails follow the close; crossed local stops and expired time limits close the position."
+    cid = self.contracts[sym].conId
+    for sig in self.stopbook.on_price(cid, close, t):
+        if sig.kind == "trail_moved":
+            self._note("trail", sig.plan.strategy, sym, 0.0, float(sig.plan.stop_price), reason=sig.message); continue
+        self._exit_plan(sig.plan, sig.message)
+
+@patch
+def _exit_plan(self: Runtime, plan, why: str) -> None:
+    "Close a plan's position at market inside its OCA group (IB cancels its stop and target as it fills)."
+    from ats.stops import exit_order
+    q = self.ledger.position(plan.strategy, plan.con_id)
+    if q == 0 or (q > 0) != (plan.quantity > 0):
+        self.stopbook.close(plan.strategy, plan.con_id); return
+    plan.quantity = q
+    conn = self._stop_conn(plan.strategy)
+    c = next((c for c in self.contracts.values() if c.conId == plan.con_id), None)
+    o = exit_order(plan, conn.ib.client.getReqId(), account=self.cs.account)
+    o.orderRef = order_ref(plan.strategy, f"exit.{plan.key}")
+    conn.ib.placeOrder(c, o)
+    self.stopbook.placed(plan)
+    self.alert("WARNING", f"{why}: closing {q} at market")
+    self._note("order", plan.strategy, plan.symbol, float(-q), self.last_price.get(plan.symbol), order_type="MKT", reason=why)
+
+@patch
+async def _reattach_stops(self: Runtime) -> None:
+    "After a (re)start: plans whose orders IB still holds are kept, missing stops re-sent, closed positions' plans dropped."
+    from ats.stops import plan_stop
+    self._stops_live = True
+    if self.stopbook is None: return
+    positions = {k: p.quantity for k, p in self.ledger.positions.items() if p.quantity}
+    # the broker's open orders now (not ib_async's cache, which also holds trades it only saw executions of)
+    r = self.stopbook.reattach(await self._ask(self.main.ib.reqAllOpenOrdersAsync()), positions)
+    for (s, cid), q in positions.items():        # opened while ats was down (or before stops were on): protect it now
+        cfg = self._stop_config(s)
+        if cfg is None or self.stopbook.get(s, cid) is not None: continue
+        p = self.ledger.positions[(s, cid)]
+        opened = max((f.time for f in self.ledger.fills.values() if f.strategy == s and f.con_id == cid), default=_utcnow())
+        plan, _ = self.stopbook.attach(plan_stop(s, p.symbol, q, p.avg_price, cfg, opened_at=opened, con_id=cid))
+        r.missing.append(plan)
+    for plan in r.missing:
+        try: self._place_protection(plan)
+        except Exception as e: self.alert("CRITICAL", f"{plan.strategy} {plan.symbol}: its stop could not be re-sent ({e}); set it in TWS")
+    if r.missing: self.alert("WARNING", f"re-sent the stops of {len(r.missing)} position(s) the broker no longer held: "
+                                        + ", ".join(f"{p.strategy} {p.symbol}" for p in r.missing))
+    if r.orphans: self.alert("WARNING", f"{len(r.orphans)} ats stop order(s) at the broker belong to no open position "
+                                        f"(order ids {', '.join(str(o.orderId) for o in r.orphans)}); cancel them in TWS if unwanted")
+    log.info("stops after start: %d attached, %d re-sent, %d closed", len(r.attached), len(r.missing), len(r.closed))
 
 # %% ../nbs/22_runtime.ipynb #ccac7fc5
 @patch
@@ -918,6 +1079,10 @@ def _book(self: Runtime, fill, live: bool = False) -> bool:
     if slot is not None:
         slot.fills += 1
         if slot.worker is not None and slot.state == "running": slot.worker.submit(f)
+    try: self._stops_after_fill(f)
+    except Exception as e:                          # a position without its stop must be seen, never silently accepted
+        log.exception("stops for %s %s", strategy, c.symbol)
+        self.alert("CRITICAL", f"{strategy} {c.symbol}: could not set its stop after a fill ({type(e).__name__}: {e}); check it in TWS")
     return True
 
 @patch
@@ -1153,6 +1318,7 @@ async def _watch_loop(self: Runtime) -> None:
                 last_cfg = now
                 await self._watch_configs()
             if self.main.connected:
+                self._snap = None        # NAV moves between bars (IB's account updates): the brakes look at the latest
                 self._act(self.risk.update(self.snapshot()))
                 if self._resync_due or now - last_resync >= 60.0:
                     last_resync, self._resync_due = now, False
@@ -1248,26 +1414,34 @@ def status_document(self: Runtime) -> dict:
                 positions=json.loads(pos.to_json(orient="records")) if len(pos) else [],
                 pnl=json.loads(self.ledger.pnl_frame().to_json(orient="records")),
                 risk=dict(account=self.risk.state().value, strategies={n: self.risk.state(n).value for n in self.slots}),
-                risk_status=json.loads(json.dumps(self.risk.status(self.snapshot()), default=str)),
+                risk_status=self._risk_status(),
                 reconciliation=[{k: str(v) for k, v in r.items()} for r in self.last_reconciliation.rows] if self.last_reconciliation else [],
                 latency_ms=dict(n=len(lat), p50=round(lat[len(lat) // 2] * 1000, 3) if lat else None,
                                 p99=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3) if lat else None),
                 counters=dict(self.counters), alerts=list(self.alerts)[-30:], activity=list(self.activity)[-50:])
 
 @patch
+def _risk_status(self: Runtime) -> dict:
+    "What `ats risk status` shows; usage only while the account has a NAV (not during a reconnect)."
+    snap = self.snapshot()
+    return json.loads(json.dumps(self.risk.status(snap if snap.nav and snap.nav > 0 else None), default=str))
+
+@patch
 async def _publish_loop(self: Runtime) -> None:
     n = 0
     while True:
         await asyncio.sleep(1.0)
-        await self.publish()
+        try: await self.publish()
+        except Exception: log.exception("publishing the runtime status failed; retrying in a second")
         n += 1
         if n % 5 == 0: self.writer.write_snapshot(self.ledger, self.last_reconciliation)     # marks for `ats ledger`
 
 @patch
 async def publish(self: Runtime) -> None:
     "Write the status document to the `portfolios` library (the runner is its only writer)."
-    doc = self.status_document()
-    try: await asyncio.to_thread(write_status, self.store, doc)
+    try:
+        doc = self.status_document()
+        await asyncio.to_thread(write_status, self.store, doc)
     except Exception as e: log.warning("could not publish the runtime status: %s", e)
 
 # %% ../nbs/22_runtime.ipynb #e3450037

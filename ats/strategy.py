@@ -74,6 +74,11 @@ class Strategy:
     "Base class of every strategy. Override `target_weights` (rebalancing) or `on_bar` (event-driven)."
     params: dict = {}
     param_types: dict = {}                  # declared types where a default cannot say (e.g. None): {"stop_pct": float}
+    # Exits the runtime attaches to every new position: True = the [stop_loss] settings (stop, trail, target, time limit);
+    # a dict overrides some of them for this strategy (e.g. {"default_stop_pct": 0.05, "time_based_stop": 0});
+    # False = the strategy's own exit rule is its only exit (rebalancing strategies whose signal closes positions).
+    # A `bracket()` order always carries its own stop and target.
+    stops: bool | dict = True
 
     def __init__(self, params: dict | None = None, *, name: str | None = None, ctx: StrategyContext | None = None):
         self.name = name or type(self).__name__

@@ -13,6 +13,15 @@ from runtime_helpers import (Session, make_project, wait_for, broker_positions, 
                              PROBE, BLOCKER, BOOM, TYPO)
 
 
+# these tests are about orders and attribution: stops far away, no target, no time limit (stops: test_runtime_stops.py)
+FAR_STOPS = "ATS_STOP_LOSS__DEFAULT_STOP_PCT=0.9\nATS_STOP_LOSS__PROFIT_TARGET_RATIO=0\nATS_STOP_LOSS__TIME_BASED_STOP=0\n"
+
+
+def entries(gw):
+    "The strategies' own orders at the gateway, without the stops the runtime attaches (an ats- OCA group)."
+    return sorted((o for o in gw.gw.exchange.orders.values() if not o.oca_group), key=lambda o: o.perm_id)
+
+
 @pytest.fixture
 def gateway(project):
     gw = GatewayThread(data="sample", speed=0, start="2006-01-03", state_path=project / "gw.json").start()
@@ -21,7 +30,7 @@ def gateway(project):
 
 
 def test_strategies_trade_isolated_and_ledger_matches_broker(project, gateway):
-    s, st = make_project(project, strategies=dict(boom=BOOM, typo=TYPO), configs=[
+    s, st = make_project(project, env=FAR_STOPS, strategies=dict(boom=BOOM, typo=TYPO), configs=[
         StrategyConfig("ma_crossover.py", "ma_crossover", True, dict(symbols=["AAPL"], fast=3, slow=8), {}, 0.3),
         StrategyConfig("long_term_momentum.py", "long_term_momentum", True, dict(symbols=["IBM"], lookback_period=2), {}, 0.3),
         StrategyConfig("boom.py", "boom", True, {}, {}, 0.1),
@@ -74,7 +83,7 @@ def test_a_blocking_strategy_delays_no_other_strategys_orders(project, gateway):
 
 
 def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project, gateway):
-    s, st = make_project(project, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    s, st = make_project(project, env=FAR_STOPS, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
     sess = Session(s, st, gateway).start()
     try:
         sess.step(2)
@@ -84,14 +93,14 @@ def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project,
         assert wait_for(lambda: sess.rt.slots["probe"].pending_params == {"qty": 7}, 3)
         sess.step(1)
         assert wait_for(lambda: sess.rt.slots["probe"].orders == 3)
-        qty = [float(o.total_quantity) for o in sorted(gateway.gw.exchange.orders.values(), key=lambda o: o.perm_id)]
+        qty = [float(o.total_quantity) for o in entries(gateway)]
         assert qty == [1, 1, 7]
         # a value that does not validate is refused, once, and the strategy keeps running with the old one
         cfg.parameters["qty"] = "many"; st.save_strategy_config(cfg, by="trader")
         assert wait_for(lambda: any("do not validate" in a["message"] and "qty" in a["message"] for a in sess.rt.alerts), 3)
         sess.step(1)
         assert wait_for(lambda: sess.rt.slots["probe"].orders == 4)
-        assert float(max(gateway.gw.exchange.orders.values(), key=lambda o: o.perm_id).total_quantity) == 7
+        assert float(entries(gateway)[-1].total_quantity) == 7
         assert sess.rt.slots["probe"].state == "running"
         assert sum("do not validate" in a["message"] for a in sess.rt.alerts) == 1
     finally:
@@ -99,7 +108,7 @@ def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project,
 
 
 def test_control_commands_take_effect_within_a_second_and_are_recorded(project, gateway):
-    s, st = make_project(project, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    s, st = make_project(project, env=FAR_STOPS, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
     sess = Session(s, st, gateway).start()
     try:
         t0 = time.monotonic()
@@ -113,7 +122,7 @@ def test_control_commands_take_effect_within_a_second_and_are_recorded(project, 
         r = wait_for_result(st, send_command(st, "reload", "probe", by="bob"), timeout=5)
         assert r.status == "done" and "reloaded" in r.message
         sess.step(1)
-        assert wait_for(lambda: [float(o.total_quantity) for o in gateway.gw.exchange.orders.values()] == [2.0])
+        assert wait_for(lambda: [float(o.total_quantity) for o in entries(gateway)] == [2.0])
         (project / "strategies" / "probe.py").write_text("class Broken(:\n")
         r = wait_for_result(st, send_command(st, "reload", "probe", by="bob"), timeout=5)
         assert r.status == "failed" and "syntax error" in r.message and "running version of probe is kept" in r.message

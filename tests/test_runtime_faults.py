@@ -83,15 +83,17 @@ def test_kill_9_of_the_runner_then_restart_loses_no_fill_and_sends_nothing_twice
         time.sleep(1.0)                                             # the market moves on; working orders may fill meanwhile
         runner = start_runner(project, gw.port)
         assert wait_for(lambda: len(gw.gw.exchange.fills) >= dead_at + 8, 60), (project / "runner.log").read_text()[-3000:]
+        gw.call(gw.gw.freeze)                                       # the market stops: the stops left at the broker cannot fill
         send_command(st, "shutdown", by="test")
         assert runner.wait(30) == 0, (project / "runner.log").read_text()[-3000:]
         gw.call(lambda: None)
         L = load_ledger(st)
-        for _ in range(50):                                         # orders the runner left working may still fill: wait for quiet
-            if all(o.done for o in gw.gw.exchange.orders.values()): break
-            time.sleep(0.1)
         open_orders = [o for o in gw.gw.exchange.orders.values() if not o.done]
-        assert open_orders == [], "the clean shutdown cancels working orders"
+        # a clean shutdown cancels the strategies' working orders and leaves the stops and targets protecting positions
+        assert all(o.oca_group.startswith("ats-") and o.order_type in ("STP", "LMT") for o in open_orders), \
+            [(o.order_ref, o.oca_group, o.order_type, o.status) for o in open_orders]
+        stopped = {o.con_id for o in open_orders if o.order_type == "STP"}
+        assert set(broker_positions(gw)) <= stopped, [str((o.order_id, o.order_type, o.oca_group, o.status, o.total_quantity, o.placed_day)) for o in gw.gw.exchange.orders.values() if o.oca_group] + [str(L.positions)]  # every position the runner left has its stop at the broker
         ats_fills = {f.exec_id for f in gw.gw.exchange.fills}
         assert set(L.fills) == ats_fills                            # no fill lost, none stored twice
         assert ledger_positions(L) == broker_positions(gw) != {}

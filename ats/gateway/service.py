@@ -205,6 +205,12 @@ class PaperGateway:
             if self.speed > 0: self.market_open = ex.market_open = False
         self.dispatch(ev)
 
+    def freeze(self) -> None:
+        "Stop the accelerated clock where it is (no more bars, ticks or fills); the connections stay open. For tests and demos."
+        for t in [t for t in self._tasks if t.get_coro().__name__ == "_clock"]:
+            t.cancel(); self._tasks.remove(t)
+        self.market_open = self.exchange.market_open = False
+
     async def _clock(self) -> None:
         "Real-time or accelerated clock: one session every 86400/speed seconds, in four phases."
         period = 86400.0 / self.speed

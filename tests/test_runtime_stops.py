@@ -1,0 +1,133 @@
+"""Stops and the brakes through the live runtime, against the paper gateway over real sockets: every new position gets
+its stop and target as one OCA group at the broker, a restart re-attaches instead of sending them again, a local trailing
+stop follows the closes and exits, a time limit closes the position, a strategy that keeps buying is held at its limit,
+and a price crash trips the emergency stop (orders cancelled, positions flattened, HALTED)."""
+from decimal import Decimal, ROUND_CEILING
+import pytest
+from ats.store import StrategyConfig
+from ats.gateway.service import GatewayThread
+from ats.risk import TradingState
+from runtime_helpers import Session, make_project, wait_for, broker_positions, ledger_positions, duplicate_orders, PROBE
+
+ONCE = """from ats.strategy import Strategy
+class Once(Strategy):
+    params = dict(symbols=["AAPL"], qty=100)
+    def on_start(self):
+        self.bought = False
+    def on_bar(self, bar):
+        if not self.bought:                                  # after a restart the key stops a second entry
+            self.bought = True
+            self.buy(self.symbols[0], self.p["qty"], client_order_key="entry")
+"""
+
+
+@pytest.fixture
+def gateway(project):
+    gw = GatewayThread(data="sample", speed=0, start="2006-01-03", state_path=project / "gw.json").start()
+    yield gw
+    gw.stop()
+
+
+def once(project, env, qty=100):
+    return make_project(project, env=env, strategies=dict(once=ONCE),
+                        configs=[StrategyConfig("once.py", "once", True, dict(symbols=["AAPL"], qty=qty), {}, 0.3)])
+
+
+def open_orders(gw):
+    return [o for o in gw.gw.exchange.orders.values() if not o.done]
+
+
+def aapl(gw):
+    return next(cid for cid, i in gw.gw.exchange.instruments.items() if i.symbol == "AAPL")
+
+
+def test_a_new_position_gets_stop_and_target_as_one_oca_group_kept_across_a_restart_and_closed_by_the_time_limit(project, gateway):
+    s, st = once(project, "ATS_STOP_LOSS__DEFAULT_STOP_PCT=0.25\nATS_STOP_LOSS__PROFIT_TARGET_RATIO=3\nATS_STOP_LOSS__TIME_BASED_STOP=10\n")
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(2)
+        assert wait_for(lambda: len(open_orders(gateway)) == 2)
+        pos = sess.rt.ledger.positions[("once", aapl(gateway))]
+        stop, target = sorted(open_orders(gateway), key=lambda o: o.order_type != "STP")
+        # 25 % under the average cost (rounded up to the cent: toward the entry), target 3 × that risk above it
+        want_stop = (pos.avg_price * Decimal("0.75") / Decimal("0.01")).to_integral_value(ROUND_CEILING) * Decimal("0.01")
+        assert (stop.order_type, stop.action, stop.total_quantity, Decimal(str(stop.aux_price))) == ("STP", "SELL", 100, want_stop)
+        assert target.order_type == "LMT" and Decimal(str(target.lmt_price)) == pytest.approx(pos.avg_price + 3 * (pos.avg_price - want_stop), abs=Decimal("0.01"))
+        assert stop.oca_group == target.oca_group and stop.oca_group.startswith("ats-") and stop.order_ref.startswith(f"once:stop.{stop.oca_group[4:]}.")
+    finally:
+        sess.stop()
+    # a restart: the plan is read back and matched with the orders IB holds; nothing is sent twice
+    before = {(o.client_id, o.order_id) for o in open_orders(gateway)}
+    sess = Session(s, st, gateway).start()
+    try:
+        assert {(o.client_id, o.order_id) for o in open_orders(gateway)} == before and len(sess.rt.stopbook) == 1
+        assert duplicate_orders(gateway) == {}
+        sess.step(12)                                        # more than 10 calendar days after the entry
+        assert wait_for(lambda: broker_positions(gateway) == {} and open_orders(gateway) == [])
+        assert any("time limit" in a["message"] for a in sess.rt.alerts) and len(sess.rt.stopbook) == 0
+        assert ledger_positions(sess.rt.ledger) == {}
+        assert [o.order_ref.split(":")[1].split(".")[0] for o in gateway.gw.exchange.orders.values()].count("entry") == 1
+    finally:
+        sess.stop()
+
+
+def test_a_local_trailing_stop_follows_the_closes_up_and_exits_when_crossed(project, gateway):
+    s, st = once(project, "ATS_STOP_LOSS__TRAILING_STOP=true\nATS_STOP_LOSS__TRAILING_MODE=local\nATS_STOP_LOSS__TRAILING_STOP_PCT=0.03\n"
+                          "ATS_STOP_LOSS__PROFIT_TARGET_RATIO=0\nATS_STOP_LOSS__TIME_BASED_STOP=0\n")
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(2)
+        assert wait_for(lambda: len(sess.rt.stopbook) == 1)
+        plan = sess.rt.stopbook.get("once", aapl(gateway))
+        floor = plan.initial_stop
+        levels, closes = [plan.stop_price], []
+        for _ in range(120):
+            sess.step(1)
+            if not sess.rt.stopbook.plans: break
+            levels.append(plan.stop_price); closes.append(sess.rt.last_price["AAPL"])
+        assert levels == sorted(levels) and levels[-1] > floor               # it only ever tightened, and it did move
+        assert max(closes) * 0.97 <= float(levels[-1]) + 0.01                 # 3 % under the best close
+        assert wait_for(lambda: broker_positions(gateway) == {} and open_orders(gateway) == [])
+        assert any("crossed the trailing stop" in a["message"] for a in sess.rt.alerts)
+        exits = [o for o in gateway.gw.exchange.orders.values() if o.order_ref.startswith("once:exit.")]
+        assert len(exits) == 1 and exits[0].oca_group == plan.oca_group and exits[0].status == "Filled"
+    finally:
+        sess.stop()
+
+
+def test_a_strategy_that_keeps_buying_is_held_at_its_limit_and_told_why(project, gateway):
+    s, st = make_project(project, env="ATS_STOP_LOSS__DEFAULT_STOP_PCT=0.5\nATS_STOP_LOSS__TIME_BASED_STOP=0\n", strategies=dict(probe=PROBE), configs=[
+        StrategyConfig("probe.py", "probe", True, dict(symbols=["IBM"], qty=400), dict(max_position_size=0.05), 0.5)])
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(25)
+        slot = sess.rt.slots["probe"]
+        assert wait_for(lambda: slot.refused >= 5), (slot.refused, slot.orders, [(r["kind"], r.get("reason")) for r in sess.rt.activity][-8:], sess.rt.alerts)
+        nav = sess.rt.nav()
+        held = float(sess.rt.ledger.position("probe", next(iter(broker_positions(gateway)))))
+        assert held * sess.rt.last_price["IBM"] <= 0.05 * nav * 1.02        # never above 5 % of NAV (price moves aside)
+        assert any(r["kind"] == "refused" and "[max_position_size]" in r["reason"] for r in sess.rt.activity)
+    finally:
+        sess.stop()
+
+
+def test_a_price_crash_trips_the_emergency_stop_cancels_flattens_and_halts(project, gateway):
+    s, st = make_project(project, env="ATS_RISK__MAX_POSITION_SIZE=0.9\nATS_RISK__MAX_PORTFOLIO_WEIGHT=0.95\n"
+                                      "ATS_STOP_LOSS__DEFAULT_STOP_PCT=0.9\nATS_STOP_LOSS__PROFIT_TARGET_RATIO=0\n",
+                         strategies=dict(once=ONCE),
+                         configs=[StrategyConfig("once.py", "once", True, dict(symbols=["AAPL"], qty=8000), {}, 0.9)])
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(2)
+        cid = aapl(gateway)
+        assert wait_for(lambda: broker_positions(gateway).get(cid) == 8000)
+        g = gateway.gw
+        px = sess.rt.last_price["AAPL"]
+        gateway.call(lambda: g.dispatch(g.exchange.mark(cid, px * 0.6, g.now()) + [("account",), ("position", cid)]))  # −40 %
+        assert wait_for(lambda: sess.rt.risk.state() is TradingState.HALTED, 10)
+        assert wait_for(lambda: broker_positions(gateway) == {} and open_orders(gateway) == [], 10)
+        assert any(a["level"] in ("CRITICAL", "WARNING") and "emergency" in a["message"].lower() for a in sess.rt.alerts)
+        sess.step(2)
+        assert broker_positions(gateway) == {}                                   # HALTED: the strategy cannot buy again
+    finally:
+        sess.stop()
