@@ -261,7 +261,7 @@ def cmd_ledger(args) -> int:
 def cmd_ledger_assign(args) -> int:
     """Give (part of) an unassigned position to a strategy: a transfer at cost, recorded with who did it. Through the
     runner when one is running (it owns the ledger), else straight into the stored ledger."""
-    from ats.ledger import LedgerStore, LedgerError, load_ledger, UNASSIGNED
+    from ats.ledger import LedgerStore, LedgerError, load_ledger
     st = _store(args)
     try: qty = Decimal(args.quantity)
     except Exception: raise UserError(f"quantity {args.quantity!r} is not a number; e.g. `ats ledger assign AAPL 100 --to ma_crossover`") from None
@@ -271,15 +271,9 @@ def cmd_ledger_assign(args) -> int:
     s = _settings(args)
     ls = LedgerStore(st)
     L = load_ledger(ls, s.environment.base_currency, snapshot=True)
-    sym = args.symbol.upper()
-    ids = [cid for (n, cid), p in L.positions.items() if n == UNASSIGNED and p.quantity and p.symbol.upper() == sym]
-    if not ids:
-        have = sorted({p.symbol for (n, _), p in L.positions.items() if n == UNASSIGNED and p.quantity})
-        raise UserError(f"nothing unassigned in {sym} in the stored ledger (unassigned: {', '.join(have) or 'nothing'}); "
-                        "`ats ledger positions --strategy _unassigned` lists them")
     if args.to not in {c.strategy_name for c in st.load_strategy_configs(validate=False)}:
         raise UserError(f"no strategy {args.to!r} in the strategies library; `ats strategies list` shows them")
-    try: t = L.assign(ids[0], qty, args.to, args.price, by=os.environ.get("USER", "cli"))
+    try: t = L.assign(L.unassigned_con_id(args.symbol), qty, args.to, args.price, by=os.environ.get("USER", "cli"))
     except LedgerError as e: raise UserError(str(e)) from None
     ls.append_transfers([t])
     print(f"assigned {t['quantity']} {t['symbol']} to {t['to']} at {t['price']} (stored; the runner books it when it starts)")

@@ -233,6 +233,17 @@ class Ledger:
                 u.avg_price = dec((price or {}).get(cid, u.avg_price))
         return rep
 
+    def unassigned_con_id(self, symbol: str) -> int:
+        "The contract of the unassigned position in `symbol`; LedgerError naming what is unassigned if there is none or several."
+        sym = str(symbol).upper()
+        held = {cid: p.symbol for (s, cid), p in self.positions.items() if s == UNASSIGNED and p.quantity}
+        ids = [cid for cid, x in held.items() if x.upper() == sym]
+        if not ids:
+            raise LedgerError(f"nothing unassigned in {sym or '(no symbol)'}; unassigned now: {', '.join(sorted(set(held.values()))) or 'nothing'} "
+                              "(`ats ledger positions --strategy _unassigned` lists them)")
+        if len(ids) > 1: raise LedgerError(f"{sym} is unassigned in several contracts ({', '.join(map(str, ids))}): give the contract id")
+        return ids[0]
+
     def assign(self, con_id: int, quantity, to_strategy: str, price=None, by: str = "") -> dict:
         """Move (part of) an unassigned position to a strategy, as an auditable transfer (not a fake fill). The price
         defaults to the unassigned position's cost, else the latest mark."""

@@ -355,6 +355,7 @@ class Runtime:
         self._tasks: set = set()
         self._snap: PortfolioSnapshot | None = None
         self._corr: dict = {}
+        self._stop_after_answers = ""                 # a shutdown command: stop once its answer is written
         self._stops_live = False                      # stops follow fills once the start-up re-synchronisation is done
         self._sync_lock: asyncio.Lock | None = None   # ib_async keys open-order and position requests by name: one at a time
         self._stop_event: asyncio.Event | None = None
@@ -877,7 +878,7 @@ def flatten(self: Runtime, strategy: str | None = None) -> int:
         if not p.quantity or (strategy and s != strategy): continue
         slot = self.slots.get(s)
         conn = slot.conn if slot is not None and slot.conn is not None and slot.conn.connected else self.main
-        c = next((c for c in self.contracts.values() if c.conId == cid), None)
+        c = self._contract_by_id(cid)
         if c is None:
             from ib_async import Contract
             c = Contract(conId=cid, exchange="SMART")
@@ -894,6 +895,11 @@ def flatten(self: Runtime, strategy: str | None = None) -> int:
     return n
 
 # %% ../nbs/22_runtime.ipynb #82c1af27
+@patch
+def _contract_by_id(self: Runtime, con_id: int):
+    "The qualified contract of a subscribed symbol, by IB contract id (None if ats trades no such contract)."
+    return next((c for c in self.contracts.values() if c.conId == con_id), None)
+
 @patch
 def _stop_config(self: Runtime, strategy: str):
     "The strategy's exits: None if it opted out, else the settings with its overrides."
@@ -935,7 +941,7 @@ def _place_protection(self: Runtime, plan) -> None:
     "Send a plan's stop and target for a position that is already open, tagged with the strategy."
     from ats.stops import protective_orders
     conn = self._stop_conn(plan.strategy)
-    c = next((c for c in self.contracts.values() if c.conId == plan.con_id), None)
+    c = self._contract_by_id(plan.con_id)
     if c is None: raise RuntimeError(f"no contract for con_id {plan.con_id}")
     orders = protective_orders(plan, conn.ib.client.getReqId, account=self.cs.account)
     for o in orders:
@@ -977,7 +983,7 @@ def _stops_after_fill(self: Runtime, f: Fill) -> None:
         elif q != plan.quantity:                               # scaled in or partly closed: resize stop and target
             book.resize(s, cid, q)
             conn = self._stop_conn(s)
-            c = next((c for c in self.contracts.values() if c.conId == cid), None)
+            c = self._contract_by_id(cid)
             for t in self._plan_orders(plan):
                 t.order.totalQuantity = float(abs(q))
                 conn.ib.placeOrder(c or t.contract, t.order)
@@ -1007,7 +1013,7 @@ def _exit_plan(self: Runtime, plan, why: str) -> None:
         self.stopbook.close(plan.strategy, plan.con_id); return
     plan.quantity = q
     conn = self._stop_conn(plan.strategy)
-    c = next((c for c in self.contracts.values() if c.conId == plan.con_id), None)
+    c = self._contract_by_id(plan.con_id)
     o = exit_order(plan, conn.ib.client.getReqId(), account=self.cs.account)
     o.orderRef = order_ref(plan.strategy, f"exit.{plan.key}")
     conn.ib.placeOrder(c, o)
@@ -1253,7 +1259,8 @@ async def handle(self: Runtime, cmd) -> str:
         await asyncio.to_thread(self.store.save_strategy_config, cfg, cmd.by)
         return f"{one}: parameters saved; in effect at its next bar"
     if a == "assign":
-        t = self.ledger.assign(self._unassigned_con_id(args), args["quantity"], args["to"], args.get("price"), by=cmd.by)
+        cid = int(args["con_id"]) if args.get("con_id") is not None else self.ledger.unassigned_con_id(args.get("symbol", ""))
+        t = self.ledger.assign(cid, args["quantity"], args["to"], args.get("price"), by=cmd.by)
         self.writer.append_transfers([t])
         self._snap = None
         await self._store_ledger()
@@ -1274,17 +1281,6 @@ async def _store_ledger(self: Runtime) -> None:
     if not await asyncio.to_thread(self.writer.flush): self.alert("WARNING", f"the ledger could not be stored: {self.writer.last_error}")
 
 @patch
-def _unassigned_con_id(self: Runtime, args: dict) -> int:
-    "The contract of an `assign` command: its con_id, or the symbol of an unassigned position."
-    if args.get("con_id") is not None: return int(args["con_id"])
-    sym = str(args.get("symbol", "")).upper()
-    ids = [cid for (s, cid), p in self.ledger.positions.items() if s == UNASSIGNED and p.quantity and p.symbol.upper() == sym]
-    if len(ids) == 1: return ids[0]
-    have = sorted({p.symbol for (s, _), p in self.ledger.positions.items() if s == UNASSIGNED and p.quantity})
-    if not ids: raise ValueError(f"nothing unassigned in {sym or '(no symbol)'}; unassigned now: {', '.join(have) or 'nothing'}")
-    raise ValueError(f"{sym} is unassigned in several contracts ({', '.join(map(str, ids))}): give the contract id")
-
-@patch
 async def _control_loop(self: Runtime) -> None:
     from ats.control import CommandInbox
     inbox = await asyncio.to_thread(CommandInbox, self.store)
@@ -1302,7 +1298,7 @@ async def _control_loop(self: Runtime) -> None:
         if cmds:                      # the published status shows a command's effect before its sender hears back
             await self.publish()
             with contextlib.suppress(Exception): await asyncio.to_thread(inbox.flush)
-            if getattr(self, "_stop_after_answers", None): self.request_stop(self._stop_after_answers)
+            if self._stop_after_answers: self.request_stop(self._stop_after_answers)
         await asyncio.sleep(0.2)
 
 @patch

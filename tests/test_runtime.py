@@ -22,6 +22,11 @@ def entries(gw):
     return sorted((o for o in gw.gw.exchange.orders.values() if not o.oca_group), key=lambda o: o.perm_id)
 
 
+def probe_project(project):
+    "A project whose only active strategy buys one MSFT share a bar."
+    return make_project(project, env=FAR_STOPS, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+
+
 @pytest.fixture
 def gateway(project):
     gw = GatewayThread(data="sample", speed=0, start="2006-01-03", state_path=project / "gw.json").start()
@@ -83,7 +88,7 @@ def test_a_blocking_strategy_delays_no_other_strategys_orders(project, gateway):
 
 
 def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project, gateway):
-    s, st = make_project(project, env=FAR_STOPS, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    s, st = probe_project(project)
     sess = Session(s, st, gateway).start()
     try:
         sess.step(2)
@@ -108,7 +113,7 @@ def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project,
 
 
 def test_control_commands_take_effect_within_a_second_and_are_recorded(project, gateway):
-    s, st = make_project(project, env=FAR_STOPS, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    s, st = probe_project(project)
     sess = Session(s, st, gateway).start()
     try:
         t0 = time.monotonic()
