@@ -716,6 +716,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'ats.runtime.Runtime._order_path': ('runtime.html#runtime._order_path', 'ats/runtime.py'),
                              'ats.runtime.Runtime._place_protection': ('runtime.html#runtime._place_protection', 'ats/runtime.py'),
                              'ats.runtime.Runtime._plan_orders': ('runtime.html#runtime._plan_orders', 'ats/runtime.py'),
+                             'ats.runtime.Runtime._protect_if_spent': ('runtime.html#runtime._protect_if_spent', 'ats/runtime.py'),
                              'ats.runtime.Runtime._publish_loop': ('runtime.html#runtime._publish_loop', 'ats/runtime.py'),
                              'ats.runtime.Runtime._reattach_stops': ('runtime.html#runtime._reattach_stops', 'ats/runtime.py'),
                              'ats.runtime.Runtime._reconcile': ('runtime.html#runtime._reconcile', 'ats/runtime.py'),

@@ -971,13 +971,9 @@ def _stops_after_fill(self: Runtime, f: Fill) -> None:
             if q == 0: return
             plan = None
         elif own and f.order_id != plan.order_ids.get("parent"):
-            # its stop, target or exit filled: once that order is complete the OCA group is spent, and whatever is left of
-            # the position (it had grown past the stop's size) gets a plan of its own
-            done = sum(abs(x.quantity) for x in self.ledger.fills.values() if x.order_id == f.order_id and x.strategy == s)
-            t = next((t for t in self._known_trades(s) if t.order.orderId == f.order_id), None)
-            if t is None or done < dec(t.order.totalQuantity): return
-            book.close(s, cid)
-            plan = None
+            # its stop, target or exit filled: once the broker reports that order complete the OCA group is spent, and
+            # whatever is left of the position (it had grown past the stop's size) gets a plan of its own
+            self._protect_if_spent(s, cid); return
         elif plan.status != "active" or ("parent" in plan.order_ids and abs(q) <= abs(plan.quantity)):
             return      # an exit under way, or a bracket entry filling: IB sizes those orders itself
         elif q != plan.quantity:                               # scaled in or partly closed: resize stop and target
@@ -985,6 +981,7 @@ def _stops_after_fill(self: Runtime, f: Fill) -> None:
             conn = self._stop_conn(s)
             c = self._contract_by_id(cid)
             for t in self._plan_orders(plan):
+                if t.isDone(): continue                       # filled meanwhile: its status re-protects what is left
                 t.order.totalQuantity = float(abs(q))
                 conn.ib.placeOrder(c or t.contract, t.order)
             return
@@ -994,6 +991,36 @@ def _stops_after_fill(self: Runtime, f: Fill) -> None:
         avg = self.ledger.positions[(s, cid)].avg_price or f.price
         plan, new = book.attach(plan_stop(s, f.symbol, q, avg, cfg, opened_at=f.time, con_id=cid))
         if new: self._place_protection(plan)
+
+@patch
+def _protect_if_spent(self: Runtime, s: str, cid: int) -> None:
+    """A plan whose stop and target the broker no longer works while the position is still open gets replaced by a new
+    one for what is left. This happens when a stop fills just as the position grows: the resize reaches the broker after
+    the fill and is refused, so the stop covered only the old size. Acts only on the broker's word: every order of the
+    plan done, none cancelled by ib_async's own guess (an error on a modify leaves the order live at the broker), and
+    every fill of a filled one booked (an order status can arrive before its executions)."""
+    from ats.stops import plan_stop
+    book = self.stopbook
+    plan = book.get(s, cid) if book is not None else None
+    if plan is None or plan.status == "closed": return
+    ids = {v for k, v in plan.order_ids.items() if k != "parent"}        # stop, target and an exit under way
+    trades = [t for t in self._known_trades(s) if t.order.orderId in ids]
+    if not trades or not all(t.isDone() for t in trades): return
+    for t in trades:
+        st = t.orderStatus.status
+        if st == "Filled":
+            booked = sum(abs(x.quantity) for x in self.ledger.fills.values() if x.order_id == t.order.orderId and x.strategy == s)
+            if booked < dec(t.orderStatus.filled): return
+        elif t.log and t.log[-1].errorCode not in (0, 202): return      # ib_async's guess, not a broker cancel
+    book.close(s, cid)
+    q = self.ledger.position(s, cid)
+    cfg = self._stop_config(s)
+    if q == 0 or cfg is None: return
+    p = self.ledger.positions[(s, cid)]
+    plan, new = book.attach(plan_stop(s, p.symbol, q, p.avg_price, cfg, opened_at=_utcnow(), con_id=cid))
+    if new:
+        self._place_protection(plan)
+        self.alert("WARNING", f"{s} {p.symbol}: its stop was spent on part of the position; a new stop protects the remaining {q}")
 
 @patch
 def _stops_on_price(self: Runtime, sym: str, t: pd.Timestamp, close: float) -> None:
@@ -1108,7 +1135,11 @@ def _on_status(self: Runtime, slot: Slot, trade) -> None:
     if slot.worker is not None and slot.state == "running":
         slot.worker.submit(OrderUpdate(key, trade.contract.symbol, st.status, float(st.filled), float(st.remaining), float(st.avgFillPrice or 0.0),
                                        o.orderId, msg))
-    if st.status in ("Cancelled", "ApiCancelled", "Inactive", "Filled"): self._snap = None
+    if st.status in ("Cancelled", "ApiCancelled", "Inactive", "Filled"):
+        self._snap = None
+        if o.ocaGroup.startswith("ats-") and self._stops_live:
+            try: self._protect_if_spent(slot.name, trade.contract.conId)
+            except Exception as e: self.alert("CRITICAL", f"{slot.name} {trade.contract.symbol}: could not re-protect the position ({e}); check its stop in TWS")
 
 @patch
 def _on_broker_error(self: Runtime, slot: Slot, req_id: int, code: int, message: str) -> None:

@@ -131,3 +131,37 @@ def test_a_price_crash_trips_the_emergency_stop_cancels_flattens_and_halts(proje
         assert broker_positions(gateway) == {}                                   # HALTED: the strategy cannot buy again
     finally:
         sess.stop()
+
+
+def test_a_stop_that_fills_as_the_position_grows_leaves_the_rest_protected(project, gateway):
+    # A strategy buys after every close; the market is shut overnight, so each buy fills at the next open. On the first day
+    # whose low crosses the stop (but not its open) the new shares fill at the open and the stop, sized for yesterday's
+    # position, fills later that day, before the resize reaches the broker, which refuses it. The shares bought that
+    # morning must get a stop of their own.
+    s, st = make_project(project, env="ATS_STOP_LOSS__DEFAULT_STOP_PCT=0.02\nATS_STOP_LOSS__PROFIT_TARGET_RATIO=0\n"
+                                      "ATS_STOP_LOSS__TIME_BASED_STOP=0\nATS_RISK__MAX_POSITION_SIZE=1\n",
+                         strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(symbols=["AAPL"], qty=10), {}, 0.5)])
+    sess = Session(s, st, gateway).start()
+    ex, cid = gateway.gw.exchange, aapl(gateway)
+    def shut():
+        gateway.gw.market_open = ex.market_open = False
+    stop_fills = lambda: [f for f in ex.fills if ex.orders[(f.client_id, f.order_id)].order_type == "STP"]
+    try:
+        for day in range(60):
+            n = len(ex.orders)
+            gateway.call(lambda: (gateway.gw.step(1), shut()))
+            wait_for(lambda: len(ex.orders) > n, 2)          # the next buy waits for the open (none on a day without a bar)
+            assert wait_for(lambda: ledger_positions(sess.rt.ledger) == broker_positions(gateway))
+            if stop_fills(): break
+        assert stop_fills(), "no stop was hit in 60 days; the test needs a lower stop distance"
+        assert wait_for(lambda: ledger_positions(sess.rt.ledger) == broker_positions(gateway))
+        held = broker_positions(gateway).get(cid, 0)
+        assert held > 0
+        stops = lambda: [o for o in open_orders(gateway) if o.order_type == "STP" and o.con_id == cid]
+        assert wait_for(lambda: sum(o.total_quantity for o in stops()) == held), \
+            [(o.order_id, o.order_type, o.status, o.total_quantity) for o in ex.orders.values() if o.oca_group]
+        assert len(stops()) == 1 and len(sess.rt.stopbook) == 1
+        assert any("a new stop protects the remaining" in a["message"] for a in sess.rt.alerts)
+        assert duplicate_orders(gateway) == {}
+    finally:
+        sess.stop()
