@@ -34,11 +34,13 @@ class BacktestResult:
         from bokeh.models import NumeralTickFormatter
         from bokeh.plotting import figure
         t = title or f"{self.strategy} {self.params}"
+        # Bokeh has no time-zone representation (it warns on aware datetimes): plot UTC as naive times
+        x = self.equity.index.tz_convert(None) if getattr(self.equity.index, "tz", None) is not None else self.equity.index
         p1 = figure(height=280, sizing_mode="stretch_width", x_axis_type="datetime", title=t)
-        p1.line(self.equity.index, self.equity.values, line_width=2, legend_label="equity")
+        p1.line(x, self.equity.values, line_width=2, legend_label="equity")
         p1.yaxis.formatter = NumeralTickFormatter(format="0,0")
         p2 = figure(height=160, sizing_mode="stretch_width", x_axis_type="datetime", x_range=p1.x_range, title="drawdown")
-        p2.varea(self.drawdown.index, 0, self.drawdown.values, fill_alpha=0.4, color="firebrick")
+        p2.varea(x, 0, self.drawdown.values, fill_alpha=0.4, color="firebrick")
         p2.yaxis.formatter = NumeralTickFormatter(format="0%")
         p1.legend.location = "top_left"
         return column(p1, p2, sizing_mode="stretch_width")
@@ -102,7 +104,8 @@ def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_ca
              fees: float = 0.0005, slippage: float = 0.0005, sizing=None, freq: str = "1D") -> BacktestResult:
     """Simulate a Strategy on `data`: closes (time × symbol), {field: frame} or {symbol: OHLCV bars}.
     Decisions on bar t trade on bar t+1, at its open if opens are given, else at its close. Fees and slippage are
-    fractions of traded value. `sizing` (an `ats.sizing.SizingConfig`) applies live sizing's leverage cap and share increment."""
+    fractions of traded value. `sizing` (an `ats.sizing.SizingConfig`) sizes as the runtime does: the leverage cap, whole
+    share increments, and quantities computed at the decision bar's close (the runtime sizes an order with the last close)."""
     import vectorbt as vbt
     prices, opens = _close_and_open(data)
     opens = open_prices if open_prices is not None else opens
@@ -114,7 +117,9 @@ def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_ca
     if sizing is not None: w = _leverage_capped(w, sizing.max_leverage)
     orders = w.shift(1)                                 # decided at t's close, executed on t+1
     exec_price = (opens.reindex_like(prices) if opens is not None else prices).ffill()
-    extra = dict(size_granularity=float(sizing.position_increment)) if sizing is not None else {}
+    # with live sizing, a target is turned into shares as the runtime does it: at the decision bar's close (vectorbt's
+    # val_price=-inf, the last known close) from the equity at that close, in whole increments
+    extra = dict(size_granularity=float(sizing.position_increment), val_price=-np.inf) if sizing is not None else {}
     pf = vbt.Portfolio.from_orders(close=prices.ffill(), size=orders, size_type="targetpercent", price=exec_price,
                                    fees=fees, slippage=slippage, init_cash=init_cash, cash_sharing=True, group_by=True,
                                    call_seq="auto", freq=freq, **extra)
@@ -231,11 +236,9 @@ def run_backtest_cli(strategy: str, symbols: list[str] | None, start=None, end=N
                      save_as: str | None = None) -> BacktestResult:
     "Load a strategy file by name, its data from a source, and backtest it."
     from pathlib import Path
-    from ats.strategy import load_strategy_class, discover
+    from ats.strategy import load_strategy_class, strategy_file
     from ats.data import load_prices
-    files = discover(strategies_dir)
-    path = files.get(strategy) or (Path(strategy) if Path(strategy).is_file() else None)
-    if path is None: raise ValueError(f"no strategy file {strategy!r} in {strategies_dir}; strategies: {', '.join(files) or 'none'}")
+    path = strategy_file(strategy, strategies_dir)
     cls = load_strategy_class(path)
     p = dict(params or {})
     if symbols: p["symbols"] = list(symbols)

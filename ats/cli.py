@@ -19,7 +19,7 @@ import pandas as pd
 __all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check',
            'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign', 'cmd_ledger_reconcile',
            'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run', 'cmd_up', 'cmd_jobs',
-           'cmd_backtest', 'cmd_gateway', 'build_parser', 'main']
+           'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -627,20 +627,108 @@ def cmd_backtest(args) -> int:
     if args.save: print(f"\nsaved to the research library as backtest.{args.save}")
     return 0
 
-def _add_backtest(sp):
-    p = sp.add_parser("backtest", help="backtest a strategy with vectorbt and print stats and trades",
-                      description="Runs the same Strategy class the live runtime trades, on sample (bundled, offline), random or arctic data.")
+def _strategy_run_args(p) -> None:
+    "The options `ats backtest` and `ats replay` share: which strategy, on what data, with which parameters and cash."
     p.add_argument("strategy", help="strategy file name in strategies/ (without .py)")
     p.add_argument("--symbols", help="comma-separated symbols (default: the strategy's own)")
     p.add_argument("--start"); p.add_argument("--end")
     p.add_argument("--source", choices=["sample", "random", "arctic"], default="sample")
     p.add_argument("-p", action="append", metavar="KEY=VALUE", help="strategy parameter; repeatable")
     p.add_argument("--cash", type=float, default=100_000.0, help="initial cash (default 100000)")
+
+def _add_backtest(sp):
+    p = sp.add_parser("backtest", help="backtest a strategy with vectorbt and print stats and trades",
+                      description="Runs the same Strategy class the live runtime trades, on sample (bundled, offline), random or arctic data.")
+    _strategy_run_args(p)
     p.add_argument("--fees", type=float, default=0.0005, help="fees as a fraction of traded value (default 0.0005)")
     p.add_argument("--slippage", type=float, default=0.0005, help="slippage as a fraction of price (default 0.0005)")
     p.add_argument("--save", metavar="NAME", help="save the result in the research library")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backtest)
+
+def cmd_degradation(args) -> int:
+    "Live (or paper) equity of a strategy against its backtest over the same days: figures, verdict, optional chart."
+    from ats.degradation import degradation, DegradationError
+    s = _settings(args)
+    paper = s.ib.gateway_type == "paper"
+    # the backtest replays the market data the strategy traded on: the paper gateway's source, else the database's bars
+    source = args.source or (s.gateway.data if paper else "arctic")
+    try:
+        rep = degradation(Store.from_settings(s, create=False), args.strategy, start=args.start, end=args.end, source=source,
+                          capital=args.capital, nav=s.gateway.cash if paper else None, fees=args.fees, slippage=args.slippage)
+    except DegradationError as e: raise UserError(str(e)) from None
+    if args.plot:
+        from bokeh.io import save
+        from bokeh.resources import INLINE
+        out = Path(args.plot)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save(rep.plot(), filename=str(out), resources=INLINE, title=f"{rep.strategy}: live vs backtest")   # INLINE: no internet needed
+    if args.json: _print_json(dict(rep.to_json(), plot=str(args.plot) if args.plot else None)); return 0
+    print(f"{rep.strategy}: live against its backtest ({source} data, capital in {s.environment.base_currency})\n")
+    t = rep.table()
+    print(_table([dict(figure=k, value=v) for k, v in t["value"].items()], ["figure", "value"]))
+    if args.plot: print(f"\nchart: {args.plot}")
+    return 0
+
+def cmd_replay(args) -> int:
+    "Replay a strategy through the live order path and compare it with its backtest, execution by execution."
+    from ats.replay import run_replay_cli
+    s = _settings(args)
+    st = Store.from_settings(s, create=True) if args.source == "arctic" else None
+    params = dict(parse_param(p) for p in args.p or [])
+    try:
+        bt, rp, c = run_replay_cli(args.strategy, args.symbols.split(",") if args.symbols else None, args.start, args.end, args.source, params,
+                                   strategies_dir=s.path("strategies"), store=st, settings=s, cash=args.cash,
+                                   risk_limits=not args.no_risk_limits, mode=args.mode, progress=not args.json)
+    except ValueError as e: raise UserError(str(e)) from None
+    d = c.differences
+    if args.json:
+        rows = lambda f: json.loads(f.to_json(orient="records", date_format="iso"))
+        _print_json(dict(strategy=rp.strategy, params=rp.params, matched=c.matched, summary=c.summary(), executions=len(c.executions),
+                         differences=rows(d), refused=rows(rp.refused), bars=rp.bars, bars_per_second=rp.bars_per_second,
+                         final_equity=dict(backtest=float(bt.equity.iloc[-1]), replay=float(rp.equity.iloc[-1]))))
+        return 0 if c.matched else 1
+    print(f"{rp.strategy} {json.dumps(rp.params)}: {rp.bars:,} bars replayed in {rp.seconds:.1f} s ({rp.bars_per_second:,.0f} bars/s, {args.mode} mode)")
+    print(f"risk limits: {'the settings' if not args.no_risk_limits else 'off (--no-risk-limits)'}; costs: the gateway's slippage, no commission\n")
+    print(c.summary())
+    print(f"final equity: backtest {bt.equity.iloc[-1]:,.2f}, replay {rp.equity.iloc[-1]:,.2f}")
+    if len(d):
+        t = d.copy(); t["time"] = t["time"].map(lambda x: str(pd.Timestamp(x).date()))
+        print("\ndifferences:\n" + t.round(4).head(args.limit).to_string(index=False))
+        if len(d) > args.limit: print(f"... {len(d) - args.limit} more (--limit, or --json for all)")
+    if len(rp.refused):
+        r = rp.refused.copy(); r["time"] = r["time"].map(lambda x: str(pd.Timestamp(x).date()))
+        print(f"\nrefused by the risk engine ({len(r)}):\n" + r.head(args.limit).to_string(index=False))
+    return 0 if c.matched else 1
+
+def _add_replay(sp):
+    p = sp.add_parser("replay", help="replay a strategy bar by bar through the live order path and compare it with its backtest",
+                      description="Runs the strategy through sizing, the risk engine, the paper gateway's matching engine and the ledger, "
+                                  "one bar at a time as the runtime does, and lines its fills up with the vectorbt backtest's. "
+                                  "Exit status 1 when they differ.")
+    _strategy_run_args(p)
+    p.add_argument("--no-risk-limits", action="store_true", help="limits that never bind: compare behaviour only")
+    p.add_argument("--mode", choices=["live", "fast"], default="live", help="live: target_weights on every bar as the runtime; fast: once")
+    p.add_argument("--limit", type=int, default=20, help="rows of differences and refusals to print (default 20)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+def _add_degradation(sp):
+    p = sp.add_parser("degradation", help="compare a strategy's live (or paper) equity with its backtest over the same days",
+                      description="Reads the strategy's equity samples from the ledger, reruns its backtest (stored file and parameters) "
+                                  "over the same days and reports the return gap, tracking error, correlation, drawdowns and a verdict "
+                                  "(ok / degraded / too little history).")
+    p.add_argument("strategy", help="strategy name (see `ats strategies list`)")
+    p.add_argument("--start", help="first day to compare (YYYY-MM-DD; default: the first equity sample)")
+    p.add_argument("--end", help="last day to compare (YYYY-MM-DD; default: the last equity sample)")
+    p.add_argument("--source", choices=["sample", "random", "arctic"],
+                   help="market data of the backtest (default: [gateway] data with the paper gateway, else arctic)")
+    p.add_argument("--capital", type=float, help="the strategy's capital in the base currency (default: its share of the NAV)")
+    p.add_argument("--fees", type=float, default=0.0005, help="backtest fees as a fraction of traded value (default 0.0005)")
+    p.add_argument("--slippage", type=float, default=0.0005, help="backtest slippage as a fraction of price (default 0.0005)")
+    p.add_argument("--plot", metavar="FILE.html", help="write the chart (live vs backtest, and their gap) to this HTML file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_degradation)
 
 def cmd_gateway(args) -> int:
     "Run the paper gateway in the foreground (its own options: `ats gateway --help`)."
@@ -654,7 +742,7 @@ def _add_gateway(sp):
     p = sp.add_parser("gateway", help="run the paper gateway: a simulated IB account speaking the TWS API (ats gateway --help)", add_help=False)
     p.set_defaults(func=cmd_gateway)
 
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, _add_backtest, _add_gateway]
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, _add_backtest, _add_replay, _add_degradation, _add_gateway]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "

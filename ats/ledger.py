@@ -182,6 +182,13 @@ class Ledger:
         for (s, c), p in self.positions.items():
             if c == con_id: p.mark = self.marks[con_id]
 
+    def mark_many(self, prices: dict) -> None:
+        "Latest prices of many instruments ({con_id: price}) in one pass over the positions (a whole day's closes)."
+        for c, px in prices.items(): self.marks[c] = dec(px)
+        for (s, c), p in self.positions.items():
+            m = self.marks.get(c)
+            if m is not None and c in prices: p.mark = m
+
     def set_fx(self, currency: str, rate_to_base) -> None:
         "Units of base currency per unit of `currency`."
         self.fx[currency] = dec(rate_to_base)

@@ -155,7 +155,7 @@ class StrategyWorker:
 # %% ../nbs/22_runtime.ipynb #bb188758
 from .strategy import load_strategy_class, OrderIntent, order_key, StrategyLoadError, StrategyParamError
 from .ledger import Ledger, Fill, dec, UNASSIGNED
-from .sizing import SizingConfig, target_quantities, size_order, daily_volatility, TradeStats, SizingError
+from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
 
@@ -695,11 +695,7 @@ def _dispatch(self: Runtime, slot: Slot, strat, ev) -> None:
                 self.alert("WARNING", f"strategy {slot.name}: new parameters refused ({e}); it keeps running with {json.dumps(strat.p, default=str)}")
         ctx._now, ctx._received = ev.time, getattr(ev, "received", None)
         if strat.is_rebalancing and strat.is_rebalance_bar(ev.time):
-            px = pd.DataFrame({s: self.history[s].frame["close"].loc[:ev.time] for s in strat.symbols})
-            w = strat.target_weights(px)
-            if len(w) and w.index[-1] == ev.time:
-                for sym, x in w.iloc[-1].items():
-                    if x == x: strat.order_target_weight(sym, float(x))
+            strat.rebalance(pd.DataFrame({s: self.history[s].frame["close"].loc[:ev.time] for s in strat.symbols}))
         strat.on_bar(ev)
         self._progress[slot.name] = ev.time
         self._progress_dirty = True
@@ -737,7 +733,6 @@ def _working(self: Runtime, slot: Slot, con_id: int) -> Decimal:
 
 @patch
 def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | None = None) -> None:
-    from ats.sizing import round_to_increment
     name, key, sym = slot.name, intent.client_order_key, intent.symbol
     if key and key in self.sent:
         self.counters["deduped"] += 1
@@ -748,20 +743,15 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
     price = intent.limit_price or self.last_price.get(sym)
     if not price: return self._reject(slot, intent, f"no price for {sym} yet; the order waits for the next bar")
     mult, fx = float(c.multiplier or 1), self.fx(c.currency)
-    cur, pend = self.ledger.position(name, c.conId), self._working(slot, c.conId)
-    if intent.target_weight is not None:
-        vol = None
-        if self.sizing.method == "volatility_adjusted":
-            with contextlib.suppress(SizingError): vol = {sym: daily_volatility(self.history[sym].frame["close"], self.sizing.volatility_lookback)}
-        tq = target_quantities({sym: intent.target_weight}, {sym: price}, self.capital(slot), cfg=self.sizing, multipliers={sym: mult},
-                               fx={sym: fx}, volatility=vol, stats=self.trade_stats(name) if self.sizing.method == "kelly" else None)[sym]
-        delta = tq - cur - pend
-    elif intent.target_quantity is not None:
-        delta = round_to_increment(float(intent.target_quantity), self.sizing.position_increment) - cur - pend
-    elif intent.quantity is not None:
-        delta = dec(intent.quantity)
-    else:
-        return self._reject(slot, intent, "the intent names no quantity, target quantity or target weight")
+    vol = None
+    if intent.target_weight is not None and self.sizing.method == "volatility_adjusted":
+        with contextlib.suppress(SizingError): vol = daily_volatility(self.history[sym].frame["close"], self.sizing.volatility_lookback)
+    try:
+        delta = intent_delta(intent, price=price, capital=self.capital(slot) if intent.target_weight is not None else 1.0,
+                             current=self.ledger.position(name, c.conId), working=self._working(slot, c.conId), cfg=self.sizing,
+                             multiplier=mult, fx=fx, volatility=vol,
+                             stats=self.trade_stats(name) if intent.target_weight is not None and self.sizing.method == "kelly" else None)
+    except SizingError as e: return self._reject(slot, intent, str(e))
     if delta == 0: return
     d = self.risk.check(RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key), self.snapshot())
     if not d.allowed:
@@ -1407,8 +1397,10 @@ async def _watch_configs(self: Runtime) -> None:
 
 @patch
 def sample_equity(self: Runtime, t=None) -> None:
-    "One row per strategy of the equity curve (realized, unrealized, commissions, net, gross exposure)."
-    rows = self.ledger.equity_rows(t if t is not None else _utcnow())
+    """One row per strategy of the equity curve (realized, unrealized, commissions, net, gross exposure). On the paper
+    gateway the market runs on a simulated clock, so samples are stamped with its trading day, not the wall clock."""
+    if t is None: t = self.day if self.paper and self.day is not None else _utcnow()
+    rows = self.ledger.equity_rows(t)
     if rows: self.writer.append_equity(rows)
 
 @patch

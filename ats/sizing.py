@@ -13,7 +13,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['METHODS', 'SizingError', 'SizingConfig', 'round_to_increment', 'daily_volatility', 'TradeStats', 'kelly_fraction',
-           'Sized', 'size_order', 'target_quantities', 'target_quantities_frame', 'sized_weights']
+           'Sized', 'size_order', 'target_quantities', 'intent_delta', 'target_quantities_frame', 'sized_weights']
 
 # %% ../nbs/30_sizing.ipynb #d250c48d
 METHODS = ("fixed", "volatility_adjusted", "kelly")
@@ -208,6 +208,24 @@ def target_quantities(weights: Mapping[str, float] | pd.Series, prices: Mapping[
         q = round_to_increment(x * scale * capital / unit[s], cfg.position_increment)
         out[s] = q if abs(float(q)) * unit[s] >= cfg.min_position_size else Decimal(0)
     return out
+
+
+def intent_delta(intent, *, price: float, capital: float, current=0, working=0, cfg: SizingConfig | None = None,
+                 multiplier: float = 1.0, fx: float = 1.0, volatility: float | None = None, stats=None) -> Decimal:
+    """The signed quantity to send for a strategy's intent (`ats.strategy.OrderIntent`): a target weight is sized by
+    `target_quantities`, a target quantity rounded to the increment, both net of the position (`current`) and of what is
+    already working at the broker (`working`); a plain quantity is sent as it is. The runtime and the replay both call
+    this, so live trading and its replay size every order the same way."""
+    cfg = cfg or SizingConfig()
+    held = Decimal(str(current)) + Decimal(str(working))
+    if intent.target_weight is not None:
+        sym = intent.symbol
+        tq = target_quantities({sym: intent.target_weight}, {sym: price}, capital, cfg=cfg, multipliers={sym: multiplier}, fx={sym: fx},
+                               volatility={sym: volatility} if volatility is not None else None, stats=stats)[sym]
+        return tq - held
+    if intent.target_quantity is not None: return round_to_increment(float(intent.target_quantity), cfg.position_increment) - held
+    if intent.quantity is not None: return Decimal(str(intent.quantity))
+    raise SizingError(f"strategy {intent.strategy!r}: the intent for {intent.symbol} names no quantity, target quantity or target weight")
 
 # %% ../nbs/30_sizing.ipynb #6c94ba8c
 def _frame(x, like: pd.DataFrame, name: str) -> pd.DataFrame:

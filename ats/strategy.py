@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 import pandas as pd
+from dateutil.relativedelta import MO
+from pandas.tseries.holiday import (AbstractHolidayCalendar, GoodFriday, Holiday, USLaborDay, USMemorialDay, USPresidentsDay,
+                                    USThanksgivingDay, nearest_workday, sunday_to_monday)
 
 # %% auto #0
-__all__ = ['FREQUENCIES', 'StrategyParamError', 'StrategyLoadError', 'OrderIntent', 'StrategyContext', 'order_key', 'Strategy',
-           'load_strategy_class', 'discover', 'RecordingContext']
+__all__ = ['FREQUENCIES', 'StrategyParamError', 'StrategyLoadError', 'OrderIntent', 'StrategyContext', 'order_key',
+           'next_trading_day', 'Strategy', 'load_strategy_class', 'discover', 'strategy_file', 'RecordingContext']
 
 # %% ../nbs/21_strategy.ipynb #40b5edb5
 class StrategyParamError(ValueError):
@@ -69,6 +72,26 @@ def _check_type(strategy: str, key: str, value, default, declared: type | None =
     if not isinstance(value, t):
         raise StrategyParamError(f"strategy {strategy!r}: parameter {key} = {value!r} has type {type(value).__name__}; expected {t.__name__} (default {default!r})")
     return value
+
+class _NYSEHolidays(AbstractHolidayCalendar):
+    "Full-day closures of the New York Stock Exchange by rule (one-off closures, e.g. 2012-10-29/30, cannot be known ahead)."
+    rules = [Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),      # a Saturday New Year is not made up
+             Holiday("Martin Luther King Jr. Day", month=1, day=1, start_date="1998-01-01", offset=pd.DateOffset(weekday=MO(3))),
+             USPresidentsDay, GoodFriday, USMemorialDay,
+             Holiday("Juneteenth", month=6, day=19, start_date="2022-01-01", observance=nearest_workday),
+             Holiday("Independence Day", month=7, day=4, observance=nearest_workday),
+             USLaborDay, USThanksgivingDay,
+             Holiday("Christmas Day", month=12, day=25, observance=nearest_workday)]
+
+_TRADING_DAY = None
+
+def next_trading_day(t) -> pd.Timestamp:
+    """The next NYSE session after `t` (weekends and exchange holidays skipped). Live rebalancing needs it: on the last
+    bar before Good Friday or a Monday holiday at a month end, the next bar is already in the next month."""
+    global _TRADING_DAY
+    if _TRADING_DAY is None: _TRADING_DAY = pd.offsets.CustomBusinessDay(calendar=_NYSEHolidays())
+    t = pd.Timestamp(t)
+    return (t.tz_convert(None) if t.tz is not None else t).normalize() + _TRADING_DAY
 
 class Strategy:
     "Base class of every strategy. Override `target_weights` (rebalancing) or `on_bar` (event-driven)."
@@ -149,8 +172,18 @@ class Strategy:
         business day falls in another week / month), because in live trading the next bar is not known yet."""
         freq = self.p.get("rebalance_frequency", "daily")
         if freq == "daily": return True
-        t = pd.Timestamp(t); nxt = t + pd.offsets.BDay(1)
+        t = pd.Timestamp(t); nxt = next_trading_day(t)
         return (nxt.isocalendar()[:2] != t.isocalendar()[:2]) if freq == "weekly" else (nxt.month != t.month)
+
+    def rebalance(self, prices: pd.DataFrame) -> int:
+        """Order the weights `target_weights` decides for the last bar of `prices` (closes up to now); NaN means no trade.
+        The runtime and the replay call this on every rebalance bar with the history they hold; returns the orders asked."""
+        w = self.target_weights(prices)
+        if not len(w) or w.index[-1] != prices.index[-1]: return 0
+        n = 0
+        for sym, x in w.iloc[-1].items():
+            if x == x: self.order_target_weight(sym, float(x)); n += 1
+        return n
 
     def decisions(self, prices: pd.DataFrame) -> pd.DataFrame:
         "target_weights kept only on rebalance dates (NaN elsewhere): what the backtest and the runtime trade."
@@ -209,6 +242,13 @@ def discover(folder: str | Path) -> dict[str, Path]:
     "Strategy files in a folder, by file stem."
     folder = Path(folder)
     return {p.stem: p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")} if folder.is_dir() else {}
+
+def strategy_file(name: str, folder: str | Path = "strategies") -> Path:
+    "A strategy file by name (its stem in `folder`) or path; the error lists the strategies there."
+    files = discover(folder)
+    path = files.get(name) or (Path(name) if Path(name).is_file() else None)
+    if path is None: raise ValueError(f"no strategy file {name!r} in {folder}; strategies: {', '.join(files) or 'none'}")
+    return path
 
 # %% ../nbs/21_strategy.ipynb #81dd09ce
 class RecordingContext:

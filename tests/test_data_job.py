@@ -8,18 +8,10 @@ import pytest
 
 from ats.data import read_bars, load_universe
 from ats.store import Store
+from notebook_helpers import outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ROOT / "data_and_research" / "jobs" / "download_us_stock_data.ipynb"
-
-
-def outputs(nb) -> str:
-    "All text the executed notebook shows (streams, results, errors)."
-    out = []
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            out.append(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", "")) or "\n".join([o.get("ename", ""), o.get("evalue", "")]))
-    return "\n".join(out)
 
 
 def run(tmp_path, name, **params):

@@ -139,12 +139,13 @@ class Exchange:
             ev += [("position", con_id), ("account",)] if con_id in self.positions else []
             return ev
 
-    def end_of_day(self, now: dt.datetime) -> list:
-        "DAY orders expire; the day's P&L starts again."
+    def end_of_day(self, now: dt.datetime, traded: set | None = None) -> list:
+        """DAY orders expire; the day's P&L starts again. `traded`: the con_ids that had a session today (None: all); an
+        instrument whose exchange was closed keeps its DAY orders for its next session."""
         with self.lock:
             ev = []
             for o in list(self.orders.values()):
-                if not o.done and o.tif == "DAY" and o.status != "PendingSubmit":
+                if not o.done and o.tif == "DAY" and o.status != "PendingSubmit" and (traded is None or o.con_id in traded):
                     o.status = "Cancelled"; ev += [("status", o)]; self.dirty = True
             self.day_start_nlv = self.net_liquidation()
             return ev
@@ -394,18 +395,18 @@ class Exchange:
         return self.market_value(con_id) - float(p.qty) * p.avg_cost if p and p.qty else 0.0
 
     def gross_position_value(self) -> float:
-        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) for c in self.positions)
+        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) for c, p in self.positions.items() if p.qty)
 
     def net_liquidation(self) -> float:
         cash = sum(v * self.fx(c) for c, v in self.cash.items())
-        return cash + sum(self.market_value(c) * self.fx(self.instruments[c].currency) for c in self.positions)
+        return cash + sum(self.market_value(c) * self.fx(self.instruments[c].currency) for c, p in self.positions.items() if p.qty)
 
     def init_margin(self) -> float:
         return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) *
-                   (self.cfg.init_margin_long if self.positions[c].qty > 0 else self.cfg.init_margin_short) for c in self.positions)
+                   (self.cfg.init_margin_long if p.qty > 0 else self.cfg.init_margin_short) for c, p in self.positions.items() if p.qty)
 
     def maint_margin(self) -> float:
-        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) * self.cfg.maint_margin for c in self.positions)
+        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) * self.cfg.maint_margin for c, p in self.positions.items() if p.qty)
 
     def equity_with_loan(self) -> float: return self.net_liquidation()
 

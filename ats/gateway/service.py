@@ -200,7 +200,7 @@ class PaperGateway:
             self._ticks(cid, b, ph)
             if ph == 3: self._bar_update(cid, day, r)
         if ph == 3:
-            ev += ex.end_of_day(now)
+            ev += ex.end_of_day(now, traded={cid for cid, df in self.bars.items() if day in df.index})
             ev += [("account",)] + [("position", c) for c in ex.positions]
             if self.speed > 0: self.market_open = ex.market_open = False
         self.dispatch(ev)
