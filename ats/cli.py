@@ -607,8 +607,15 @@ def _add_jobs(sp):
 
 def cmd_backtest(args) -> int:
     "Backtest a strategy file on sample, random or stored data."
-    from ats.backtest import run_backtest_cli, to_json
+    from ats.backtest import run_backtest_cli, to_json, list_results
     s = _settings(args)
+    if args.list:                                    # the research library's saved results, newest first
+        t = list_results(Store.from_settings(s, create=True))
+        if args.json: _print_json(json.loads(t.to_json(orient="records")))
+        elif not len(t): print("no saved backtests yet: `ats backtest STRATEGY --save NAME` saves one")
+        else: print(_table(t.assign(params=t["params"].map(json.dumps)).round(4).to_dict("records"), list(t.columns)))
+        return 0
+    if not args.strategy: raise UserError("name a strategy to backtest (files in strategies/), or --list the saved results")
     st = Store.from_settings(s, create=True) if (args.source == "arctic" or args.save) else None
     params = dict(parse_param(p) for p in args.p or [])
     res = run_backtest_cli(args.strategy, args.symbols.split(",") if args.symbols else None, args.start, args.end, args.source,
@@ -627,9 +634,9 @@ def cmd_backtest(args) -> int:
     if args.save: print(f"\nsaved to the research library as backtest.{args.save}")
     return 0
 
-def _strategy_run_args(p) -> None:
+def _strategy_run_args(p, optional: bool = False) -> None:
     "The options `ats backtest` and `ats replay` share: which strategy, on what data, with which parameters and cash."
-    p.add_argument("strategy", help="strategy file name in strategies/ (without .py)")
+    p.add_argument("strategy", nargs="?" if optional else None, help="strategy file name in strategies/ (without .py)")
     p.add_argument("--symbols", help="comma-separated symbols (default: the strategy's own)")
     p.add_argument("--start"); p.add_argument("--end")
     p.add_argument("--source", choices=["sample", "random", "arctic"], default="sample")
@@ -639,10 +646,11 @@ def _strategy_run_args(p) -> None:
 def _add_backtest(sp):
     p = sp.add_parser("backtest", help="backtest a strategy with vectorbt and print stats and trades",
                       description="Runs the same Strategy class the live runtime trades, on sample (bundled, offline), random or arctic data.")
-    _strategy_run_args(p)
+    _strategy_run_args(p, optional=True)
     p.add_argument("--fees", type=float, default=0.0005, help="fees as a fraction of traded value (default 0.0005)")
     p.add_argument("--slippage", type=float, default=0.0005, help="slippage as a fraction of price (default 0.0005)")
     p.add_argument("--save", metavar="NAME", help="save the result in the research library")
+    p.add_argument("--list", action="store_true", help="list the saved results (name, strategy, parameters, headline stats)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backtest)
 
@@ -663,12 +671,13 @@ def cmd_degradation(args) -> int:
         out = Path(args.plot)
         out.parent.mkdir(parents=True, exist_ok=True)
         save(rep.plot(), filename=str(out), resources=INLINE, title=f"{rep.strategy}: live vs backtest")   # INLINE: no internet needed
-    if args.json: _print_json(dict(rep.to_json(), plot=str(args.plot) if args.plot else None)); return 0
+    code = 1 if args.fail_on_degraded and rep.verdict == "degraded" else 0      # a scheduled monitor alerts on it
+    if args.json: _print_json(dict(rep.to_json(), plot=str(args.plot) if args.plot else None)); return code
     print(f"{rep.strategy}: live against its backtest ({source} data, capital in {s.environment.base_currency})\n")
     t = rep.table()
     print(_table([dict(figure=k, value=v) for k, v in t["value"].items()], ["figure", "value"]))
     if args.plot: print(f"\nchart: {args.plot}")
-    return 0
+    return code
 
 def cmd_replay(args) -> int:
     "Replay a strategy through the live order path and compare it with its backtest, execution by execution."
@@ -727,6 +736,7 @@ def _add_degradation(sp):
     p.add_argument("--fees", type=float, default=0.0005, help="backtest fees as a fraction of traded value (default 0.0005)")
     p.add_argument("--slippage", type=float, default=0.0005, help="backtest slippage as a fraction of price (default 0.0005)")
     p.add_argument("--plot", metavar="FILE.html", help="write the chart (live vs backtest, and their gap) to this HTML file")
+    p.add_argument("--fail-on-degraded", action="store_true", help="exit 1 when the verdict is 'degraded' (for scheduled checks)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_degradation)
 

@@ -82,8 +82,13 @@ def test_cli_backtest_json(project):
     st = Store(f"lmdb://{project}/data_and_research/db")
     assert list(list_results(st)["name"]) == ["ltm_msft"]
     assert load_result(st, "ltm_msft").stats["trades"] == j["stats"]["trades"]
+    listed = json.loads(run_ats("backtest", "--list", "--json", cwd=project, check=True).stdout)
+    assert [(x["name"], x["strategy"], x["trades"]) for x in listed] == [("ltm_msft", "long_term_momentum", j["stats"]["trades"])]
+    assert "ltm_msft" in run_ats("backtest", "--list", cwd=project, check=True).stdout
     bad = run_ats("backtest", "long_term_momentum", "--symbols", "ACWI", cwd=project)
     assert bad.returncode == 2 and "the bundled sample has no 'ACWI'" in bad.stderr
+    none = run_ats("backtest", cwd=project)
+    assert none.returncode == 2 and "--list the saved results" in none.stderr
 
 
 def test_broken_strategy_file_is_named(project):

@@ -121,6 +121,7 @@ def test_cli_reports_the_gap_of_a_dragged_paper_run(project, db):
     human = run_ats("degradation", "ma_crossover", "--end", "2011-12-30", cwd=project, timeout=180)
     assert human.returncode == 0, human.stderr
     assert "return gap" in human.stdout and "degraded" in human.stdout and "2011-12-30" in human.stdout and "2012" not in human.stdout.split("capital")[0]
+    assert run_ats("degradation", "ma_crossover", "--fail-on-degraded", cwd=project, timeout=180).returncode == 1
     few = json.loads(run_ats("degradation", "ma_crossover", "--end", "2011-01-14", "--json", cwd=project, timeout=180).stdout)
     assert few["verdict"] == "too little history" and few["days"] == 10
 

@@ -127,3 +127,20 @@ def test_the_runtime_on_the_paper_gateway_trades_what_the_in_process_replay_trad
     c = compare(rp.executions, ours, price_tolerance=1e-4, size_tolerance=0.005)
     assert c.matched, c.differences.to_string()
     assert len(c.executions) == len(ours.groupby(["time", "symbol"])) >= 6
+
+
+def test_ats_replay_reports_a_match_and_the_refusals_of_the_settings_risk_limits(project):
+    import json, shutil
+    from conftest import run_ats
+    shutil.copytree(ROOT / "strategies", project / "strategies", dirs_exist_ok=True)
+    run_ats("init", cwd=project, check=True)
+    ok = run_ats("replay", "ma_crossover", "--symbols", "IBM,MSFT", "-p", "fast=10", "-p", "slow=30", "-p", "weight=0.3",
+                 "--start", "2003-01-01", "--end", "2008-12-31", "--no-risk-limits", "--json", cwd=project)
+    j = json.loads(ok.stdout)
+    assert ok.returncode == 0 and j["matched"] and j["differences"] == [] and j["executions"] > 20 and j["refused"] == []
+    assert abs(j["final_equity"]["replay"] / j["final_equity"]["backtest"] - 1) < 1e-3
+    # the guide's strategy puts the whole account in one symbol: the default 10 % position limit refuses it, and says so
+    bad = run_ats("replay", "long_term_momentum", "--symbols", "IBM", "--end", "2006-12-31", cwd=project)
+    assert bad.returncode == 1 and "only in backtest" in bad.stdout and "[max_position_size]" in bad.stdout
+    missing = run_ats("replay", "nope", cwd=project)
+    assert missing.returncode == 2 and "no strategy file 'nope'" in missing.stderr
