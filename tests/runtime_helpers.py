@@ -73,8 +73,18 @@ class Session:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     def step(self, days=1, pause=0.05):
+        """Play `days` trading days. After each close, give every strategy up to 2 s to handle the bar and send its
+        orders (they reach the gateway while the market is shut and fill at the next open, as at IB)."""
         for _ in range(days):
-            self.gw.call(self.gw.gw.step, 1); time.sleep(pause)
+            self.gw.call(self.gw.gw.step, 1)
+            today = self.gw.gw.days[self.gw.gw.day]
+            slots = [sl for sl in self.rt.slots.values() if sl.state == "running" and sl.last_bar is not None]
+            wait_for(lambda: all(self.rt._progress.get(sl.name) == sl.last_bar or sl.last_bar < today for sl in slots), 2.0)
+            try:
+                for c in [self.rt.main] + [sl.conn for sl in slots if sl.conn is not None]:
+                    if c is not None: self.run(c.drain(1.0), 5)
+            except Exception: pass
+            time.sleep(pause)
 
 
 def wait_for(cond, timeout=10.0, every=0.02):

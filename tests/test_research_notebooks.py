@@ -84,14 +84,17 @@ def test_the_paper_gateway_filled_the_strategys_decisions_and_the_ledger_has_the
     assert fills["order_ref"].str.startswith("breakout:").all() and set(fills["symbol"]) <= set(SYMBOLS)
     first, last = pd.Timestamp(PARAMS["paper_start"], tz="UTC"), pd.Timestamp(PARAMS["paper_start"], tz="UTC") + pd.Timedelta(days=PARAMS["days"] * 7 / 5 + 5)
     assert fills["time"].between(first, last).all()
-    # each fill is a decision of the same class computed the backtest's way, on that day, in that direction
+    # each fill is a decision of the same class computed the backtest's way at the previous close, in that direction
+    # (orders sent after a close wait for the next open)
     Breakout = load_strategy_class(project / "strategies" / "breakout.py")
     chosen = summary["chosen"]
     w = Breakout(chosen, name="breakout").decisions(read_prices(st, SYMBOLS, end=fills["time"].max()))
     for f in fills.itertuples():
-        day = w.loc[w.index.normalize() == f.time.normalize(), f.symbol]
-        assert len(day) == 1 and day.notna().all(), f"fill {f.symbol} {f.time} has no decision that day"
-        assert (day.iloc[0] > 0) == (f.quantity > 0), f"fill {f.symbol} {f.quantity} on {f.time} against target weight {day.iloc[0]}"
+        i = w.index.get_indexer([f.time.normalize()])[0]
+        assert i > 0, f"fill {f.symbol} {f.time} is not on a trading day of the data"
+        x = w[f.symbol].iloc[i - 1]
+        assert x == x, f"fill {f.symbol} {f.time} has no decision at the previous close ({w.index[i - 1].date()})"
+        assert (x > 0) == (f.quantity > 0), f"fill {f.symbol} {f.quantity} on {f.time} against target weight {x} decided the day before"
     # the ledger's positions equal the paper account's, which the gateway saved when it stopped
     account = json.loads((project / "paper_account.json").read_text())
     broker = {int(p["con_id"]): float(p["qty"]) for p in account["positions"] if float(p["qty"])}

@@ -123,7 +123,10 @@ def test_a_price_crash_trips_the_emergency_stop_cancels_flattens_and_halts(proje
         assert wait_for(lambda: broker_positions(gateway).get(cid) == 8000)
         g = gateway.gw
         px = sess.rt.last_price["AAPL"]
-        gateway.call(lambda: g.dispatch(g.exchange.mark(cid, px * 0.6, g.now()) + [("account",), ("position", cid)]))  # −40 %
+        def crash():                                     # −40 % during a session (the market is open: the flatten fills at once)
+            g.market_open = g.exchange.market_open = True
+            g.dispatch(g.exchange.mark(cid, px * 0.6, g.now()) + [("account",), ("position", cid)])
+        gateway.call(crash)
         assert wait_for(lambda: sess.rt.risk.state() is TradingState.HALTED, 10)
         assert wait_for(lambda: broker_positions(gateway) == {} and open_orders(gateway) == [], 10)
         assert any(a["level"] in ("CRITICAL", "WARNING") and "emergency" in a["message"].lower() for a in sess.rt.alerts)

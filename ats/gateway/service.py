@@ -202,7 +202,7 @@ class PaperGateway:
         if ph == 3:
             ev += ex.end_of_day(now, traded={cid for cid, df in self.bars.items() if day in df.index})
             ev += [("account",)] + [("position", c) for c in ex.positions]
-            if self.speed > 0: self.market_open = ex.market_open = False
+            self.market_open = ex.market_open = False          # after the close, orders wait for the next open (as at IB)
         self.dispatch(ev)
 
     def freeze(self) -> None:
