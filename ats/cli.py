@@ -643,12 +643,16 @@ def _strategy_run_args(p, optional: bool = False) -> None:
     p.add_argument("-p", action="append", metavar="KEY=VALUE", help="strategy parameter; repeatable")
     p.add_argument("--cash", type=float, default=100_000.0, help="initial cash (default 100000)")
 
+def _cost_args(p, what: str = "") -> None:
+    "The backtest's costs, as `ats backtest` and `ats degradation` take them."
+    p.add_argument("--fees", type=float, default=0.0005, help=f"{what}fees as a fraction of traded value (default 0.0005)")
+    p.add_argument("--slippage", type=float, default=0.0005, help=f"{what}slippage as a fraction of price (default 0.0005)")
+
 def _add_backtest(sp):
     p = sp.add_parser("backtest", help="backtest a strategy with vectorbt and print stats and trades",
                       description="Runs the same Strategy class the live runtime trades, on sample (bundled, offline), random or arctic data.")
     _strategy_run_args(p, optional=True)
-    p.add_argument("--fees", type=float, default=0.0005, help="fees as a fraction of traded value (default 0.0005)")
-    p.add_argument("--slippage", type=float, default=0.0005, help="slippage as a fraction of price (default 0.0005)")
+    _cost_args(p)
     p.add_argument("--save", metavar="NAME", help="save the result in the research library")
     p.add_argument("--list", action="store_true", help="list the saved results (name, strategy, parameters, headline stats)")
     p.add_argument("--json", action="store_true")
@@ -733,8 +737,7 @@ def _add_degradation(sp):
     p.add_argument("--source", choices=["sample", "random", "arctic"],
                    help="market data of the backtest (default: [gateway] data with the paper gateway, else arctic)")
     p.add_argument("--capital", type=float, help="the strategy's capital in the base currency (default: its share of the NAV)")
-    p.add_argument("--fees", type=float, default=0.0005, help="backtest fees as a fraction of traded value (default 0.0005)")
-    p.add_argument("--slippage", type=float, default=0.0005, help="backtest slippage as a fraction of price (default 0.0005)")
+    _cost_args(p, "backtest ")
     p.add_argument("--plot", metavar="FILE.html", help="write the chart (live vs backtest, and their gap) to this HTML file")
     p.add_argument("--fail-on-degraded", action="store_true", help="exit 1 when the verdict is 'degraded' (for scheduled checks)")
     p.add_argument("--json", action="store_true")

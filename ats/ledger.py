@@ -186,8 +186,7 @@ class Ledger:
         "Latest prices of many instruments ({con_id: price}) in one pass over the positions (a whole day's closes)."
         for c, px in prices.items(): self.marks[c] = dec(px)
         for (s, c), p in self.positions.items():
-            m = self.marks.get(c)
-            if m is not None and c in prices: p.mark = m
+            if c in prices: p.mark = self.marks[c]
 
     def set_fx(self, currency: str, rate_to_base) -> None:
         "Units of base currency per unit of `currency`."

@@ -5,12 +5,13 @@
 # %% ../nbs/42_replay.ipynb #55e68907
 from __future__ import annotations
 import datetime as dt, math, time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 import numpy as np
 import pandas as pd
 from pathlib import Path
-from .strategy import Strategy, OrderIntent
+from .strategy import Strategy, OrderIntent, BarEvent
 from .sizing import SizingConfig, SizingError, intent_delta, daily_volatility
 from .risk import RiskEngine, RiskConfig, PortfolioSnapshot, Order as RiskOrder
 from .ledger import Ledger, Fill
@@ -22,6 +23,7 @@ __all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'LOOSE_RISK', 'ReplayResul
 
 # %% ../nbs/42_replay.ipynb #58c85c78
 EXECUTION_COLUMNS = ["time", "symbol", "quantity", "price", "commission"]
+_FIELDS = ("open", "high", "low", "close", "volume")
 ROUND_TRIP_COLUMNS = ["symbol", "entry_time", "entry_price", "exit_time", "exit_price", "size", "status"]
 
 @dataclass
@@ -66,7 +68,7 @@ class _Replay:
         self.ledger = Ledger("USD")
         self.messages, self.refused, self.sent = [], [], set()
         self.next_id, self.seen = 1, 0
-        self.day_start_nav = cash
+        self.day_start_nav, self.pnl_day_start = cash, 0.0
         self.orders_today = 0
         self.now = self.nav = self._snap = None
 
@@ -186,6 +188,13 @@ def _ohlcv(data, symbols: list[str]) -> dict[str, pd.DataFrame]:
         elif f["volume"].isna().any(): out[s] = f.assign(volume=f["volume"].fillna(np.inf))
     return {s: f.sort_index() for s, f in out.items()}
 
+class _DayBars(Mapping):
+    "One day's bars, {symbol: dict(open, high, low, close, volume)}, built only for the symbols a strategy looks at."
+    def __init__(self, rows: dict, i: int): self.rows, self.i = rows, i
+    def __getitem__(self, s): return dict(zip(_FIELDS, map(float, self.rows[s][self.i])))
+    def __iter__(self): return (s for s, r in self.rows.items() if r[self.i][3] == r[self.i][3])
+    def __len__(self): return sum(1 for _ in self)
+
 def adjusted(bars: pd.DataFrame) -> pd.DataFrame:
     """OHLC scaled by adj_close / close, so splits and dividends do not look like crashes (the sample's AAPL splits 2:1 on
     2005-02-28: on raw prices that is a 50 % loss, and the risk engine would rightly halt the replay)."""
@@ -213,15 +222,14 @@ def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingC
     ctx = _Context(rp)
     strategy.ctx = ctx
     closes = pd.DataFrame({s: f["close"] for s, f in bars.items()}).reindex(days)
-    rows = {s: f.reindex(days)[["open", "high", "low", "close", "volume"]].to_numpy() for s, f in bars.items()}
+    rows = {s: f.reindex(days)[list(_FIELDS)].to_numpy() for s, f in bars.items()}
     t0, n, eq = time.perf_counter(), 0, []
-    begin = pd.Timestamp(start, tz=days[0].tz) if start is not None and days[0].tz is not None and pd.Timestamp(start).tz is None \
-        else (pd.Timestamp(start) if start is not None else None)
+    begin = pd.Timestamp(start) if start is not None else None
+    if begin is not None and begin.tz is None and days[0].tz is not None: begin = begin.tz_localize(days[0].tz)
     weights = None
     if mode == "fast" and strategy.is_rebalancing:
         weights = strategy.target_weights(closes).reindex(index=days, columns=list(rp.cid)).to_numpy()
     strategy.on_start()
-    rp.pnl_day_start = 0.0
     for i in tqdm(range(len(days)), desc=f"replay {strategy.name}", disable=not progress, unit="day"):
         t = days[i]
         rp.now = ctx._now = t
@@ -256,9 +264,9 @@ def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingC
         if strategy.is_rebalancing and strategy.is_rebalance_bar(t):
             if weights is None: strategy.rebalance(closes.iloc[:i + 1].dropna(how="all"))
             else:
-                for sym, x in zip(rp.cid, weights[i]):
-                    if x == x: strategy.order_target_weight(sym, float(x))
-        strategy.on_bar(_BarEvent(t, {s: rows[s][i][3] for s in rp.cid}))
+                strategy.order_weights(zip(rp.cid, weights[i]))
+        today = _DayBars(rows, i)                      # the runtime's BarEvent: closes, and OHLCV per symbol on demand
+        strategy.on_bar(BarEvent(t, {s: float(r[i][3]) for s, r in rows.items() if r[i][3] == r[i][3]}, today))
         eq.append(rp.capital())
         rp.day_start_nav = eq[-1]
         rp.pnl_day_start = float(sum(p.realized + p.unrealized - p.commissions for p in rp.ledger.positions.values()))
@@ -274,13 +282,6 @@ def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingC
     return ReplayResult(strategy.name, dict(strategy.p), executions.sort_values("time", kind="stable").reset_index(drop=True),
                         pd.Series(eq, index=pd.DatetimeIndex(days), name="equity"),
                         pd.DataFrame(rp.refused, columns=["time", "symbol", "quantity", "reason"]), rp.ledger, n, secs)
-
-@dataclass
-class _BarEvent:
-    "The runtime's BarEvent (time and closes; the full bars are in `ctx.history`)."
-    time: pd.Timestamp
-    closes: dict
-    bars: dict = field(default_factory=dict)
 
 # %% ../nbs/42_replay.ipynb #6aac8ed0
 def round_trips(executions: pd.DataFrame) -> pd.DataFrame:

@@ -13,9 +13,9 @@ from typing import Any
 import pandas as pd
 
 # %% auto #0
-__all__ = ['log', 'STATUS_SYMBOL', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'BarEvent', 'OrderUpdate', 'Rejection',
-           'order_ref', 'parse_order_ref', 'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport',
-           'write_status', 'read_status', 'status_age', 'run_session_async', 'run_session']
+__all__ = ['log', 'STATUS_SYMBOL', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'OrderUpdate', 'Rejection', 'order_ref',
+           'parse_order_ref', 'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport', 'write_status',
+           'read_status', 'status_age', 'run_session_async', 'run_session']
 
 # %% ../nbs/22_runtime.ipynb #cb595dd0
 log = logging.getLogger("ats.runtime")
@@ -153,18 +153,11 @@ class StrategyWorker:
         self.state = WorkerState.STOPPED
 
 # %% ../nbs/22_runtime.ipynb #bb188758
-from .strategy import load_strategy_class, OrderIntent, order_key, StrategyLoadError, StrategyParamError
+from .strategy import load_strategy_class, OrderIntent, BarEvent, order_key, StrategyLoadError, StrategyParamError
 from .ledger import Ledger, Fill, dec, UNASSIGNED
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
-
-@dataclass
-class BarEvent:
-    "A completed bar of every symbol the strategy trades."
-    time: pd.Timestamp
-    closes: dict                                  # symbol -> close
-    bars: dict = field(default_factory=dict)      # symbol -> dict(open, high, low, close, volume)
 
 @dataclass
 class OrderUpdate:

@@ -14,7 +14,7 @@ from pandas.tseries.holiday import (AbstractHolidayCalendar, GoodFriday, Holiday
                                     USThanksgivingDay, nearest_workday, sunday_to_monday)
 
 # %% auto #0
-__all__ = ['FREQUENCIES', 'StrategyParamError', 'StrategyLoadError', 'OrderIntent', 'StrategyContext', 'order_key',
+__all__ = ['FREQUENCIES', 'StrategyParamError', 'StrategyLoadError', 'BarEvent', 'OrderIntent', 'StrategyContext', 'order_key',
            'next_trading_day', 'Strategy', 'load_strategy_class', 'discover', 'strategy_file', 'RecordingContext']
 
 # %% ../nbs/21_strategy.ipynb #40b5edb5
@@ -23,6 +23,13 @@ class StrategyParamError(ValueError):
 
 class StrategyLoadError(RuntimeError):
     "A strategy file that cannot be loaded; the message names the file and what to do."
+
+@dataclass
+class BarEvent:
+    "What `Strategy.on_bar` receives: a completed bar of every symbol the strategy trades (live and in a replay)."
+    time: pd.Timestamp
+    closes: dict                                  # symbol -> close
+    bars: dict = field(default_factory=dict)      # symbol -> dict(open, high, low, close, volume)
 
 @dataclass
 class OrderIntent:
@@ -168,8 +175,8 @@ class Strategy:
         return pd.DatetimeIndex(s.groupby(key).last().values, tz=index.tz)
 
     def is_rebalance_bar(self, t) -> bool:
-        """Live: is the bar at `t` the last of its rebalance period? Decided from the business-day calendar (the next
-        business day falls in another week / month), because in live trading the next bar is not known yet."""
+        """Live: is the bar at `t` the last of its rebalance period? Decided from the NYSE calendar (the next trading day
+        falls in another week / month), because in live trading the next bar is not known yet."""
         freq = self.p.get("rebalance_frequency", "daily")
         if freq == "daily": return True
         t = pd.Timestamp(t); nxt = next_trading_day(t)
@@ -180,8 +187,12 @@ class Strategy:
         The runtime and the replay call this on every rebalance bar with the history they hold; returns the orders asked."""
         w = self.target_weights(prices)
         if not len(w) or w.index[-1] != prices.index[-1]: return 0
+        return self.order_weights(w.iloc[-1].items())
+
+    def order_weights(self, weights) -> int:
+        "`order_target_weight` for every (symbol, weight) pair that is not NaN; returns how many."
         n = 0
-        for sym, x in w.iloc[-1].items():
+        for sym, x in weights:
             if x == x: self.order_target_weight(sym, float(x)); n += 1
         return n
 

@@ -27,8 +27,9 @@ from bench_backtest import random_walk, timed, bench_backtrader
 
 def loose_risk():
     from ats.risk import RiskConfig
+    from ats.replay import LOOSE_RISK
     # limits wide enough never to refuse: the run measures the path, not the brakes (which are checked on every order)
-    return RiskConfig(max_account_risk=1, max_strategy_risk=1, max_position_size=1, max_portfolio_weight=10, emergency_stop_loss=1, margin_buffer=0)
+    return RiskConfig(**LOOSE_RISK)
 
 
 def bench_ats(bars, mode: str, repeat: int = 2):
