@@ -426,6 +426,7 @@ class Runtime:
         from ats.ledger import LedgerStore, LedgerWriter, load_ledger
         from ats.risk import ArcticStateStore
         from ats.stops import StopBook
+        from ats.commands import control_loop
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.started_at = _utcnow()
@@ -443,7 +444,7 @@ class Runtime:
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
         await self._reattach_stops()
-        self._spawn(self._control_loop()); self._spawn(self._publish_loop()); self._spawn(self._watch_loop())
+        self._spawn(control_loop(self)); self._spawn(self._publish_loop()); self._spawn(self._watch_loop())
         self.alert("INFO", f"runtime started: {sum(s.state == 'running' for s in self.slots.values())} of {len(self.slots)} strategies running "
                            f"on {self.cs.host}:{self.cs.port}")
         return self
@@ -1238,83 +1239,6 @@ async def _after_reconnect(self: Runtime, conn: Connection) -> None:
         self._resync_due = True
 
 # %% ../nbs/22_runtime.ipynb #e0d0a073
-@patch
-async def handle(self: Runtime, cmd) -> str:
-    "Carry out one control command; returns what was done (raises with the reason if it cannot)."
-    a, target, args = cmd.action, cmd.target, cmd.args or {}
-    one = None if target in ("*", "", None) else target
-    if a == "start":
-        names = [one] if one else [c.strategy_name for c in await asyncio.to_thread(self.store.load_strategy_configs, False, True)]
-        out = []
-        for n in names:
-            cfg = await asyncio.to_thread(self.store.load_strategy_config, n, False)
-            slot = await self.start_strategy(cfg)
-            if slot.state != "running": raise RuntimeError(slot.error)
-            out.append(n)
-        return f"started {', '.join(out) or 'nothing'}"
-    if a == "stop":
-        names = [one] if one else [n for n, s in self.slots.items() if s.state == "running"]
-        return "; ".join([await self.stop_strategy(n, args.get("cancel")) for n in names]) or "nothing was running"
-    if a == "reload":
-        if not one: raise ValueError("reload needs a strategy name")
-        return await self.reload_strategy(one)
-    if a == "kill":
-        self._act(self.risk.kill(one, bool(args.get("flatten")), by=cmd.by, reason=args.get("reason") or "manual kill switch"))
-        return f"{'strategy ' + one if one else 'account'} HALTED" + (" and flattening" if args.get("flatten") else "")
-    if a == "resume":
-        self.risk.resume(one, by=cmd.by, snap=self.snapshot())
-        return f"{'strategy ' + one if one else 'account'} ACTIVE again"
-    if a == "flatten":
-        return f"{self.flatten(one)} closing order(s) sent"
-    if a == "set_param":
-        if not one: raise ValueError("set_param needs a strategy name")
-        cfg = await asyncio.to_thread(self.store.load_strategy_config, one, False)
-        cfg.parameters.update(args)
-        await asyncio.to_thread(self.store.save_strategy_config, cfg, cmd.by)
-        return f"{one}: parameters saved; in effect at its next bar"
-    if a == "assign":
-        cid = int(args["con_id"]) if args.get("con_id") is not None else self.ledger.unassigned_con_id(args.get("symbol", ""))
-        t = self.ledger.assign(cid, args["quantity"], args["to"], args.get("price"), by=cmd.by)
-        self.writer.append_transfers([t])
-        self._snap = None
-        await self._store_ledger()
-        return f"assigned {t['quantity']} {t['symbol']} to {t['to']}"
-    if a == "reconcile":
-        await self._resync(f"requested by {cmd.by}")
-        await self._store_ledger()
-        return f"reconciled with the broker: {self.last_reconciliation}"
-    if a == "shutdown":                  # stops once the answer is written (the control loop ends with the session)
-        self._stop_after_answers = f"shutdown requested by {cmd.by}"
-        return "runtime stopping"
-    raise ValueError(f"unknown command {a!r}")
-
-@patch
-async def _store_ledger(self: Runtime) -> None:
-    "Write the ledger's snapshot now, so `ats ledger` shows a command's effect once the command is answered."
-    self.writer.write_snapshot(self.ledger, self.last_reconciliation)
-    if not await asyncio.to_thread(self.writer.flush): self.alert("WARNING", f"the ledger could not be stored: {self.writer.last_error}")
-
-@patch
-async def _control_loop(self: Runtime) -> None:
-    from ats.control import CommandInbox
-    inbox = await asyncio.to_thread(CommandInbox, self.store)
-    while True:
-        try:
-            cmds = await asyncio.to_thread(inbox.poll)
-        except Exception as e:
-            log.warning("control channel unreadable: %s", e); await asyncio.sleep(1.0); continue
-        for c in cmds:
-            try: status, msg = "done", await self.handle(c)
-            except Exception as e: status, msg = "failed", str(e.args[0] if isinstance(e, KeyError) and e.args else e)
-            inbox.answer(c, status, msg)
-            (log.info if status == "done" else log.warning)("command %s %s from %s (%s): %s: %s", c.action, c.target, c.by, c.source, status, msg)
-            self._note("command", c.target, "", 0.0, None, action=c.action, by=c.by, status=status, message=msg)
-        if cmds:                      # the published status shows a command's effect before its sender hears back
-            await self.publish()
-            with contextlib.suppress(Exception): await asyncio.to_thread(inbox.flush)
-            if self._stop_after_answers: self.request_stop(self._stop_after_answers)
-        await asyncio.sleep(0.2)
-
 @patch
 async def _watch_loop(self: Runtime) -> None:
     last_resync = last_sample = last_cfg = time.monotonic()
