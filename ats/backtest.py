@@ -11,7 +11,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['TRADING_DAYS', 'TRADE_COLUMNS', 'BacktestResult', 'performance_stats', 'backtest', 'sweep', 'heatmap', 'to_json',
-           'save_result', 'list_results', 'load_result', 'run_backtest_cli']
+           'save_result', 'list_results', 'load_result', 'StrategyRun', 'strategy_run', 'run_backtest_cli']
 
 # %% ../nbs/41_backtest.ipynb #aeab1640
 TRADING_DAYS = 252
@@ -27,6 +27,8 @@ class BacktestResult:
     drawdown: pd.Series
     weights: pd.DataFrame
     portfolio: object = None
+    allocation: float = 1.0           # the strategy's fraction of the account's NAV it was sized with
+    run: object = None                # the `StrategyRun` (stored config) of a backtest by name, else None
 
     def plot(self, title: str | None = None):
         "Equity and drawdown as a Bokeh layout (not shown; `bokeh.io.show(result.plot())`)."
@@ -101,11 +103,14 @@ def _leverage_capped(w: pd.DataFrame, max_leverage: float) -> pd.DataFrame:
     return w.mul((max_leverage / gross).clip(upper=1.0).fillna(1.0), axis=0)
 
 def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_cash: float = 100_000.0,
-             fees: float = 0.0005, slippage: float = 0.0005, sizing=None, freq: str = "1D") -> BacktestResult:
+             fees: float = 0.0005, slippage: float = 0.0005, sizing=None, freq: str = "1D", allocation: float = 1.0) -> BacktestResult:
     """Simulate a Strategy on `data`: closes (time × symbol), {field: frame} or {symbol: OHLCV bars}.
     Decisions on bar t trade on bar t+1, at its open if opens are given, else at its close. Fees and slippage are
     fractions of traded value. `sizing` (an `ats.sizing.SizingConfig`) sizes as the runtime does: the leverage cap, whole
-    share increments, and quantities computed at the decision bar's close (the runtime sizes an order with the last close)."""
+    share increments, and quantities computed at the decision bar's close (the runtime sizes an order with the last close).
+    `allocation` is the strategy's fraction of NAV (`ats.sizing.capital_share` of its config): weights are fractions of
+    the strategy's capital, allocation × NAV, as live; `init_cash` is then the account's NAV and the rest stays in cash."""
+    if not 0 < allocation <= 1: raise ValueError(f"allocation = {allocation!r}: the strategy's fraction of NAV must be in (0, 1]")
     import vectorbt as vbt
     prices, opens = _close_and_open(data)
     opens = open_prices if open_prices is not None else opens
@@ -115,7 +120,7 @@ def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_ca
     prices = prices[strategy.symbols] if strategy.symbols else prices
     w = strategy.decisions(prices)
     if sizing is not None: w = _leverage_capped(w, sizing.max_leverage)
-    orders = w.shift(1)                                 # decided at t's close, executed on t+1
+    orders = w.shift(1) * allocation                    # decided at t's close, executed on t+1; a share of the account's NAV
     exec_price = (opens.reindex_like(prices) if opens is not None else prices).ffill()
     # with live sizing, a target is turned into shares as the runtime does it: at the decision bar's close (vectorbt's
     # val_price=-inf, the last known close) from the equity at that close, in whole increments
@@ -132,7 +137,8 @@ def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_ca
     stats["trades"] = int(len(trades))
     stats["win_rate"] = float((trades["pnl"] > 0).mean()) if len(trades) else float("nan")
     return BacktestResult(strategy=strategy.name, params=dict(strategy.p), stats=stats, trades=trades,
-                          equity=equity.rename("equity"), drawdown=(equity / equity.cummax() - 1).rename("drawdown"), weights=w, portfolio=pf)
+                          equity=equity.rename("equity"), drawdown=(equity / equity.cummax() - 1).rename("drawdown"), weights=w, portfolio=pf,
+                          allocation=allocation)
 
 # %% ../nbs/41_backtest.ipynb #e8282408
 def sweep(strategy_cls, prices: pd.DataFrame, grid: dict[str, list], *, base_params: dict | None = None, progress: bool = True, **bt_kw) -> pd.DataFrame:
@@ -231,22 +237,75 @@ def load_result(store, name: str) -> BacktestResult:
                           equity=r.data["equity"], drawdown=r.data["drawdown"])
 
 # %% ../nbs/41_backtest.ipynb #ec6915f8
+@dataclass
+class StrategyRun:
+    """What `ats backtest`, `ats replay` and `ats degradation` run for a strategy name: its file, parameters, share of NAV
+    and risk limits, from the stored config when the database has one (as the runtime would trade it), else the file's
+    defaults with the whole account."""
+    name: str
+    path: object                      # the strategy file
+    params: dict                      # stored parameters, overridden by the command line's
+    allocation: float                 # the strategy's fraction of NAV (`ats.sizing.capital_share`)
+    risk_limits: dict                 # the stored config's own limits (stricter than the settings'), for the risk engine
+    configured: bool                  # True when read from the stored config
+
+    def strategy(self):
+        "A fresh instance of the strategy with these parameters."
+        from ats.strategy import load_strategy_class
+        return load_strategy_class(self.path)(dict(self.params), name=self.name)
+
+    def describe(self) -> str:
+        where = "its stored config" if self.configured else "no stored config: the file's defaults"
+        return f"allocation {self.allocation:.0%} of NAV, risk limits {json.dumps(self.risk_limits) if self.risk_limits else 'of the settings'} ({where})"
+
+def _config_store(settings):
+    "The project's database, to read strategy configs from; None when there is none (a research checkout)."
+    if settings is None: return None
+    from ats.store import Store, StoreError
+    try: return Store.from_settings(settings, create=False)
+    except StoreError: return None
+
+def strategy_run(strategy: str, *, store=None, settings=None, params: dict | None = None, symbols: list[str] | None = None,
+                 strategies_dir="strategies", allocation: float | None = None) -> StrategyRun:
+    """The strategy `strategy` (a configured name or a file in `strategies_dir`) as it would trade: with its stored config
+    (parameters, allocation, risk limits) when `store` (or the database of `settings`) has one. `params`, `symbols` and
+    `allocation` override the stored values."""
+    from pathlib import Path
+    from ats.sizing import capital_share
+    from ats.strategy import strategy_file
+    store = store if store is not None else _config_store(settings)
+    cfg = None
+    if store is not None:
+        try: cfg = store.load_strategy_config(strategy, validate=False)
+        except KeyError: cfg = None
+    p = {**(dict(cfg.parameters) if cfg else {}), **dict(params or {})}
+    if symbols: p["symbols"] = list(symbols)
+    if cfg is None:
+        path = strategy_file(strategy, strategies_dir)
+        return StrategyRun(Path(path).stem, path, p, 1.0 if allocation is None else allocation, {}, False)
+    path = Path(strategies_dir) / cfg.filename
+    if not path.is_file(): raise ValueError(f"strategy {strategy!r}: its stored config names the file {cfg.filename!r}, not found in {strategies_dir}")
+    others = [c.allocation for c in store.load_strategy_configs(validate=False, active_only=True) if c.strategy_name != cfg.strategy_name]
+    share = capital_share(cfg.allocation, others) if allocation is None else allocation
+    if not share > 0:
+        raise ValueError(f"strategy {strategy!r} has allocation 0 and the other active strategies take the whole NAV: it has no "
+                         "capital; give it an allocation (`ats strategies`) or pass --allocation")
+    return StrategyRun(cfg.strategy_name, path, p, share, dict(cfg.risk_limits or {}), True)
+
 def run_backtest_cli(strategy: str, symbols: list[str] | None, start=None, end=None, source: str = "sample", params: dict | None = None,
                      strategies_dir="strategies", store=None, init_cash: float = 100_000.0, fees: float = 0.0005, slippage: float = 0.0005,
-                     save_as: str | None = None) -> BacktestResult:
-    "Load a strategy file by name, its data from a source, and backtest it."
-    from pathlib import Path
-    from ats.strategy import load_strategy_class, strategy_file
+                     save_as: str | None = None, settings=None, allocation: float | None = None) -> BacktestResult:
+    """Backtest a strategy by name with its stored config (see `strategy_run`; `init_cash` is the account's NAV, the
+    strategy trades its allocation of it) on data from a source, at adjusted prices."""
     from ats.data import load_prices
-    path = strategy_file(strategy, strategies_dir)
-    cls = load_strategy_class(path)
-    p = dict(params or {})
-    if symbols: p["symbols"] = list(symbols)
-    strat = cls(p, name=Path(path).stem)
-    # adjusted prices: splits and dividends must not look like crashes (the sample's AAPL splits 2:1 in 2005)
-    raw = load_prices(source, strat.symbols, start, end, store=store, field="close")
-    close = load_prices(source, strat.symbols, start, end, store=store, field="adj_close")
-    opens = load_prices(source, strat.symbols, start, end, store=store, field="open") * (close / raw)
-    res = backtest(strat, close, open_prices=opens, init_cash=init_cash, fees=fees, slippage=slippage)
+    run = strategy_run(strategy, store=store, settings=settings, params=params, symbols=symbols, strategies_dir=strategies_dir,
+                       allocation=allocation)
+    strat = run.strategy()
+    # adjusted prices (load_prices' default): splits and dividends must not look like crashes (the sample's AAPL splits 2:1 in 2005)
+    close = load_prices(source, strat.symbols, start, end, store=store, field="close")
+    opens = load_prices(source, strat.symbols, start, end, store=store, field="open")
+    res = backtest(strat, close, open_prices=opens, init_cash=init_cash, fees=fees, slippage=slippage, allocation=run.allocation)
+    res.run = run
     if save_as and store is not None: save_result(store, save_as, res)
     return res
+

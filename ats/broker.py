@@ -10,7 +10,9 @@ from collections import deque
 from dataclasses import dataclass, field, asdict
 from enum import Enum
 from pathlib import Path
+from typing import Callable
 from eventkit import Event
+from .config import AccountRefused
 
 log = logging.getLogger("ats.broker")
 
@@ -87,12 +89,17 @@ class ConnectionSettings:
     max_messages_per_second: int = 40
     account: str = ""
     max_backoff: float = 60.0
+    # called with the managed accounts the moment IB names them, before anything else is sent; raises AccountRefused
+    account_guard: Callable[[list[str]], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, s, host: str | None = None, port: int | None = None) -> "ConnectionSettings":
+        "From settings, with the account guard (`check_account_guard`): every connection made with them checks the account."
+        from functools import partial
+        from ats.config import check_account_guard
         ib = s.ib
         return cls(host or ib.host, int(port or ib.port), ib.connection_timeout, ib.reconnect_attempts, ib.reconnect_backoff,
-                   ib.heartbeat_interval, ib.max_messages_per_second, ib.account)
+                   ib.heartbeat_interval, ib.max_messages_per_second, ib.account, account_guard=partial(check_account_guard, s))
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -149,9 +156,12 @@ class Connection:
         self._lat: deque = deque(maxlen=100)
         self.heartbeats = self.missed = self.disconnects = self.reconnects = self.throttle_episodes = 0
         self.throttled, self.last_error, self.connected_since = False, "", None
+        self._throttle_reported = False
         self._closing = False
         self._tasks: set[asyncio.Task] = set()
         self._refused: asyncio.Future | None = None
+        self.refusal: AccountRefused | None = None        # the account guard said no: never trade over this connection
+        self.ib.client.apiStart += self._check_accounts
         self.ib.disconnectedEvent += self._on_disconnected
         self.ib.errorEvent += self._on_error
         self.ib.client.throttleStart += lambda: self._throttle(True)
@@ -182,6 +192,7 @@ class Connection:
 
     async def _connect_once(self) -> None:
         self._set(ConnectionState.CONNECTING)
+        self.refusal = None
         for _ in range(50):
             cid = self.ids.get(self.name)
             self._refused = asyncio.get_running_loop().create_future()
@@ -198,6 +209,10 @@ class Connection:
             self._refused.cancel()
             try: task.result()
             except BaseException as e:
+                if self.refusal is not None:
+                    self.last_error = f"{self.name}: {self.refusal}"
+                    self._set(ConnectionState.FAILED)
+                    raise self.refusal from None
                 err = _explain(self.name, self.cs, e)
                 self.last_error = str(err)
                 raise err from None
@@ -208,6 +223,16 @@ class Connection:
             return
         raise BrokerError(f"{self.name}: 50 client ids in a row were refused as in use; is another ats runner connected? "
                           "Stop it or change [ib] client_id_start")
+
+    def _check_accounts(self) -> None:
+        """ib_async's apiStart: IB has just named the managed accounts. Runs inside the socket's read callback, so the guard
+        decides before ib_async's start-up requests or any order of ours can be sent; a refusal drops the socket at once."""
+        if self.cs.account_guard is None: return
+        try: self.cs.account_guard(list(self.ib.client.getAccounts()))
+        except AccountRefused as e:
+            self.refusal = e
+            log.critical("%s: %s", self.name, e)
+            self.ib.client.disconnect()
 
     def _on_error(self, req_id, code, message, contract) -> None:
         if code == 326 and self._refused is not None and not self._refused.done(): self._refused.set_result(code)
@@ -228,6 +253,10 @@ class Connection:
             if self._closing: return
             try:
                 await self._connect_once()
+            except AccountRefused as e:               # another account answers now: retrying cannot help
+                self.last_error = f"{self.name}: {e}"
+                self._set(ConnectionState.FAILED)
+                return
             except BrokerError as e:
                 self._set(ConnectionState.RECONNECTING)
                 log.warning("%s: reconnect %d of %d failed: %s", self.name, k, self.cs.reconnect_attempts, e)
@@ -260,20 +289,35 @@ class Connection:
         self._lat.append(ms)
         return ms
 
+    EARLY_HEARTBEATS = (1.0, 4.0)    # [s] after a connect: its burst inflates the first round trip; measure again soon
+
     async def _heartbeat(self) -> None:
+        early = list(self.EARLY_HEARTBEATS)
         while not self._closing:             # the first round trip right away: latency is known from the start
             if self.state is ConnectionState.CONNECTED: await self.ping()
-            await asyncio.sleep(self.cs.heartbeat_interval)
+            await asyncio.sleep(min(early.pop(0), self.cs.heartbeat_interval) if early else self.cs.heartbeat_interval)
+
+    SUSTAINED_THROTTLE = 2.0     # [s] queued this long: the strategy really sends too fast (a connect's burst drains sooner)
 
     def _throttle(self, on: bool) -> None:
+        "ib_async queues requests above the pacing limit. Short bursts (every connect's) are normal; only a sustained rate is reported."
         self.throttled = on
         if on:
             self.throttle_episodes += 1
-            # the burst right after a (re)connect (positions, executions, subscriptions) is expected: not a warning
-            young = self.connected_since is not None and (dt.datetime.now(dt.timezone.utc) - self.connected_since).total_seconds() < 5
-            log.log(logging.INFO if young else logging.WARNING, "%s: sending faster than %d messages/s ([ib] max_messages_per_second); "
-                    "requests are queued", self.name, self.cs.max_messages_per_second)
-        self.throttleEvent.emit(self, on)
+            episode = self.throttle_episodes
+            with contextlib.suppress(RuntimeError):       # no running loop (a synchronous test): nothing to schedule
+                asyncio.get_running_loop().call_later(self.SUSTAINED_THROTTLE, self._throttle_sustained, episode)
+        elif self._throttle_reported:
+            self._throttle_reported = False
+            log.info("%s: pacing back below %d messages/s", self.name, self.cs.max_messages_per_second)
+            self.throttleEvent.emit(self, False)
+
+    def _throttle_sustained(self, episode: int) -> None:
+        if not self.throttled or episode != self.throttle_episodes: return     # drained in time: a burst, not a rate
+        self._throttle_reported = True
+        log.warning("%s: sending faster than %d messages/s ([ib] max_messages_per_second) for over %g s; requests are queued",
+                    self.name, self.cs.max_messages_per_second, self.SUSTAINED_THROTTLE)
+        self.throttleEvent.emit(self, True)
 
     # ---- status and close --------------------------------------------------------------------
     def status(self) -> ConnectionStatus:

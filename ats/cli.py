@@ -16,10 +16,10 @@ from .broker import BrokerError
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError', 'parse_param', 'cmd_init', 'cmd_check',
-           'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign', 'cmd_ledger_reconcile',
-           'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run', 'cmd_up', 'cmd_jobs',
-           'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway', 'build_parser', 'main']
+__all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError', 'pct', 'known_strategy', 'parse_param',
+           'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign',
+           'cmd_ledger_reconcile', 'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run',
+           'cmd_up', 'cmd_jobs', 'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -42,6 +42,18 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     out = [line, "  ".join("-" * w[c] for c in cols)]
     out += ["  ".join(f"{str(r.get(c, '')):<{w[c]}}" for c in cols) for r in rows]
     return "\n".join(out)
+
+def pct(x: float | None, digits: int = 2) -> str:
+    "A fraction as a percentage for people: never '-0.00%' for a loss that rounds to nothing."
+    if x is None: return ""
+    v = round(float(x) * 100, digits)
+    return f"{v + 0.0:.{digits}f}%"                  # + 0.0 turns -0.0 into 0.0
+
+def known_strategy(st: Store, name: str, also: tuple[str, ...] = ()) -> str:
+    "`name` if it is a configured strategy (or one of `also`), else a UserError listing the configured ones: no command acts on, or stores state for, a name that does not exist."
+    names = [c.strategy_name for c in st.load_strategy_configs(validate=False)]
+    if name in names or name in also: return name
+    raise UserError(f"no strategy named {name!r}; configured strategies: {', '.join(names) or 'none (run `ats init` or `ats strategies add`)'}")
 
 def parse_param(text: str) -> tuple[str, object]:
     "'key=value' with value read as JSON when it is JSON (10, 0.5, true, [\"A\"]), else as text."
@@ -137,6 +149,14 @@ def cmd_config(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #6600c613
+def _typed_params(st: Store, cfg: StrategyConfig, texts: list[str] | None) -> dict:
+    "key=value texts read as the strategy declares its parameters (a list parameter takes `AAPL,MSFT`); checked on save."
+    from ats.strategy import load_strategy_class, params_from_text
+    params = dict(parse_param(p) for p in texts or [])
+    try: cls = load_strategy_class(st.strategies_dir / cfg.filename) if st.strategies_dir else None
+    except Exception: cls = None                  # the save names what is wrong with the file
+    return params_from_text(cls, params) if cls else params
+
 def cmd_strategies(args) -> int:
     "List, add, activate, deactivate strategies and change their parameters."
     st = _store(args)
@@ -147,13 +167,13 @@ def cmd_strategies(args) -> int:
                      allocation=f"{c.allocation:.0%}", parameters=json.dumps(c.parameters), risk_limits=json.dumps(c.risk_limits)) for c in cfgs]
         print(_table(rows, ["name", "active", "file", "allocation", "parameters", "risk_limits"])); return 0
     if not args.name: raise UserError(f"`ats strategies {args.action}` needs a strategy name")
+    if args.action != "add": known_strategy(st, args.name)
     if args.action in ("start", "stop", "reload"):
         print(_command(st, args.action, args.name)); return 0
     if args.action == "add":
-        params = dict(parse_param(p) for p in args.param or [])
-        limits = dict(parse_param(p) for p in args.limit or [])
         cfg = StrategyConfig(filename=args.file or f"{args.name}.py", strategy_name=args.name, active=args.active,
-                             parameters=params, risk_limits=limits, allocation=args.allocation or 0.0)
+                             parameters={}, risk_limits=dict(parse_param(p) for p in args.limit or []), allocation=args.allocation or 0.0)
+        cfg.parameters = _typed_params(st, cfg, args.param)
         if args.name in {c.strategy_name for c in st.load_strategy_configs(validate=False)}:
             raise UserError(f"strategy {args.name!r} exists; change it with set-param / activate / deactivate")
         st.save_strategy_config(cfg); print(f"added {args.name} ({'active' if cfg.active else 'inactive'})"); return 0
@@ -162,8 +182,7 @@ def cmd_strategies(args) -> int:
         cfg.active = args.action == "activate"
     elif args.action == "set-param":
         if not args.param: raise UserError("give parameters as key=value, e.g. ats strategies set-param ltm lookback_period=12")
-        for p in args.param:
-            k, v = parse_param(p); cfg.parameters[k] = v
+        cfg.parameters = {**cfg.parameters, **_typed_params(st, cfg, args.param)}
         for p in args.limit or []:
             k, v = parse_param(p); cfg.risk_limits[k] = v
     elif args.action == "history":
@@ -230,15 +249,18 @@ def cmd_ledger(args) -> int:
     "Positions, fills, equity samples or P&L per strategy, from the ledger the runner stores."
     from ats.ledger import LedgerStore, LedgerError, load_ledger
     s = _settings(args)
-    ls = LedgerStore(Store.from_settings(s, create=False))
+    st = Store.from_settings(s, create=False)
+    ls = LedgerStore(st)
     base, who = s.environment.base_currency, f" for strategy {args.strategy!r}" if args.strategy else ""
+    L = load_ledger(ls, base, snapshot=True)
+    if args.strategy:                          # a configured strategy, or one whose trades are in the ledger (config since removed)
+        known_strategy(st, args.strategy, also=("_unassigned", *{f.strategy for f in L.fills.values()}))
     if args.view == "equity":
         rows = ledger_rows(None, "equity", equity=ls.equity(args.strategy))
         if args.limit: rows = rows[-args.limit:]
         if args.json: _print_json([{k: _plain(v) for k, v in r.items()} for r in rows]); return 0
         print(_ledger_table("equity", rows, base) if rows else f"no equity samples yet{who}: the runner stores them while it trades")
         return 0
-    L = load_ledger(ls, base, snapshot=True)
     snap = ls.snapshot()
     try: rows = ledger_rows(L, args.view, args.strategy)
     except LedgerError as e:
@@ -265,14 +287,13 @@ def cmd_ledger_assign(args) -> int:
     st = _store(args)
     try: qty = Decimal(args.quantity)
     except Exception: raise UserError(f"quantity {args.quantity!r} is not a number; e.g. `ats ledger assign AAPL 100 --to ma_crossover`") from None
+    known_strategy(st, args.to)
     if _runner_live(st):
         print(_command(st, "assign", args.to, dict(symbol=args.symbol, quantity=str(qty), to=args.to, price=args.price)))
         return 0
     s = _settings(args)
     ls = LedgerStore(st)
     L = load_ledger(ls, s.environment.base_currency, snapshot=True)
-    if args.to not in {c.strategy_name for c in st.load_strategy_configs(validate=False)}:
-        raise UserError(f"no strategy {args.to!r} in the strategies library; `ats strategies list` shows them")
     try: t = L.assign(L.unassigned_con_id(args.symbol), qty, args.to, args.price, by=os.environ.get("USER", "cli"))
     except LedgerError as e: raise UserError(str(e)) from None
     ls.append_transfers([t])
@@ -336,6 +357,7 @@ def cmd_kill(args) -> int:
     "The kill switch: HALT the account (or one strategy); cancel its orders; optionally flatten."
     from ats.risk import RiskEngine, RiskConfig, ArcticStateStore
     st = _store(args)
+    if args.strategy: known_strategy(st, args.strategy)
     if _runner_live(st):
         print(_command(st, "kill", args.strategy or "*", dict(flatten=args.flatten, reason=args.reason)))
         return 0
@@ -351,6 +373,7 @@ def cmd_resume(args) -> int:
     "Back to ACTIVE after a kill or a loss limit."
     from ats.risk import RiskEngine, RiskConfig, ArcticStateStore
     st = _store(args)
+    if args.strategy: known_strategy(st, args.strategy)
     if _runner_live(st):
         print(_command(st, "resume", args.strategy or "*")); return 0
     s = _settings(args)
@@ -376,17 +399,17 @@ def cmd_risk(args) -> int:
     rows = [dict(strategy=n, state=v["effective"], reason=v.get("reason", "")) for n, v in out["strategies"].items()]
     if out.get("usage"):
         u = out["usage"]
-        print(f"NAV {u['nav']:,.2f}; loss today {u['account']['loss_today']:.2%}; drawdown {u['account']['drawdown']:.2%}; leverage {u['account']['leverage']:.2f}×")
+        print(f"NAV {u['nav']:,.2f}; loss today {pct(u['account']['loss_today'])}; drawdown {pct(u['account']['drawdown'])}; leverage {u['account']['leverage']:.2f}×")
         for r in rows:
             x = u["strategies"].get(r["strategy"], {})
-            r.update(loss_today=f"{x.get('loss_today', 0):.2%}", gross=f"{x.get('gross', 0):.2%}", largest=f"{x.get('largest_symbol', '')} {x.get('largest_position', 0):.2%}")
+            r.update(loss_today=pct(x.get('loss_today', 0)), gross=pct(x.get('gross', 0)), largest=f"{x.get('largest_symbol', '')} {pct(x.get('largest_position', 0))}")
     print(_table(rows, ["strategy", "state", "loss_today", "gross", "largest", "reason"]))
     if out.get("note"): print(out["note"])
     return 0
 
 def _status_text(doc: dict) -> str:
     "The live status block of `ats status` and `ats up`."
-    from ats.runtime import status_age
+    from ats.status import freshness
     acct, lat = doc.get("account", {}), doc.get("latency_ms", {})
     conns = doc.get("connections", [])
     main = conns[0] if conns else {}
@@ -394,8 +417,8 @@ def _status_text(doc: dict) -> str:
             f"  NAV {acct.get('nav') or 0:,.2f} {acct.get('base_currency', '')}  day {acct.get('day') or '-'}"
             f"  broker {doc['host']}:{doc['port']} {main.get('state', '?')} (latency {main.get('latency_ms') or '-'} ms)"
             f"  bar→order p50/p99 {lat.get('p50') or '-'}/{lat.get('p99') or '-'} ms  account {doc.get('risk', {}).get('account', '?')}")
-    age = status_age(doc)
-    if doc.get("running") and age is not None and age > 5: head += f"\n(this status is {age:.0f} s old: the runner is not refreshing it — is it still running?)"
+    fresh = freshness(doc)
+    if fresh.state == "stale": head = head.replace("  running  ", "  STALE  ", 1) + f"\n{fresh.message}"
     strat = _table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in doc.get("strategies", [])],
                    ["strategy", "state", "risk_state", "client_id", "connection", "last_bar", "orders", "fills", "refused", "errors", "positions", "net_pnl"])
     pos = [p for p in doc.get("positions", []) if p.get("quantity")]
@@ -408,24 +431,31 @@ def _status_text(doc: dict) -> str:
 def cmd_status(args) -> int:
     "The runner's last published status: strategies, positions, P&L, connections, alerts."
     from ats.runtime import read_status
+    from ats.status import freshness
     doc = read_status(_store(args))
+    fresh = freshness(doc)
     if doc is None:
         if args.json: _print_json(None); return 1
-        print("no runner has run yet: start one with `ats up` (or `ats run`)"); return 1
-    if args.json: _print_json(doc); return 0
+        print(fresh.message); return 1
+    if args.json: _print_json({**doc, "freshness": fresh.to_dict()}); return 0 if fresh.state == "running" else 1
     print(_status_text(doc))
-    return 0 if doc.get("running") else 1
+    return 0 if fresh.state == "running" else 1
 
 def cmd_run(args) -> int:
     "One trading session: the live runner notebook (papermill, archived) or, with --no-notebook, in this process."
     from ats.config import check_live_guard
+    from ats.supervisor import watch_parent, relay_stops
     s = _settings(args)
     check_live_guard(s)
     names = [x for x in (args.strategies or "").split(",") if x]
+    if names:
+        _st = Store.from_settings(s, create=True)
+        for n in names: known_strategy(_st, n)
     if args.no_notebook:
         from ats.runtime import run_session
         from ats.logs import setup_logging
         setup_logging(s)
+        watch_parent()                       # started by `ats up`: if it dies, SIGTERM ourselves (run_session's clean stop)
         rep = run_session(s, Store.from_settings(s, create=True), strategies=names or None, minutes=args.minutes, port=args.port)
         print(rep.summary())
         if len(rep.pnl): print(rep.pnl.round(2).to_string(index=False))
@@ -434,20 +464,37 @@ def cmd_run(args) -> int:
     if args.settings: os.environ["ATS_SETTINGS"] = str(Path(args.settings).resolve())
     params = dict(strategies=",".join(names), minutes=args.minutes or 0.0, environment=args.environment or "", port=args.port or 0)
     try:
-        run = run_job("live_runner", params, jobs_dir=s.path("data_and_research/jobs"), runs_dir=s.path("data_and_research/runs"),
-                      store=Store.from_settings(s, create=True), cwd=s.base_dir, by=os.environ.get("USER"))
+        with relay_stops():                  # SIGTERM / SIGHUP go on to the kernel: its runtime stops cleanly, papermill records it
+            watch_parent()
+            run = run_job("live_runner", params, jobs_dir=s.path("data_and_research/jobs"), runs_dir=s.path("data_and_research/runs"),
+                          store=Store.from_settings(s, create=True), cwd=s.base_dir, by=os.environ.get("USER"))
     except JobError as e: raise UserError(str(e)) from None
     print(f"session {run.status} in {run.duration_s:.0f} s; record: {run.output_path}", flush=True)
     if run.error: print(f"error: {run.error}", file=sys.stderr)
     return 0 if run.status == "success" else 1
 
+def _last_error_line(path, start: int = 0) -> str:
+    "The last `error: ...` line written to a child's log after byte `start` (what `ats run` printed before exiting), or ''."
+    try:
+        with open(path, "rb") as fh: fh.seek(start); lines = fh.read().decode(errors="replace").splitlines()
+    except (OSError, TypeError): return ""
+    return next((x for x in reversed(lines) if x.startswith("error: ")), "")
+
+def _exit_text(code: int | None) -> str:
+    "How a child process ended, for people: 'exit code 3' or 'killed by SIGKILL'."
+    import contextlib, signal as _signal
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError): return f"killed by {_signal.Signals(-code).name}"
+    return f"exit code {code}"
+
 def cmd_up(args) -> int:
     "Start the paper gateway (unless TWS is configured) and the live runner; show live status until Ctrl-C or --minutes."
     import time as _time
     from ats.config import check_live_guard
-    from ats.supervisor import Supervisor, ChildSpec, port_open
+    from ats.supervisor import Supervisor, ChildSpec, StopSignals, port_open
     from ats.runtime import read_status
     from ats.control import send_command
+    from ats.status import mark_dead
     s = _settings(args)
     check_live_guard(s)
     st = Store.from_settings(s, create=True)
@@ -456,12 +503,21 @@ def cmd_up(args) -> int:
     since, failed = pd.Timestamp.now(tz="UTC"), False
     port, ats_bin = s.ib.port, str(Path(sys.executable).parent / "ats")
     pre = ["--settings", args.settings] if args.settings else []
+    # the logs are appended to: where they end now is where this run's lines begin
+    log_start = {p: (p.stat().st_size if p.exists() else 0) for p in (s.path("logs/gateway.log"), s.path("logs/runner.log"))}
+    stops = StopSignals().__enter__()                   # kill, timeout, systemd, a closed terminal: the Ctrl-C path below
     try:
         if s.ib.gateway_type == "paper":
             if port_open(s.ib.host, port):
                 raise UserError(f"port {port} is in use; stop what listens there (another `ats up` or TWS) or set IB_PORT")
-            sup.start(ChildSpec("paper gateway", [ats_bin, *pre, "gateway", "--port", str(port), "--speed", str(args.speed or s.gateway.speed)],
-                                ready_port=(s.ib.host, port), log_path=s.path("logs/gateway.log")))
+            gw_log = s.path("logs/gateway.log")
+            try:
+                sup.start(ChildSpec("paper gateway", [ats_bin, *pre, "gateway", "--port", str(port), "--speed", str(args.speed or s.gateway.speed),
+                                                      *(["--fresh"] if args.fresh else [])],
+                                    ready_port=(s.ib.host, port), log_path=gw_log))
+            except RuntimeError as e:                    # e.g. its stored clock is past the data: the log says what to do
+                why = _last_error_line(gw_log, log_start.get(gw_log, 0))
+                raise UserError(f"{e}" + (f"\n{why[len('error: '):]}" if why else "")) from None
         elif not port_open(s.ib.host, port):
             raise UserError(f"nothing listens on {s.ib.host}:{port}; start TWS / IB Gateway with the API enabled, or set [ib] gateway_type = paper")
         runner = sup.start(ChildSpec("live runner", [ats_bin, *pre, "run", *(["--no-notebook"] if args.no_notebook else [])],
@@ -469,26 +525,37 @@ def cmd_up(args) -> int:
         print(f"waiting for the runner (its log: {s.path('logs/runner.log')}); Ctrl-C stops everything", flush=True)
         end = _time.monotonic() + args.minutes * 60 if args.minutes else None
         last, tty = 0.0, sys.stdout.isatty()
+        reason = f"the session length of {args.minutes:g} min was reached" if args.minutes else None
         while end is None or _time.monotonic() < end:
             _time.sleep(0.2)
             dead = sup.dead()
             if dead:
                 failed = dead[0].proc.returncode != 0
-                print(f"{dead[0].spec.name} exited with code {dead[0].proc.returncode}; see {dead[0].spec.log_path}", flush=True); break
+                print(f"{dead[0].spec.name} exited with code {dead[0].proc.returncode}; see {dead[0].spec.log_path}", flush=True)
+                if dead[0] is runner and mark_dead(st, f"the live runner died ({_exit_text(runner.proc.returncode)}); see {runner.spec.log_path}"):
+                    print("recorded in the status: the runner died without stopping", flush=True)
+                why = _last_error_line(dead[0].spec.log_path, log_start.get(dead[0].spec.log_path, 0))   # e.g. the account guard's refusal
+                if why: print(why, flush=True)
+                break
             if _time.monotonic() - last >= args.every:
                 last = _time.monotonic()
                 doc = read_status(st)
                 if doc and pd.Timestamp(doc["as_of"]) >= since:
                     print(("\033[2J\033[H" if tty else "\n") + _status_text(doc), flush=True)
-    except KeyboardInterrupt:
-        print("\nstopping (Ctrl-C)", flush=True)
+    except KeyboardInterrupt as e:                      # Ctrl-C, or SIGTERM / SIGHUP as StopSignal
+        reason = f"`ats up` was stopped ({getattr(e, 'signame', 'Ctrl-C')})"
+        print(f"\nstopping ({getattr(e, 'signame', 'Ctrl-C')})", flush=True)
     finally:
+        stops.stopping = True                           # a second SIGTERM must not cut the clean stop short
         live = [c for c in sup.children if c.spec.name == "live runner" and c.proc.poll() is None]
         if live:
-            send_command(st, "shutdown", by=os.environ.get("USER"), source="up")
+            send_command(st, "shutdown", "*", dict(reason=reason) if reason else None, by=os.environ.get("USER"), source="up")
             try: live[0].proc.wait(60)                   # the runner stops its strategies and writes its record
             except Exception: print("the runner did not stop within 60 s: terminating it", flush=True)
         sup.stop()
+        stops.__exit__()
+        if live and live[0].proc.returncode not in (0, 1):     # killed after the grace period: its status still says running
+            mark_dead(st, f"the live runner did not stop and was killed ({_exit_text(live[0].proc.returncode)})")
     doc = read_status(st)
     if doc and pd.Timestamp(doc["as_of"]) >= since:
         print("\nsummary:\n" + _status_text(doc), flush=True)
@@ -511,6 +578,7 @@ def _add_trading(sp):
     p.add_argument("--speed", type=float, help="paper gateway clock speed (default [gateway] speed)")
     p.add_argument("--every", type=float, default=2.0, help="seconds between status refreshes")
     p.add_argument("--no-notebook", action="store_true", help="run the runner without papermill")
+    p.add_argument("--fresh", action="store_true", help="start a new paper account at [gateway] start_date (the old account's state is discarded)")
     p.set_defaults(func=cmd_up)
     p = sp.add_parser("status", help="the running session: strategies, positions, P&L, connections, latency, alerts")
     p.add_argument("--json", action="store_true"); p.set_defaults(func=cmd_status)
@@ -566,7 +634,7 @@ def _add_strategies(sp):
 
 def cmd_jobs(args) -> int:
     "List job notebooks, run one now, or show the run history."
-    from ats.jobs import discover_jobs, run_job, job_history, notebook_parameters, JobError
+    from ats.jobs import discover_jobs, run_job, job_history, notebook_parameters, exit_code, JobError
     s = _settings(args)
     jobs_dir, runs_dir = s.path("data_and_research/jobs"), s.path("data_and_research/runs")
     if args.action == "list":
@@ -581,23 +649,25 @@ def cmd_jobs(args) -> int:
     if args.action == "history":
         h = job_history(st, args.name, limit=args.limit)
         if args.json: _print_json(h.to_dict(orient="records")); return 0
-        print(h[["job", "started_at", "status", "duration_s", "error", "output_path"]].to_string(index=False) if len(h) else "(no runs)")
+        print(h[["job", "started_at", "status", "duration_s", "reason", "output_path"]].to_string(index=False) if len(h) else "(no runs)")
         return 0
     if not args.name: raise UserError("name the job to run: ats jobs run NAME [-p key value]; see `ats jobs list`")
-    try:
+    try:   # the progress bar only on a terminal: under cron or a pipe it would fill the log
         run = run_job(args.name, dict(args.p or []), jobs_dir=jobs_dir, runs_dir=runs_dir, store=st, cwd=s.base_dir,
-                      progress=not args.json, by=os.environ.get("USER"))
+                      progress=not args.json and sys.stderr.isatty(), by=os.environ.get("USER"))
     except JobError as e: raise UserError(str(e)) from None
     if args.json: _print_json(dataclasses.asdict(run))
-    else:
-        print(f"job {run.job}: {run.status} in {run.duration_s:.1f} s; output notebook: {run.output_path}")
-        if run.error: print(f"error: {run.error}", file=sys.stderr)
-    return 0 if run.status == "success" else 1
+    else: print(f"job {run.job}: {run.status}" + (f" ({run.reason})" if run.status == "success" and run.reason else "")
+                + f" in {run.duration_s:.1f} s; output notebook: {run.output_path}")
+    if run.status != "success": print(f"{run.status}: {run.reason or 'no reason given'}", file=sys.stderr)   # one line
+    return exit_code(run.status)
 
 def _add_jobs(sp):
     p = sp.add_parser("jobs", help="list job notebooks, run one now (papermill), show run history",
                       description="Jobs are notebooks in data_and_research/jobs/ with a `parameters` cell. "
-                                  "Each run's output notebook is archived under data_and_research/runs/<job>/.")
+                                  "Each run's output notebook is archived under data_and_research/runs/<job>/. "
+                                  "Exit status of `run`: 0 success, 1 failed (the notebook raised), 3 partial (some items "
+                                  "failed), 4 empty (nothing done), 2 usage error; the reason is one line on stderr and in `history`.")
     p.add_argument("action", choices=["list", "run", "history"])
     p.add_argument("name", nargs="?", help="job name (file name without .ipynb)")
     p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="set a notebook parameter; repeatable")
@@ -618,12 +688,14 @@ def cmd_backtest(args) -> int:
     if not args.strategy: raise UserError("name a strategy to backtest (files in strategies/), or --list the saved results")
     st = Store.from_settings(s, create=True) if (args.source == "arctic" or args.save) else None
     params = dict(parse_param(p) for p in args.p or [])
-    res = run_backtest_cli(args.strategy, args.symbols.split(",") if args.symbols else None, args.start, args.end, args.source,
-                           params, strategies_dir=s.path("strategies"), store=st, init_cash=args.cash, fees=args.fees,
-                           slippage=args.slippage, save_as=args.save)
-    if args.json: _print_json(to_json(res)); return 0
+    try:
+        res = run_backtest_cli(args.strategy, args.symbols.split(",") if args.symbols else None, args.start, args.end, args.source,
+                               params, strategies_dir=s.path("strategies"), store=st, init_cash=args.cash, fees=args.fees,
+                               slippage=args.slippage, save_as=args.save, settings=s, allocation=args.allocation)
+    except ValueError as e: raise UserError(str(e)) from None
+    if args.json: _print_json(dict(to_json(res), allocation=res.allocation)); return 0
     st_ = res.stats
-    print(f"{res.strategy} {json.dumps(res.params)}\n")
+    print(f"{res.strategy} {json.dumps(res.params)}\n{res.run.describe()}; the account's NAV at the start {args.cash:,.0f}\n")
     rows = [dict(stat=k, value=(f"{v:.2%}" if k in ("total_return", "cagr", "max_drawdown", "volatility", "exposure", "win_rate") and isinstance(v, float)
                                else f"{v:.2f}" if isinstance(v, float) else v)) for k, v in st_.items()]
     print(_table(rows, ["stat", "value"]))
@@ -641,7 +713,9 @@ def _strategy_run_args(p, optional: bool = False) -> None:
     p.add_argument("--start"); p.add_argument("--end")
     p.add_argument("--source", choices=["sample", "random", "arctic"], default="sample")
     p.add_argument("-p", action="append", metavar="KEY=VALUE", help="strategy parameter; repeatable")
-    p.add_argument("--cash", type=float, default=100_000.0, help="initial cash (default 100000)")
+    p.add_argument("--cash", type=float, default=100_000.0, help="the account's NAV at the start (default 100000)")
+    p.add_argument("--allocation", type=float, help="the strategy's fraction of NAV (default: its stored config's, as the runtime; "
+                                                     "1 for a strategy without one)")
 
 def _cost_args(p, what: str = "") -> None:
     "The backtest's costs, as `ats backtest` and `ats degradation` take them."
@@ -692,17 +766,20 @@ def cmd_replay(args) -> int:
     try:
         bt, rp, c = run_replay_cli(args.strategy, args.symbols.split(",") if args.symbols else None, args.start, args.end, args.source, params,
                                    strategies_dir=s.path("strategies"), store=st, settings=s, cash=args.cash,
-                                   risk_limits=not args.no_risk_limits, mode=args.mode, progress=not args.json)
+                                   risk_limits=not args.no_risk_limits, mode=args.mode, allocation=args.allocation,
+                                   progress=not args.json and sys.stderr.isatty())   # no bar's \r control codes in a pipe or log
     except ValueError as e: raise UserError(str(e)) from None
     d = c.differences
     if args.json:
         rows = lambda f: json.loads(f.to_json(orient="records", date_format="iso"))
         _print_json(dict(strategy=rp.strategy, params=rp.params, matched=c.matched, summary=c.summary(), executions=len(c.executions),
                          differences=rows(d), refused=rows(rp.refused), bars=rp.bars, bars_per_second=rp.bars_per_second,
-                         final_equity=dict(backtest=float(bt.equity.iloc[-1]), replay=float(rp.equity.iloc[-1]))))
+                         final_equity=dict(backtest=float(bt.equity.iloc[-1]), replay=float(rp.equity.iloc[-1])),
+                         allocation=bt.run.allocation, risk_limits=bt.run.risk_limits, configured=bt.run.configured))
         return 0 if c.matched else 1
     print(f"{rp.strategy} {json.dumps(rp.params)}: {rp.bars:,} bars replayed in {rp.seconds:.1f} s ({rp.bars_per_second:,.0f} bars/s, {args.mode} mode)")
-    print(f"risk limits: {'the settings' if not args.no_risk_limits else 'off (--no-risk-limits)'}; costs: the gateway's slippage, no commission\n")
+    print(f"{bt.run.describe()}; the account's NAV at the start {args.cash:,.0f}")
+    print(f"risk limits: {'the settings and the config' if not args.no_risk_limits else 'off (--no-risk-limits)'}; costs: the gateway's slippage, no commission\n")
     print(c.summary())
     print(f"final equity: backtest {bt.equity.iloc[-1]:,.2f}, replay {rp.equity.iloc[-1]:,.2f}")
     if len(d):

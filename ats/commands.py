@@ -11,13 +11,17 @@ from .control import CommandInbox
 log = logging.getLogger("ats.runtime")
 
 # %% auto #0
-__all__ = ['log', 'handle', 'store_ledger', 'control_loop']
+__all__ = ['log', 'NAMED', 'handle', 'store_ledger', 'control_loop']
 
 # %% ../nbs/26_commands.ipynb #2d48727b
+NAMED = ("start", "stop", "reload", "kill", "resume", "flatten", "set_param", "assign")    # actions whose target is a strategy
+
 async def handle(rt, cmd) -> str:
     "Carry out one control command; returns what was done (raises with the reason if it cannot)."
     a, target, args = cmd.action, cmd.target, cmd.args or {}
     one = None if target in ("*", "", None) else target
+    if one is not None and a in NAMED:         # a name nobody configured is refused: no state is ever stored for it
+        await asyncio.to_thread(rt.store.load_strategy_config, one, False)     # KeyError naming the configured ones
     if a == "start":
         names = [one] if one else [c.strategy_name for c in await asyncio.to_thread(rt.store.load_strategy_configs, False, True)]
         out = []
@@ -59,7 +63,7 @@ async def handle(rt, cmd) -> str:
         await store_ledger(rt)
         return f"reconciled with the broker: {rt.last_reconciliation}"
     if a == "shutdown":                  # stops once the answer is written (the control loop ends with the session)
-        rt._stop_after_answers = f"shutdown requested by {cmd.by}"
+        rt._stop_after_answers = args.get("reason") or f"shutdown requested by {cmd.by}"     # e.g. `ats up --minutes`: the session length
         return "runtime stopping"
     raise ValueError(f"unknown command {a!r}")
 

@@ -11,15 +11,15 @@ from typing import Any
 from urllib.parse import urlparse, parse_qs
 
 # %% auto #0
-__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'SECTIONS', 'DEFAULT_INI', 'INI_HEADER',
-           'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings',
-           'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings', 'MemorySettings',
-           'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings', 'BackupSettings',
-           'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'GatewaySettings', 'Problem', 'SettingsError',
-           'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask', 'find_settings_file',
-           'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'render_ini', 'CheckResult',
-           'ValidationReport', 'check_ib', 'check_database', 'check_risk', 'check_resources', 'check_strategies',
-           'validate_configuration']
+__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'SECTIONS', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES',
+           'INI_HEADER', 'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings',
+           'PositionSizingSettings', 'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings',
+           'MemorySettings', 'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings',
+           'BackupSettings', 'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'GatewaySettings', 'Problem',
+           'SettingsError', 'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask',
+           'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
+           'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
+           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'validate_configuration']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
@@ -405,6 +405,23 @@ def mask(v: str) -> str:
 # %% ../nbs/00_config.ipynb #1f0a6dbf
 DEFAULT_INI = "settings.ini"
 
+_HEADER_OK = re.compile(r"^\s*\[[^\[\]]+\]\s*([;#].*)?$")
+
+def _ini_text(ini: Path) -> tuple[str | None, list]:
+    """The settings file as text, and the problems a person must hear about by line: bytes that are not UTF-8 text
+    (a binary file saved over it) and section headers without their closing ']' (configparser would blame another line)."""
+    raw = ini.read_bytes()
+    try: text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        ln = raw[:e.start].count(b"\n") + 1
+        return None, [Problem(f"{ini.name}:{ln}", "", "", None,
+                              f"{ini} is not a text file: byte 0x{raw[e.start]:02x} on line {ln} is not UTF-8. Fix or delete that line, "
+                              f"or move the file away and run `ats init` to write a fresh one")]
+    bad = [Problem(f"{ini.name}:{i}", "", "", None,
+                   f"{l.strip()!r} is not a section header: write it as [{l.strip().strip('[]').split(';')[0].split('#')[0].strip()}]")
+           for i, l in enumerate(text.splitlines(), 1) if l.lstrip().startswith("[") and not _HEADER_OK.match(l)]
+    return (None if bad else text), bad
+
 def find_settings_file(start: Path | None = None) -> Path | None:
     "settings.ini named by ATS_SETTINGS, else in the current folder or a parent."
     if os.environ.get("ATS_SETTINGS"): return Path(os.environ["ATS_SETTINGS"])
@@ -474,16 +491,21 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
         else:
             cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
             cp.optionxform = str
-            try:
-                cp.read_string(ini.read_text(), source=str(ini))
-            except configparser.Error as e:
-                msg = str(e).replace("\n", " ")
-                ln = getattr(e, "lineno", None)
-                probs.append(Problem(f"{ini.name}{':' + str(ln) if ln else ''}", "", "", None,
-                                     f"malformed INI: {msg}. Each line must be '[section]', 'key = value' or a comment starting with ; or #"))
-                cp = None
+            text, bad = _ini_text(ini)
+            probs += bad
+            if text is None: cp = None
+            else:
+                try:
+                    cp.read_string(text, source=str(ini))
+                except configparser.Error as e:
+                    errs = getattr(e, "errors", None) or []        # ParsingError: [(line number, line), ...]
+                    ln = getattr(e, "lineno", None) or (errs[0][0] if errs else None)
+                    msg = f"cannot read {errs[0][1].strip()!r}" if errs else str(e).replace("\n", " ")
+                    probs.append(Problem(f"{ini.name}{':' + str(ln) if ln else ''}", "", "", None,
+                                         f"malformed INI: {msg}. Each line must be '[section]', 'key = value' or a comment starting with ; or #"))
+                    cp = None
             if cp is not None:
-                lines = ini.read_text().splitlines()
+                lines = text.splitlines()
                 def line_of(sec, key):
                     in_sec = False
                     for i, l in enumerate(lines, 1):
@@ -583,6 +605,38 @@ def check_live_guard(s: Settings) -> None:
             f"refusing to trade real money: {why} (from {s.source('ib', 'port' if s.ib.paper_trading else 'paper_trading')}). "
             f"To trade live, set {' and '.join(missing)}. "
             f"To stay on paper, use port {PAPER_PORTS[0]} (TWS) or {PAPER_PORTS[1]} (IB Gateway) with paper_trading = true.")
+
+PAPER_ACCOUNT_PREFIXES = ("DU", "DF")    # IB paper accounts: DU…, paper accounts of advisors (FA): DF…; live ids never start so
+
+class AccountRefused(LiveTradingRefused):
+    "The broker's account is not the kind (paper or real money) the settings say they trade."
+
+def is_paper_account(account: str) -> bool: return account.upper().startswith(PAPER_ACCOUNT_PREFIXES)
+
+def check_account_guard(s: Settings, accounts: list[str]) -> None:
+    """Raise AccountRefused unless every account the broker manages (and [ib] account) is what the settings trade:
+    paper ids with paper_trading = true, live ids with paper_trading = false. The port says nothing about the account:
+    TWS logged into a live account can listen on any port."""
+    accounts = [a for a in accounts if a] + ([s.ib.account] if s.ib.account else [])
+    if not accounts:
+        raise AccountRefused("refusing to trade: the broker named no managed account, so ats cannot tell paper from real money; "
+                             "check the TWS / IB Gateway login")
+    where = s.source("ib", "paper_trading")
+    if s.ib.paper_trading:
+        live = [a for a in accounts if not is_paper_account(a)]
+        if live:
+            raise AccountRefused(
+                f"refusing to trade: account {', '.join(live)} is a live (real-money) account, but the settings are for paper trading "
+                f"([ib] paper_trading = true, from {where}); nothing was sent. To trade it live, set ENVIRONMENT=production, "
+                f"[ib] paper_trading = false and [environment] confirm_live_trading = {LIVE_CONFIRMATION}. To stay on paper, log "
+                f"TWS / IB Gateway into a paper account (ids start with {' or '.join(PAPER_ACCOUNT_PREFIXES)}) or use the paper gateway.")
+    else:
+        paper = [a for a in accounts if is_paper_account(a)]
+        if paper:
+            raise AccountRefused(
+                f"refusing to trade: account {', '.join(paper)} is a paper account, but the settings are for live trading "
+                f"([ib] paper_trading = false, from {where}); nothing was sent. To trade on paper, set [ib] paper_trading = true "
+                f"(ENVIRONMENT=development); to trade live, connect to the TWS / IB Gateway logged into your live account.")
 
 # %% ../nbs/00_config.ipynb #43a5e7b9
 INI_HEADER = """\

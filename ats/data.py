@@ -17,7 +17,7 @@ __all__ = ['COLUMNS', 'BAR_SIZES', 'BAR_SPAN', 'YAHOO_URL', 'YF_INTERVALS', 'IB_
            'UNIVERSES_DIR', 'DataSourceError', 'SourceUnavailable', 'bar_code', 'bar_symbol', 'normalize_bars',
            'empty_bars', 'RateLimiter', 'FakeClock', 'SampleSource', 'RandomWalkSource', 'ArcticSource', 'parse_chart',
            'YFinanceSource', 'ib_duration', 'IBSource', 'get_source', 'symbol_lock', 'SymbolIngest', 'IngestReport',
-           'ingest_symbol', 'ingest', 'read_bars', 'read_prices', 'load_prices', 'bundled_universes',
+           'ingest_symbol', 'ingest', 'read_bars', 'adjust_bars', 'read_prices', 'load_prices', 'bundled_universes',
            'read_universe_csv', 'save_universe', 'load_universe', 'list_universes', 'resolve_universe',
            'quality_report']
 
@@ -485,28 +485,46 @@ def read_bars(store, symbol: str, bar_size: str = "1 day", start=None, end=None)
     s, e = _ts(start), _ts(end)
     return lib.read(key, date_range=(s, e) if (s is not None or e is not None) else None).data
 
-def read_prices(store, symbols, field: str = "close", start=None, end=None, bar_size: str = "1 day") -> pd.DataFrame:
-    "One column per symbol (time × symbol) of one field, from a single batch read."
+def adjust_bars(bars: pd.DataFrame) -> pd.DataFrame:
+    """OHLC scaled by adj_close / close (volume by its inverse), so splits and dividends do not look like crashes: the
+    sample's AAPL splits 2:1 on 2005-02-28, a 50 % "loss" in raw closes. Bars without adj_close are returned as they are."""
+    if "adj_close" not in bars.columns: return bars
+    k = (bars["adj_close"] / bars["close"]).fillna(1.0)
+    return bars.assign(open=bars["open"] * k, high=bars["high"] * k, low=bars["low"] * k, close=bars["adj_close"].fillna(bars["close"]),
+                       volume=bars["volume"] / k)
+
+def _adjusted_field(f: pd.DataFrame, field: str) -> pd.Series:
+    "One field of bars (with close and adj_close columns), adjusted for splits and dividends."
+    if field == "adj_close": return f[field]
+    return adjust_bars(f.reindex(columns=COLUMNS))[field]
+
+def read_prices(store, symbols, field: str = "close", start=None, end=None, bar_size: str = "1 day", adjusted: bool = True) -> pd.DataFrame:
+    """One column per symbol (time × symbol) of one field, from a single batch read. Prices are adjusted for splits and
+    dividends (`adjust_bars`), the basis for signals and backtests; `adjusted=False` gives the raw prices the exchange traded."""
     from arcticdb import ReadRequest
     if field not in COLUMNS: raise ValueError(f"field {field!r}: use one of {', '.join(COLUMNS)}")
     if isinstance(symbols, str): symbols = [symbols]
     symbols = list(symbols)
     lib, s, e = _market_data(store), _ts(start), _ts(end)
     dr = (s, e) if (s is not None or e is not None) else None
-    out = lib.read_batch([ReadRequest(bar_symbol(x, bar_size), columns=[field], date_range=dr) for x in symbols])
+    cols = [field] if not adjusted or field == "adj_close" else list(dict.fromkeys([field, "close", "adj_close"]))
+    out = lib.read_batch([ReadRequest(bar_symbol(x, bar_size), columns=cols, date_range=dr) for x in symbols])
     missing = [sym for sym, r in zip(symbols, out) if not hasattr(r, "data")]
     if missing:
         raise DataSourceError(f"no {bar_size} bars in market_data for {', '.join(missing)}; ingest them first (ats jobs run download_us_stock_data)")
     if not symbols: return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="time"))
-    px = pd.concat([r.data[field].rename(sym) for sym, r in zip(symbols, out)], axis=1)
+    pick = (lambda d: _adjusted_field(d, field)) if adjusted else (lambda d: d[field])
+    px = pd.concat([pick(r.data).rename(sym) for sym, r in zip(symbols, out)], axis=1)
     px.index.name = "time"
     return px
 
-def load_prices(source: str, symbols, start=None, end=None, store=None, field: str = "close") -> pd.DataFrame:
-    "time × symbol prices straight from a source (sample, random) or the database (arctic)."
-    if source == "arctic": return read_prices(store, symbols, field, start, end)
+def load_prices(source: str, symbols, start=None, end=None, store=None, field: str = "close", adjusted: bool = True) -> pd.DataFrame:
+    "time × symbol prices straight from a source (sample, random) or the database (arctic); adjusted unless `adjusted=False`."
+    if source == "arctic": return read_prices(store, symbols, field, start, end, adjusted=adjusted)
     src = get_source(source, store=store)
-    return pd.DataFrame({s: src.bars(s, start, end)[field] for s in symbols}).dropna(how="all")
+    pick = (lambda d: _adjusted_field(d, field)) if adjusted else (lambda d: d[field])
+    return pd.DataFrame({s: pick(src.bars(s, start, end)) for s in symbols}).dropna(how="all")
+
 
 # %% ../nbs/40_data.ipynb #c5e6c9b3
 UNIVERSES_DIR = Path(__file__).resolve().parent.parent / "data_and_research" / "universes" if "__file__" in globals() else Path("../data_and_research/universes")

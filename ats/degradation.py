@@ -41,6 +41,9 @@ def _cagr(eq: pd.Series) -> float:
 
 # %% ../nbs/43_degradation.ipynb #c3e823e8
 _PCT = ("live_return", "backtest_return", "return_gap", "tracking_error", "live_max_drawdown", "backtest_max_drawdown")
+_LABELS = dict(live_return="live return (total)", backtest_return="backtest return (total)", return_gap="return gap (annualised)",
+               tracking_error="tracking error (annualised)")
+_WIDTH = 72                   # value column of `table`: with the labels, 100 columns
 
 @dataclass
 class DegradationReport:
@@ -91,13 +94,16 @@ class DegradationReport:
 
     def table(self) -> pd.DataFrame:
         "The headline figures as a readable table: percentages formatted, one row per figure."
+        import textwrap
         rows = []
         for k, v in self.figures().items():
             if k in _PCT: v = "n/a" if not math.isfinite(v) else f"{v:+.2%}" if k in ("return_gap", "live_return", "backtest_return") else f"{v:.2%}"
             elif k == "correlation": v = "n/a" if not math.isfinite(v) else f"{v:.3f}"
-            rows.append((k.replace("_", " "), v))
+            rows.append((_LABELS.get(k, k.replace("_", " ")), v))
         if self.capital is not None: rows.append(("capital", f"{self.capital:,.2f} ({self.capital_source})" if self.capital_source else f"{self.capital:,.2f}"))
-        if self.reasons: rows.append(("reasons", "; ".join(self.reasons)))
+        # one row per reason, long ones wrapped, so the table reads in a 100-column terminal
+        for i, why in enumerate(self.reasons):
+            for j, part in enumerate(textwrap.wrap(why, _WIDTH)): rows.append(("reason" if i == j == 0 else "", part))
         return pd.DataFrame(rows, columns=["figure", "value"]).set_index("figure")
 
     def plot(self, title: str | None = None):
@@ -158,11 +164,10 @@ def compare_equity(live: pd.Series, backtest: pd.Series, *, strategy: str = "", 
 
 # %% ../nbs/43_degradation.ipynb #9e448388
 def _share(cfg, store) -> float:
-    "The strategy's fraction of NAV, as the runtime computes it (ats.runtime.Runtime.capital)."
-    if cfg.allocation: return float(cfg.allocation)
-    others = [c for c in store.load_strategy_configs(validate=False, active_only=True) if c.strategy_name != cfg.strategy_name]
-    free = max(0.0, 1.0 - sum(c.allocation for c in others if c.allocation))
-    return free / (1 + sum(1 for c in others if not c.allocation))
+    "The strategy's fraction of NAV, by the runtime's rule (`ats.sizing.capital_share`, which Runtime.capital uses)."
+    from ats.sizing import capital_share
+    others = [c.allocation for c in store.load_strategy_configs(validate=False, active_only=True) if c.strategy_name != cfg.strategy_name]
+    return capital_share(cfg.allocation, others)
 
 def _runner_nav(store) -> float | None:
     from ats.runtime import read_status
@@ -219,15 +224,18 @@ def degradation(store, strategy: str, *, start=None, end=None, source: str = "ar
     first, last = live.index[0].normalize(), live.index[-1].normalize()
     # warm-up: `warmup` trading days before the first live day, 10 % more for holidays, plus two weeks
     t0 = first - pd.offsets.BDay(int(strat.warmup * 1.1) + 10)
-    # adjusted prices, as `ats backtest`: splits and dividends must not look like crashes
-    raw = load_prices(source, strat.symbols, t0, last, store=store, field="close")
-    close = load_prices(source, strat.symbols, t0, last, store=store, field="adj_close")
+    # adjusted prices (load_prices' default), as `ats backtest`: splits and dividends must not look like crashes
+    close = load_prices(source, strat.symbols, t0, last, store=store, field="close")
     if not len(close) or close.index[-1] < first:
         raise DegradationError(f"the {source} market data has no prices of {', '.join(strat.symbols)} from {first:%Y-%m-%d} to {last:%Y-%m-%d}, "
                                f"the days strategy {strategy!r} traded; load them into the database or choose the source it traded on")
-    opens = load_prices(source, strat.symbols, t0, last, store=store, field="open") * (close / raw)
-    res = backtest(strat, close, open_prices=opens, init_cash=cap, **bt_kw)
-    bt = res.equity[res.equity.index >= first]
+    opens = load_prices(source, strat.symbols, t0, last, store=store, field="open")
+    # sized as live: the strategy trades its share of the account's NAV (of which `cap` is that share), and its equity is
+    # its capital plus the backtest's P&L
+    share = _share(cfg, store) or 1.0
+    nav0 = cap / share
+    res = backtest(strat, close, open_prices=opens, init_cash=nav0, allocation=share, **bt_kw)
+    bt = res.equity[res.equity.index >= first] - nav0 + cap
     rep = compare_equity(live, bt, strategy=strategy, min_days=min_days, max_return_gap=max_return_gap,
                          max_tracking_error=max_tracking_error, min_correlation=min_correlation)
     rep.capital, rep.capital_source, rep.params, rep.source = cap, cap_from, dict(cfg.parameters), source

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 # %% auto #0
-__all__ = ['JOBS_DIR', 'RUNS_DIR', 'JobError', 'JobRun', 'discover_jobs', 'notebook_parameters', 'coerce_parameters', 'run_job',
-           'record_run', 'job_history', 'parse_cron', 'next_run']
+__all__ = ['JOBS_DIR', 'RUNS_DIR', 'JOB_RESULT_MIME', 'EXIT_CODES', 'JobError', 'JobRun', 'discover_jobs', 'notebook_parameters',
+           'coerce_parameters', 'JobResult', 'job_result', 'read_job_result', 'exit_code', 'run_job', 'record_run',
+           'job_history', 'parse_cron', 'next_run']
 
 # %% ../nbs/50_jobs.ipynb #9ef29eea
 JOBS_DIR = "data_and_research/jobs"
@@ -25,14 +26,16 @@ class JobRun:
     "One execution of a job notebook."
     job: str
     run_id: str
-    status: str                   # running | success | failed
+    status: str                   # running | success | partial | empty | failed (see `job_result`)
     started_at: dt.datetime
     finished_at: dt.datetime | None = None
     duration_s: float = 0.0
     parameters: dict = field(default_factory=dict)
     output_path: str = ""
-    error: str = ""
+    error: str = ""               # the exception of a failed run
     by: str = ""
+    reason: str = ""              # one line: what the notebook reported, or the error of a failed run
+    counts: dict = field(default_factory=dict)
 
 def discover_jobs(folder: str | Path) -> dict[str, Path]:
     "Job notebooks in `folder`, by name (file name without .ipynb)."
@@ -71,7 +74,57 @@ def coerce_parameters(declared: dict[str, dict], given: dict, job: str) -> dict:
         out[k] = v
     return out
 
+# %% ../nbs/50_jobs.ipynb #d68836b9
+JOB_RESULT_MIME = "application/vnd.ats.job-result+json"
+EXIT_CODES = {"success": 0, "failed": 1, "partial": 3, "empty": 4}   # 2: usage errors (argparse, UserError)
+
+@dataclass
+class JobResult:
+    "How a job notebook says its run went: status (success | partial | empty), a one-line reason, counts."
+    status: str
+    reason: str = ""
+    counts: dict = field(default_factory=dict)
+
+def _one_line(text: str, limit: int = 500) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[:limit - 1] + "…"
+
+def job_result(status: str, reason: str = "", **counts) -> JobResult:
+    "Record the outcome of this job run (call it in the job notebook); `run_job` reads it from the output notebook."
+    if status not in ("success", "partial", "empty"):
+        raise ValueError(f"job_result: status must be success, partial or empty, not {status!r} (to fail, raise an exception)")
+    r = JobResult(status, _one_line(reason), json.loads(json.dumps(counts, default=str)))
+    from IPython.display import display
+    display({JOB_RESULT_MIME: dataclasses.asdict(r), "text/plain": f"job result: {status}" + (f": {r.reason}" if r.reason else "")}, raw=True)
+    return r
+
+def read_job_result(nb) -> JobResult | None:
+    "The last result a notebook recorded with `job_result` (an executed notebook node or a path), or None."
+    if not hasattr(nb, "cells"):
+        import nbformat
+        nb = nbformat.read(str(nb), as_version=4)
+    found = None
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            d = o.get("data", {}).get(JOB_RESULT_MIME)
+            if d: found = JobResult(**{k: d[k] for k in ("status", "reason", "counts") if k in d})
+    return found
+
+def exit_code(status: str) -> int:
+    "The process exit status for a run status (see the table above)."
+    return EXIT_CODES.get(status, 1)
+
 # %% ../nbs/50_jobs.ipynb #0d5b7f9c
+def _kernel_config():
+    "Kernel manager settings of job runs: CurveZMQ-encrypt the kernel's sockets when pyzmq and the kernelspec support it."
+    # Unencrypted TCP makes ipykernel log 'Kernel is running over TCP without encryption' to our stderr on every
+    # run; encrypting the local sockets removes the cause instead of hiding the message ('auto' never blocks a start).
+    import zmq
+    from traitlets.config import Config
+    c = Config()
+    if zmq.has("curve"): c.KernelManager.transport_encryption = "auto"
+    return c
+
 def run_job(job: str | Path, parameters: dict | None = None, *, jobs_dir: str | Path = JOBS_DIR, runs_dir: str | Path = RUNS_DIR,
             store=None, cwd: str | Path | None = None, timeout: float | None = None, progress: bool = False,
             by: str | None = None, kernel: str = "python3") -> JobRun:
@@ -95,13 +148,16 @@ def run_job(job: str | Path, parameters: dict | None = None, *, jobs_dir: str | 
     run.output_path = str(out)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel, language="python", progress_bar=progress,
-                            cwd=str(cwd) if cwd else None, execution_timeout=timeout)
-        run.status = "success"
+        nb = pm.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel, language="python", progress_bar=progress,
+                                 cwd=str(cwd) if cwd else None, execution_timeout=timeout, config=_kernel_config())
+        res = read_job_result(nb)
+        run.status = res.status if res else "success"      # a notebook without job_result: success unless it raised
+        if res: run.reason, run.counts = res.reason, res.counts
     except pm.PapermillExecutionError as e:
         run.status, run.error = "failed", f"{e.ename}: {e.evalue}"
     except Exception as e:   # kernel died, timeout, bad notebook: still a recorded failure
         run.status, run.error = "failed", f"{type(e).__name__}: {e}"
+    if run.error: run.reason = _one_line(run.error)
     run.finished_at = dt.datetime.now(dt.timezone.utc)
     run.duration_s = round(time.perf_counter() - t0, 3)
     if store is not None: record_run(store, run)
@@ -114,11 +170,18 @@ def record_run(store, run: JobRun) -> None:
     "Append a finished run to the job's history."
     row = pd.DataFrame([dict(run_id=run.run_id, status=run.status, finished_at=run.finished_at, duration_s=run.duration_s,
                              parameters=json.dumps(run.parameters, default=str, sort_keys=True), output_path=run.output_path,
-                             error=run.error, by=run.by)], index=pd.DatetimeIndex([run.started_at], name="started_at"))
+                             error=run.error, by=run.by, reason=run.reason, counts=json.dumps(run.counts, sort_keys=True))],
+                       index=pd.DatetimeIndex([run.started_at], name="started_at"))
     lib = store.library("jobs")
     sym = _history_symbol(run.job)
-    if lib.has_symbol(sym): lib.append(sym, row, prune_previous_versions=True)
-    else: lib.write(sym, row)
+    if not lib.has_symbol(sym): lib.write(sym, row); return
+    old_cols = lib.get_description(sym).columns
+    if [c.name for c in old_cols] == list(row.columns): lib.append(sym, row, prune_previous_versions=True)
+    else:   # a history written before reason/counts existed: rewrite it once with the new columns (it is small)
+        old = lib.read(sym).data.assign(reason=lambda d: d["error"].fillna("") if "error" in d else "", counts="{}")
+        if "finished_at" in old and old["finished_at"].dt.tz is None:     # ArcticDB returns the column without its UTC zone
+            old["finished_at"] = old["finished_at"].dt.tz_localize("UTC")
+        lib.write(sym, pd.concat([old.reindex(columns=row.columns), row]), prune_previous_versions=True)
 
 def job_history(store, job: str | None = None, limit: int | None = None) -> pd.DataFrame:
     "Past runs, newest first (all jobs when `job` is None)."
@@ -129,9 +192,11 @@ def job_history(store, job: str | None = None, limit: int | None = None) -> pd.D
         if lib.has_symbol(s):
             f = lib.read(s).data.reset_index()
             f.insert(0, "job", s[len("runs."):]); frames.append(f)
-    if not frames: return pd.DataFrame(columns=["job", "started_at", "run_id", "status", "duration_s", "error", "output_path"])
+    if not frames: return pd.DataFrame(columns=["job", "started_at", "run_id", "status", "duration_s", "reason", "error", "output_path"])
     h = pd.concat(frames).sort_values("started_at", ascending=False).reset_index(drop=True)
     h["parameters"] = h["parameters"].map(json.loads)
+    h["reason"] = h["reason"].fillna(h["error"]) if "reason" in h else h["error"]      # histories from before reasons
+    h["counts"] = h["counts"].map(lambda s: json.loads(s) if isinstance(s, str) and s else {}) if "counts" in h else [{} for _ in range(len(h))]
     return h.head(limit) if limit else h
 
 # %% ../nbs/50_jobs.ipynb #24f356f7

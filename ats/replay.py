@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 from pathlib import Path
 from .strategy import Strategy, OrderIntent, BarEvent
-from .sizing import SizingConfig, SizingError, intent_delta, daily_volatility
+from .sizing import SizingConfig, SizingError, intent_delta, daily_volatility, strategy_capital
+from .data import adjust_bars
 from .risk import RiskEngine, RiskConfig, PortfolioSnapshot, Order as RiskOrder
 from .ledger import Ledger, Fill
 from .gateway.exchange import Exchange, Instrument, Bar, EngineConfig
 
 # %% auto #0
-__all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'LOOSE_RISK', 'ReplayResult', 'adjusted', 'replay', 'round_trips',
+__all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'ReplayResult', 'replay', 'round_trips',
            'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli']
 
 # %% ../nbs/42_replay.ipynb #58c85c78
@@ -59,8 +60,8 @@ class _Context:
 
 class _Replay:
     def __init__(self, strategy: Strategy, bars: dict[str, pd.DataFrame], cash: float, sizing: SizingConfig, risk: RiskEngine | None,
-                 engine: EngineConfig | None):
-        self.s, self.name, self.sizing, self.risk = strategy, strategy.name, sizing, risk
+                 engine: EngineConfig | None, allocation: float = 1.0):
+        self.s, self.name, self.sizing, self.risk, self.allocation = strategy, strategy.name, sizing, risk, allocation
         self.bars = bars
         self.cid = {sym: 100_000 + i for i, sym in enumerate(bars)}
         self.sym = {c: s for s, c in self.cid.items()}
@@ -72,10 +73,14 @@ class _Replay:
         self.orders_today = 0
         self.now = self.nav = self._snap = None
 
-    def capital(self) -> float:
+    def account_nav(self) -> float:
         "NAV as the broker reports it; between a close and the next open nothing fills, so it is read once per close."
         if self.nav is None: self.nav = self.ex.net_liquidation()
         return self.nav
+
+    def capital(self) -> float:
+        "The strategy's capital, as the runtime's: its allocation of the NAV (`ats.sizing.strategy_capital`)."
+        return strategy_capital(self.account_nav(), self.allocation)
 
     def snapshot(self) -> PortfolioSnapshot:
         "The risk engine's picture, built once per close and kept up to date order by order (as the runtime's cache is)."
@@ -87,12 +92,12 @@ class _Replay:
         for o in self.ex.orders.values():
             if not o.done:
                 k = (self.name, self.sym[o.con_id]); pos[k] = pos.get(k, 0.0) + float(o.remaining * o.sign)
-        nav = self.capital()
+        nav = self.account_nav()
         pnl = float(sum(p.realized + p.unrealized - p.commissions for p in self.ledger.positions.values()))
         return PortfolioSnapshot(nav=nav, excess_liquidity=nav, positions=pos,
                                  prices={s: (self.ex.last[c], 1.0, 1.0) for s, c in self.cid.items() if c in self.ex.last},
                                  strategy_pnl_today={self.name: pnl - self.pnl_day_start}, day_start_equity=self.day_start_nav,
-                                 peak_equity=self.day_start_nav, strategy_capital={self.name: nav},
+                                 peak_equity=self.day_start_nav, strategy_capital={self.name: self.capital()},
                                  orders_today={self.name: self.orders_today}, day=self.now.date())
 
     def route(self, intent: OrderIntent) -> None:
@@ -195,19 +200,17 @@ class _DayBars(Mapping):
     def __iter__(self): return (s for s, r in self.rows.items() if r[self.i][3] == r[self.i][3])
     def __len__(self): return sum(1 for _ in self)
 
-def adjusted(bars: pd.DataFrame) -> pd.DataFrame:
-    """OHLC scaled by adj_close / close, so splits and dividends do not look like crashes (the sample's AAPL splits 2:1 on
-    2005-02-28: on raw prices that is a 50 % loss, and the risk engine would rightly halt the replay)."""
-    if "adj_close" not in bars.columns: return bars
-    k = (bars["adj_close"] / bars["close"]).fillna(1.0)
-    return bars.assign(open=bars["open"] * k, high=bars["high"] * k, low=bars["low"] * k, close=bars["adj_close"], volume=bars["volume"] / k)
+adjusted = adjust_bars      # OHLC scaled by adj_close / close: on raw prices AAPL's 2005 split is a 50 % loss that would halt the replay
 
 def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingConfig | None = None, risk: RiskEngine | RiskConfig | None = None,
-           engine: EngineConfig | None = None, start=None, mode: str = "live", progress: bool = False) -> ReplayResult:
+           engine: EngineConfig | None = None, start=None, mode: str = "live", progress: bool = False, allocation: float = 1.0,
+           risk_limits: Mapping | None = None) -> ReplayResult:
     """Run `strategy` over `data` bar by bar through the live order path (see above). `data`: {symbol: OHLCV bars} or
     {field: time × symbol}. `sizing` and `risk` default to the settings' defaults (pass `SizingConfig.from_settings(s)` /
     `RiskConfig.from_settings(s)` for a project's); `engine` is the paper gateway's fill model (slippage, commissions,
-    volume cap). Trading starts at `start` (earlier bars are history the strategy sees); the strategy's warm-up is its own.
+    volume cap). `cash` is the account's NAV at the start; the strategy's capital is its `allocation` of the NAV, as in the
+    runtime (`ats.sizing.strategy_capital`), and `risk_limits` are its config's own limits (over `risk`'s, as live).
+    Trading starts at `start` (earlier bars are history the strategy sees); the strategy's warm-up is its own.
     `mode="live"` asks `target_weights` on every rebalance bar for the closes so far, exactly as the runtime does;
     `mode="fast"` asks it once for the whole history and trades each bar's row: the same orders for a strategy that does not
     look ahead (the shipped ones are property-tested for that), many times faster."""
@@ -217,8 +220,11 @@ def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingC
     bars = _ohlcv(data, syms)
     days = sorted(set().union(*(f.index for f in bars.values())))
     sizing = sizing or SizingConfig()
-    if isinstance(risk, RiskConfig) or risk is None: risk = RiskEngine(risk or RiskConfig(), {})
-    rp = _Replay(strategy, bars, cash, sizing, risk, engine)
+    if not 0 < allocation <= 1: raise ValueError(f"allocation = {allocation!r}: the strategy's fraction of NAV must be in (0, 1]")
+    if isinstance(risk, RiskConfig) or risk is None:
+        risk = RiskEngine(risk or RiskConfig(), {strategy.name: dict(risk_limits)} if risk_limits else {})
+    elif risk_limits: risk.set_strategy_limits(strategy.name, risk_limits)
+    rp = _Replay(strategy, bars, cash, sizing, risk, engine, allocation)
     ctx = _Context(rp)
     strategy.ctx = ctx
     closes = pd.DataFrame({s: f["close"] for s, f in bars.items()}).reindex(days)
@@ -251,7 +257,7 @@ def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingC
         rp.ledger.mark_many(marks)
         for f in fills: strategy.on_fill(f)
         if begin is not None and t < begin:
-            eq.append(rp.capital()); continue
+            eq.append(rp.account_nav()); continue
         if rp.risk is not None:
             snap = rp.snapshot()
             for a in rp.risk.update(snap, t.date()):
@@ -267,7 +273,7 @@ def replay(strategy: Strategy, data, *, cash: float = 100_000.0, sizing: SizingC
                 strategy.order_weights(zip(rp.cid, weights[i]))
         today = _DayBars(rows, i)                      # the runtime's BarEvent: closes, and OHLCV per symbol on demand
         strategy.on_bar(BarEvent(t, {s: float(r[i][3]) for s, r in rows.items() if r[i][3] == r[i][3]}, today))
-        eq.append(rp.capital())
+        eq.append(rp.account_nav())
         rp.day_start_nav = eq[-1]
         rp.pnl_day_start = float(sum(p.realized + p.unrealized - p.commissions for p in rp.ledger.positions.values()))
         rp.orders_today = 0
@@ -407,19 +413,17 @@ LOOSE_RISK = dict(max_account_risk=1, max_strategy_risk=1, max_position_size=1, 
 
 def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, end=None, source: str = "sample", params: dict | None = None,
                    *, strategies_dir="strategies", store=None, settings=None, cash: float = 100_000.0, risk_limits: bool = True,
-                   mode: str = "live", progress: bool = True):
-    """`ats replay`: backtest a strategy file and replay it through the live order path on the same (adjusted) bars, with
-    the same costs (the gateway's slippage, no commission) and the project's sizing; risk limits from the settings unless
-    `risk_limits=False`. Returns (backtest, replay, comparison)."""
-    from ats.backtest import backtest
+                   mode: str = "live", progress: bool = True, allocation: float | None = None):
+    """`ats replay`: backtest a strategy and replay it through the live order path on the same (adjusted) bars, with the
+    same costs (the gateway's slippage, no commission) and the project's sizing. A configured strategy runs as the runtime
+    would trade it: its stored parameters (overridden by `params`, `symbols`), its allocation of the NAV (`cash`) and its
+    risk limits over the settings' (see `ats.backtest.strategy_run`); `risk_limits=False` uses limits that never bind.
+    Returns (backtest, replay, comparison); the backtest's `run` says which config was used."""
+    from ats.backtest import backtest, strategy_run
     from ats.data import get_source, read_bars
-    from ats.strategy import load_strategy_class, strategy_file
-    path = strategy_file(strategy, strategies_dir)
-    cls = load_strategy_class(path)
-    p = dict(params or {})
-    if symbols: p["symbols"] = list(symbols)
-    make = lambda: cls(p, name=Path(path).stem)
-    syms = make().symbols
+    run = strategy_run(strategy, store=store, settings=settings, params=params, symbols=symbols, strategies_dir=strategies_dir,
+                       allocation=allocation)
+    syms = run.strategy().symbols
     if source == "arctic": bars = {x: adjusted(read_bars(store, x, start=start, end=end)) for x in syms}
     else:
         src = get_source(source, store=store)
@@ -429,6 +433,8 @@ def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, 
     sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
     risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
     engine = EngineConfig(commission_per_share=0.0, commission_min=0.0)
-    bt = backtest(make(), bars, init_cash=cash, fees=0.0, slippage=engine.slippage_bps / 10_000, sizing=sizing)
-    rp = replay(make(), bars, cash=cash, sizing=sizing, risk=risk, engine=engine, mode=mode, progress=progress)
+    bt = backtest(run.strategy(), bars, init_cash=cash, fees=0.0, slippage=engine.slippage_bps / 10_000, sizing=sizing, allocation=run.allocation)
+    bt.run = run
+    rp = replay(run.strategy(), bars, cash=cash, sizing=sizing, risk=risk, engine=engine, mode=mode, progress=progress,
+                allocation=run.allocation, risk_limits=run.risk_limits if risk_limits else None)
     return bt, rp, compare(bt, rp)

@@ -407,11 +407,9 @@ class Runtime:
 
     def capital(self, slot: Slot) -> float:
         "The strategy's share of NAV: its allocation, or an equal part of what the others leave unallocated."
-        alive = [s for s in self.slots.values() if s.state in ("running", "starting")] or [slot]
-        if slot.cfg.allocation: return self.nav() * slot.cfg.allocation
-        free = max(0.0, 1.0 - sum(s.cfg.allocation for s in alive if s.cfg.allocation))
-        n = max(1, sum(1 for s in alive if not s.cfg.allocation))
-        return self.nav() * free / n
+        from ats.sizing import strategy_capital                    # one rule for the runtime, replay, backtest, degradation
+        others = [s.cfg.allocation for s in self.slots.values() if s is not slot and s.state in ("running", "starting")]
+        return strategy_capital(self.nav(), slot.cfg.allocation, others)
 
     # ---- start ------------------------------------------------------------------------------------
     def _configs(self) -> list:
@@ -1148,6 +1146,7 @@ def _on_conn_state(self: Runtime, conn: Connection, state) -> None:
     if state is ConnectionState.FAILED:
         self.alert("CRITICAL", conn.last_error)
         if conn is self.main: self.request_stop(f"the runtime's connection failed: {conn.last_error}")
+        elif conn.refusal is not None: self.request_stop(conn.last_error)    # the account guard: no connection may trade
     elif state is ConnectionState.RECONNECTING:
         self.alert("WARNING", f"connection {conn.name} (client id {conn.client_id}) lost; reconnecting")
 
@@ -1316,7 +1315,8 @@ async def _watch_configs(self: Runtime) -> None:
 def sample_equity(self: Runtime, t=None) -> None:
     """One row per strategy of the equity curve (realized, unrealized, commissions, net, gross exposure). On the paper
     gateway the market runs on a simulated clock, so samples are stamped with its trading day, not the wall clock."""
-    if t is None: t = self.day if self.paper and self.day is not None else _utcnow()
+    if t is None and self.paper and self.day is None: return    # no simulated day yet: a wall-clock stamp would break the curve's order
+    if t is None: t = self.day if self.paper else _utcnow()
     rows = self.ledger.equity_rows(t)
     if rows: self.writer.append_equity(rows)
 
@@ -1478,7 +1478,7 @@ async def run_session_async(settings=None, store=None, *, strategies: list[str] 
     rt = Runtime(s, st, host=host, port=port, names=strategies)
     loop = asyncio.get_running_loop()
     handled = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):     # a closed terminal stops cleanly too
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(sig, rt.request_stop, f"signal {signal.Signals(sig).name}"); handled.append(sig)
     try:

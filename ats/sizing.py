@@ -13,7 +13,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['METHODS', 'SizingError', 'SizingConfig', 'round_to_increment', 'daily_volatility', 'TradeStats', 'kelly_fraction',
-           'Sized', 'size_order', 'target_quantities', 'intent_delta', 'target_quantities_frame', 'sized_weights']
+           'Sized', 'size_order', 'target_quantities', 'intent_delta', 'capital_share', 'strategy_capital',
+           'target_quantities_frame', 'sized_weights']
 
 # %% ../nbs/30_sizing.ipynb #d250c48d
 METHODS = ("fixed", "volatility_adjusted", "kelly")
@@ -226,6 +227,19 @@ def intent_delta(intent, *, price: float, capital: float, current=0, working=0, 
     if intent.target_quantity is not None: return round_to_increment(float(intent.target_quantity), cfg.position_increment) - held
     if intent.quantity is not None: return Decimal(str(intent.quantity))
     raise SizingError(f"strategy {intent.strategy!r}: the intent for {intent.symbol} names no quantity, target quantity or target weight")
+
+# %% ../nbs/30_sizing.ipynb #3e592e24
+def capital_share(allocation: float, others: Iterable[float] = ()) -> float:
+    """The strategy's fraction of NAV: its `allocation`, or (allocation 0) an equal part of what the other strategies'
+    allocations leave. `others`: the allocations of the other running strategies (0 for those without one)."""
+    if allocation: return float(allocation)
+    others = [float(a or 0.0) for a in others]
+    free = max(0.0, 1.0 - sum(a for a in others if a))
+    return free / (1 + sum(1 for a in others if not a))
+
+def strategy_capital(nav: float, allocation: float, others: Iterable[float] = ()) -> float:
+    "The strategy's capital in the base currency: NAV × `capital_share(allocation, others)`."
+    return float(nav) * capital_share(allocation, others)
 
 # %% ../nbs/30_sizing.ipynb #6c94ba8c
 def _frame(x, like: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -20,7 +20,8 @@ set_config_int("VersionMap.ReloadInterval", 0)
 
 # %% auto #0
 __all__ = ['LIBRARIES', 'DEFAULT_MAP_SIZE', 'RISK_LIMIT_KEYS', 'CONFIG_PREFIX', 'OVERRIDES_SYMBOL', 'StoreError', 'lmdb_path',
-           'normalize_uri', 'StrategyConfig', 'validate_strategy_config', 'Store']
+           'normalize_uri', 'StrategyConfig', 'validate_strategy_config', 'check_strategy_params', 'known_symbols',
+           'Store']
 
 # %% ../nbs/01_store.ipynb #284c2601
 LIBRARIES = ("market_data", "strategies", "portfolios", "jobs", "research", "options_data")
@@ -79,8 +80,8 @@ class StrategyConfig:
 
 def _is_weight_key(k: str) -> bool: return k == "weight" or k.endswith("_weight") or k.endswith("_pct") or k == "allocation"
 
-def validate_strategy_config(cfg: StrategyConfig, strategies_dir: Path | None = None) -> StrategyConfig:
-    "Check a config; raise ValueError naming the strategy, key, value and what is allowed."
+def validate_strategy_config(cfg: StrategyConfig, strategies_dir: Path | None = None, known_symbols: set[str] | None = None) -> StrategyConfig:
+    "Check a config; raise ValueError naming the strategy, key, value and what is allowed. With `strategies_dir`, the strategy checks its parameters too."
     name = cfg.strategy_name if isinstance(cfg.strategy_name, str) else repr(cfg.strategy_name)
     w = f"strategy '{name}'"
     types = dict(filename=str, strategy_name=str, active=bool, parameters=dict, risk_limits=dict, allocation=(int, float), description=str)
@@ -111,7 +112,36 @@ def validate_strategy_config(cfg: StrategyConfig, strategies_dir: Path | None = 
             raise ValueError(f"{w}: parameters.{k} = {v!r} is outside [0, 1]; weights are fractions (0.5 = 50 %)")
     if strategies_dir is not None and not (Path(strategies_dir) / cfg.filename).is_file():
         raise ValueError(f"{w}: strategy file {cfg.filename!r} not found in {strategies_dir}; create it there or fix filename")
+    if strategies_dir is not None: check_strategy_params(cfg, strategies_dir, known_symbols)
     return cfg
+
+def check_strategy_params(cfg: StrategyConfig, strategies_dir: Path, known_symbols: set[str] | None = None) -> None:
+    """The strategy's own check of its parameters, as the runtime will run it: the declared types, the class's
+    `validate()`, and every symbol known to the broker when that can be known offline (`known_symbols`; None = cannot
+    tell). The one validation behind `ats strategies add|set-param`, the settings window and `ats check`.
+    A file that cannot be loaded refuses an active config (it could not start) and is tolerated for an inactive one."""
+    from ats.strategy import load_strategy_class, StrategyLoadError, StrategyParamError
+    w = f"strategy '{cfg.strategy_name}'"
+    try: cls = load_strategy_class(Path(strategies_dir) / cfg.filename)
+    except StrategyLoadError as e:
+        if not cfg.active: return
+        raise ValueError(f"{w}: cannot be active: {e}") from None
+    try: probe = cls(cfg.parameters, name=cfg.strategy_name)
+    except StrategyParamError as e: raise ValueError(str(e)) from None
+    except Exception as e:                       # a validate() that breaks is the strategy's bug, but still a refusal
+        raise ValueError(f"{w}: its validate() raised {type(e).__name__}: {e}; fix the parameters or {cfg.filename}") from None
+    if known_symbols is not None:
+        unknown = [s for s in probe.symbols if s not in known_symbols]
+        if unknown:
+            raise ValueError(f"{w}: parameters.symbols: {', '.join(map(repr, unknown))} "
+                             f"{'is' if len(unknown) == 1 else 'are'} not known to the broker; known: {', '.join(sorted(known_symbols))}")
+
+def known_symbols(settings) -> set[str] | None:
+    """The symbols the configured broker trades, when that can be known offline: the paper gateway's instruments
+    (any symbol with `[gateway] data = random`). None for TWS / IB Gateway: the runtime asks the broker at start."""
+    if settings.ib.gateway_type != "paper" or settings.gateway.data == "random": return None
+    from ats.gateway.service import UNIVERSE
+    return {u[0] for u in UNIVERSE}
 
 # %% ../nbs/01_store.ipynb #7bdd3068
 CONFIG_PREFIX = "strategy_config."
@@ -126,8 +156,9 @@ def _who() -> str:
 class Store:
     "The ArcticDB database of one ats installation."
     def __init__(self, uri: str, *, libraries: dict[str, str] | None = None, create: bool = True,
-                 strategies_dir: str | Path | None = None):
+                 strategies_dir: str | Path | None = None, known_symbols: set[str] | None = None):
         self.uri = normalize_uri(uri)
+        self.known_symbols = known_symbols        # what the broker trades, when known offline (strategy configs are checked against it)
         self.names = {n: n for n in LIBRARIES} | dict(libraries or {})
         self.strategies_dir = Path(strategies_dir) if strategies_dir else None
         p = lmdb_path(self.uri)
@@ -148,7 +179,8 @@ class Store:
         "Open the database the settings point at."
         a = settings.arctic
         libs = {n: getattr(a, f"{n}_library") for n in LIBRARIES}
-        return cls(settings.arctic_uri, libraries=libs, create=create, strategies_dir=settings.base_dir / "strategies")
+        return cls(settings.arctic_uri, libraries=libs, create=create, strategies_dir=settings.base_dir / "strategies",
+                   known_symbols=known_symbols(settings))
 
     def library(self, name: str):
         "The arcticdb Library for a logical name (market_data, strategies, portfolios, jobs, research, options_data)."
@@ -162,7 +194,7 @@ class Store:
 
     # ---- strategy configs -------------------------------------------------------------
     def validate_strategy_config(self, cfg: StrategyConfig) -> StrategyConfig:
-        return validate_strategy_config(cfg, self.strategies_dir)
+        return validate_strategy_config(cfg, self.strategies_dir, self.known_symbols)
 
     def save_strategy_config(self, cfg: StrategyConfig | dict, by: str | None = None) -> StrategyConfig:
         "Validate and store a strategy config (a new version; older versions stay for audit)."

@@ -15,7 +15,8 @@ from pandas.tseries.holiday import (AbstractHolidayCalendar, GoodFriday, Holiday
 
 # %% auto #0
 __all__ = ['FREQUENCIES', 'StrategyParamError', 'StrategyLoadError', 'BarEvent', 'OrderIntent', 'StrategyContext', 'order_key',
-           'next_trading_day', 'Strategy', 'load_strategy_class', 'discover', 'strategy_file', 'RecordingContext']
+           'next_trading_day', 'Strategy', 'load_strategy_class', 'params_from_text', 'discover', 'strategy_file',
+           'RecordingContext']
 
 # %% ../nbs/21_strategy.ipynb #40b5edb5
 class StrategyParamError(ValueError):
@@ -248,6 +249,15 @@ def load_strategy_class(path: str | Path) -> type[Strategy]:
         raise StrategyLoadError(f"{path}: expected exactly one Strategy subclass, found {len(found)}"
                                 + (f" ({', '.join(c.__name__ for c in found)})" if found else "; define `class MyStrategy(Strategy): ...`"))
     return found[0]
+
+def params_from_text(cls: type[Strategy], params: dict) -> dict:
+    """Parameters typed as text (a command line) read as `cls` declares them: for a list parameter `AAPL,MSFT` is
+    `["AAPL", "MSFT"]`. Anything else is left as given, for the strategy's own check to accept or refuse."""
+    out = {}
+    for k, v in params.items():
+        t = cls.param_types.get(k) or (type(cls.params[k]) if cls.params.get(k) is not None else None)
+        out[k] = [x.strip() for x in v.split(",") if x.strip()] if t in (list, tuple) and isinstance(v, str) else v
+    return out
 
 def discover(folder: str | Path) -> dict[str, Path]:
     "Strategy files in a folder, by file stem."

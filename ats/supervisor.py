@@ -4,13 +4,14 @@
 
 # %% ../nbs/08_supervisor.ipynb #f6d68398
 from __future__ import annotations
-import os, signal, socket, subprocess, sys, time
+import contextlib, os, signal, socket, subprocess, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['ChildSpec', 'Child', 'port_open', 'free_port', 'Supervisor']
+__all__ = ['PARENT_ENV', 'ChildSpec', 'Child', 'port_open', 'free_port', 'Supervisor', 'StopSignal', 'StopSignals',
+           'watch_parent', 'relay_stops']
 
 # %% ../nbs/08_supervisor.ipynb #e51c3f78
 @dataclass
@@ -50,7 +51,7 @@ class Supervisor:
 
     def start(self, spec: ChildSpec) -> Child:
         "Start a child and wait until it is ready; raise RuntimeError (after stopping it) if it never is."
-        env = {**os.environ, **spec.env}
+        env = {**os.environ, **spec.env, PARENT_ENV: str(os.getpid())}   # the child stops by itself if we die (watch_parent)
         log = open(spec.log_path, "ab") if spec.log_path else None
         if spec.log_path: spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(spec.argv, env=env, stdout=log or None, stderr=subprocess.STDOUT if log else None,
@@ -102,5 +103,60 @@ class Supervisor:
                 if end and time.monotonic() >= end: return "time limit reached"
                 if tick: tick()
                 time.sleep(every if not end else max(0.0, min(every, end - time.monotonic())))
-        except KeyboardInterrupt:
-            return "interrupted (Ctrl-C)"
+        except KeyboardInterrupt as e:
+            return f"interrupted ({getattr(e, 'signame', 'Ctrl-C')})"
+
+# %% ../nbs/08_supervisor.ipynb #ad1b604b
+PARENT_ENV = "ATS_PARENT_PID"          # set by Supervisor.start: the pid whose death means "stop now"
+
+class StopSignal(KeyboardInterrupt):
+    "SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt, so one code path stops cleanly whatever sent the stop."
+    def __init__(self, signame: str):
+        super().__init__(signame); self.signame = signame
+
+class StopSignals:
+    """`with StopSignals() as stops:` SIGTERM and SIGHUP (kill, timeout, systemd, a closed terminal) raise `StopSignal` once.
+    Set `stops.stopping = True` when the clean stop begins: later signals are then ignored instead of breaking it."""
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGHUP)):
+        self.signals, self.received, self.stopping, self._old = tuple(signals), None, False, {}
+
+    def _handle(self, signum, frame):
+        self.received = self.received or signal.Signals(signum).name
+        if not self.stopping:
+            self.stopping = True
+            raise StopSignal(self.received)
+
+    def __enter__(self) -> "StopSignals":
+        self._old = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items(): signal.signal(s, h)
+
+def watch_parent(on_gone: Callable[[], None] | None = None, every: float = 0.5) -> threading.Thread | None:
+    """In a child started by a supervisor (ATS_PARENT_PID set): call `on_gone` once that parent has died, even by SIGKILL.
+    The default sends SIGTERM to this process, so the child stops the way it does for any SIGTERM (its clean stop).
+    Returns the watching thread, or None when no supervisor started this process."""
+    pid = os.environ.pop(PARENT_ENV, None)      # popped: our own children (the runner's kernel) have another parent
+    if not pid: return None
+    on_gone = on_gone or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+    def watch():
+        while os.getppid() == int(pid): time.sleep(every)    # an orphan is re-parented (to init or a subreaper)
+        on_gone()
+    t = threading.Thread(target=watch, name="watch-parent", daemon=True)
+    t.start()
+    return t
+
+@contextlib.contextmanager
+def relay_stops(signals=(signal.SIGTERM, signal.SIGHUP)):
+    """While papermill runs a notebook: a stop signal to this process is passed to its children (the kernel) as SIGTERM,
+    which the runtime in the kernel answers with its clean stop; papermill then finishes and writes the record.
+    Without it SIGTERM kills papermill and leaves the kernel trading on its own."""
+    import psutil
+    def relay(signum, frame):
+        for p in psutil.Process().children():
+            with contextlib.suppress(psutil.Error): p.send_signal(signal.SIGTERM)
+    old = {s: signal.signal(s, relay) for s in signals}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)

@@ -1,6 +1,6 @@
 "The `ats` command end to end, in a temporary project, through a subprocess."
 import json
-from conftest import run_ats
+from conftest import run_ats, ROOT
 
 
 def test_help_on_every_command(project):
@@ -11,8 +11,13 @@ def test_help_on_every_command(project):
         assert run_ats(c, "--help", cwd=project, check=True).stdout.startswith(f"usage: ats {c}")
 
 
+def _ship(project, *names):
+    "Copy shipped strategy files into the temporary project."
+    for n in names: (project / "strategies" / f"{n}.py").write_text((ROOT / "strategies" / f"{n}.py").read_text())
+
+
 def test_init_is_idempotent_and_check_passes(project):
-    (project / "strategies" / "ma_crossover.py").write_text("")
+    _ship(project, "ma_crossover")
     r1 = run_ats("init", cwd=project, check=True)
     assert "wrote" in r1.stdout and "ma_crossover added" in r1.stdout
     (project / "settings.ini").write_text((project / "settings.ini").read_text().replace("max_position_size = 0.1", "max_position_size = 0.08"))
@@ -38,7 +43,7 @@ def test_check_bad_value_exits_nonzero_naming_section_key_value(project):
 def test_commands_on_bad_settings_fail_cleanly(project):
     (project / "settings.ini").write_text("[ib\nport=1\n")
     r = run_ats("strategies", "list", cwd=project)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "malformed INI" in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "settings.ini:1: '[ib' is not a section header: write it as [ib]" in r.stderr
 
 
 def test_config_never_shows_a_secret(project):
@@ -67,7 +72,8 @@ def test_config_shows_sources_and_overrides(project):
 
 
 def test_strategies_lifecycle(project):
-    (project / "strategies" / "mine.py").write_text("")
+    (project / "strategies" / "mine.py").write_text(
+        "from ats.strategy import Strategy\nclass Mine(Strategy):\n    params = dict(symbols=['SPY'], lookback=10, flag=False, weight=0.0)\n")
     run_ats("init", cwd=project, check=True)
     run_ats("strategies", "add", "mine", "lookback=12", 'symbols=["SPY","QQQ"]', "--limit", "max_position_size=0.05", cwd=project, check=True)
     run_ats("strategies", "activate", "mine", cwd=project, check=True)
@@ -87,7 +93,7 @@ def test_strategies_lifecycle(project):
 
 
 def test_check_reports_a_stored_config_whose_file_vanished(project):
-    (project / "strategies" / "ma_crossover.py").write_text("")
+    _ship(project, "ma_crossover")
     run_ats("init", cwd=project, check=True)
     (project / "strategies" / "ma_crossover.py").unlink()
     r = run_ats("check", cwd=project)

@@ -14,7 +14,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 @pytest.fixture
 def voila(project):
     for f in ("ma_crossover.py", "long_term_momentum.py"):
-        (project / "strategies" / f).write_text("")
+        (project / "strategies" / f).write_text((ROOT / "strategies" / f).read_text())
     run_ats("init", cwd=project, check=True)
     port = free_port()
     env = {**os.environ, "ATS_SETTINGS": str(project / "settings.ini"), "ATS_USER": "trader-ann"}
@@ -36,13 +36,24 @@ def test_trader_edits_a_strategy_in_the_browser(voila, tmp_path):
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = b.new_page(viewport={"width": 1500, "height": 900})
         page.goto(url, timeout=60000)
-        page.wait_for_selector(".ats-params-ma_crossover textarea", timeout=60000)
-        # a bad value: refused in the page, nothing stored
-        page.fill(".ats-params-ma_crossover textarea", '{"fast": 20, "slow": 50, "symbols": ["AAPL"], "weight": 7}')
-        page.click(".ats-save-ma_crossover")
+        page.wait_for_selector(".ats-params-ma_crossover input", timeout=60000)
+        # Enter applies a field; a bad value is refused in the page and nothing is stored
+        page.fill(".ats-params-ma_crossover input", '{"fast": 20, "slow": 50, "symbols": ["AAPL"], "weight": 7}')
+        page.press(".ats-params-ma_crossover input", "Enter")
         page.wait_for_selector("text=parameters.weight = 7 is outside [0, 1]", timeout=20000)
-        # a good change: deactivate and change a parameter
-        page.fill(".ats-params-ma_crossover textarea", '{"fast": 10, "slow": 50, "symbols": ["AAPL"]}')
+        # the strategy's own check, as the runtime would run it: a wrong type never shows a green "saved"
+        page.fill(".ats-params-ma_crossover input", '{"fast": "abc", "slow": 50, "symbols": ["AAPL"]}')
+        page.press(".ats-params-ma_crossover input", "Enter")
+        page.wait_for_selector("text=parameter fast = 'abc' has type str; expected int", timeout=20000)
+        page.fill(".ats-params-ma_crossover input", '{"fast": 60, "slow": 50, "symbols": ["AAPL"]}')
+        page.press(".ats-params-ma_crossover input", "Enter")
+        page.wait_for_selector("text=fast (60) must be at least 1 and below slow (50)", timeout=20000)
+        assert page.locator(".ats-msg.ok").count() == 0
+        # a good value: Enter saves it
+        page.fill(".ats-params-ma_crossover input", '{"fast": 10, "slow": 50, "symbols": ["AAPL"]}')
+        page.press(".ats-params-ma_crossover input", "Enter")
+        page.wait_for_selector("text=saved (active)", timeout=20000)
+        # deactivate with the Save button
         page.click(".ats-active-ma_crossover input")
         page.click(".ats-save-ma_crossover")
         page.wait_for_selector("text=saved (inactive)", timeout=20000)
@@ -52,4 +63,5 @@ def test_trader_edits_a_strategy_in_the_browser(voila, tmp_path):
     cfg = st.load_strategy_config("ma_crossover")
     assert cfg.active is False and cfg.parameters == {"fast": 10, "slow": 50, "symbols": ["AAPL"]}
     h = st.strategy_config_history("ma_crossover")
-    assert list(h["by"])[-1] == "trader-ann" and len(h) == 2     # the refused edit wrote nothing
+    assert list(h["by"])[-1] == "trader-ann" and len(h) == 3     # init, Enter, Save: the refused edits wrote nothing
+    assert all(p.get("fast") in (10, 20) and "weight" not in p for p in h["parameters"])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from ats.data import (COLUMNS, ArcticSource, DataSourceError, RandomWalkSource, SampleSource, SourceUnavailable, bar_symbol,
-                      get_source, ingest, list_universes, load_universe, quality_report, read_bars, read_prices,
+                      get_source, ingest, load_prices, list_universes, load_universe, quality_report, read_bars, read_prices,
                       read_universe_csv, resolve_universe, save_universe, symbol_lock, UNIVERSES_DIR)
 from ats.store import Store
 
@@ -183,7 +183,7 @@ def test_read_prices_is_one_batch_and_errors_name_the_missing(store):
     assert list(px.columns) == ["GOOG", "AAPL"] and px.index.name == "time" and str(px.index.tz) == "UTC"
     assert px.index[0] == pd.Timestamp("2005-01-03", tz="UTC") and not px.isna().any().any()
     adj = read_prices(store, ["AAPL"], field="adj_close")
-    assert (adj.AAPL != read_prices(store, ["AAPL"]).AAPL).any()
+    assert (adj.AAPL != read_prices(store, ["AAPL"], adjusted=False).AAPL).any()
     with pytest.raises(DataSourceError, match="for MSFT, SPY; ingest them first"):
         read_prices(store, ["AAPL", "MSFT", "SPY"])
     with pytest.raises(ValueError, match="field 'price'"):
@@ -262,3 +262,20 @@ def test_quality_report_finds_gaps_duplicates_bad_prices_and_stale_symbols(store
     ingest(store, SampleSource(), ["IBM"], progress=False)
     ibm = quality_report(store, ["IBM"], as_of="2013-03-01").iloc[0]
     assert ibm.gaps >= 2 and ibm.max_gap_days == 4 and not ibm.stale and ibm.non_positive == 0
+
+
+def test_the_research_api_reads_adjusted_prices_by_default_and_raw_ones_by_name(store):
+    """One price basis for signals: AAPL's 2:1 split on 2005-02-28 is no -50 % day in what `read_prices` and
+    `load_prices` give by default (what the research notebook and `ats backtest` read); the raw closes keep it."""
+    ingest(store, SampleSource(), ["AAPL"], progress=False)
+    days = dict(start="2005-02-22", end="2005-03-04")
+    for get in (lambda **k: read_prices(store, ["AAPL"], **days, **k), lambda **k: load_prices("sample", ["AAPL"], **days, **k),
+                lambda **k: load_prices("arctic", ["AAPL"], **days, store=store, **k)):
+        adj, raw = get().AAPL, get(adjusted=False).AAPL
+        assert adj.pct_change().abs().max() < 0.1                               # AAPL moved at most 5.3 % a day that week
+        assert raw.pct_change().min() == pytest.approx(44.86 / 88.99 - 1)      # the split, as traded
+        assert raw.pct_change().idxmin() == pd.Timestamp("2005-02-28", tz="UTC")
+        # opens are on the same basis as closes: the overnight gap into the split day is no -50 % either
+        o = get(field="open").AAPL
+        assert (o / adj.shift(1) - 1).abs().max() < 0.1
+    assert (read_prices(store, ["AAPL"], field="adj_close").AAPL == read_prices(store, ["AAPL"]).AAPL).all()

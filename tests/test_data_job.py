@@ -63,3 +63,54 @@ def test_declared_parameters_for_the_job_runner():
     p = notebook_parameters(JOB)
     assert {"universe", "start", "end", "source", "db_uri"} <= set(p)
     assert p["source"]["type"] == "str" and p["stale_days"]["type"] == "int"
+
+
+# --- `ats jobs run download_us_stock_data` from a project: the exit status and the run history say what happened ---
+
+def _job(project, *params):
+    from conftest import run_ats
+    args = [x for k, v in params for x in ("-p", k, v)]
+    return run_ats("jobs", "run", "download_us_stock_data", "-p", "progress", "false", *args, cwd=project, timeout=300)
+
+
+def _last_run(project):
+    from conftest import run_ats
+    return json.loads(run_ats("jobs", "history", "--json", "--limit", "1", cwd=project, check=True).stdout)[0]
+
+
+@pytest.fixture
+def data_project(project):
+    from conftest import run_ats
+    run_ats("init", cwd=project, check=True)                   # copies the shipped job notebooks into the project
+    return project
+
+
+def test_a_run_that_ingests_nothing_is_not_a_success(data_project):
+    r = _job(data_project, ("universe", "ZZZZ"))
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("empty: ") and "ZZZZ (unknown symbol in source sample)" in lines[0], r.stderr
+    h = _last_run(data_project)
+    assert h["status"] == "empty" and "ZZZZ (unknown symbol in source sample)" in h["reason"]
+    assert "without encryption" not in r.stderr
+
+
+def test_some_symbols_failing_is_partial_and_the_others_are_ingested(data_project):
+    from ats.config import load_settings
+    r = _job(data_project, ("universe", "AAPL,ZZZZ"))
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert r.stderr.strip() == "partial: 1 of 2 symbols failed: ZZZZ (unknown symbol in source sample)"
+    h = _last_run(data_project)
+    assert h["status"] == "partial" and h["reason"] == "1 of 2 symbols failed: ZZZZ (unknown symbol in source sample)"
+    assert h["counts"]["ingested"] == 1 and h["counts"]["failed"] == 1
+    assert len(read_bars(Store.from_settings(load_settings(data_project / "settings.ini")), "AAPL")) == 3270
+
+
+def test_a_normal_run_succeeds_and_a_rerun_is_up_to_date(data_project):
+    r = _job(data_project, ("universe", "AAPL,IBM"))
+    assert r.returncode == 0 and r.stderr == "", (r.stdout, r.stderr)
+    assert "success" in r.stdout and "2 symbols, 6540 bars added" in r.stdout
+    r = _job(data_project, ("universe", "AAPL,IBM"))
+    assert r.returncode == 0 and "already up to date" in r.stdout, (r.stdout, r.stderr)
+    h = _last_run(data_project)
+    assert h["status"] == "success" and h["reason"].startswith("already up to date")

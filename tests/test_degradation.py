@@ -49,6 +49,11 @@ def test_unrelated_curves_too_little_history_and_gaps():
     r = compare_equity(noisy(1), noisy(0))
     assert r.verdict == "degraded" and r.correlation < 0.5 and r.tracking_error > 0.10
     assert [x.split(" ")[0] for x in r.reasons] == ["live", "tracking", "correlation"]
+    # the table stays readable in 100 columns with all three reasons (one row each, wrapped), labels say what is annualised
+    t = r.table()
+    assert max(len(k) + 2 + len(str(v)) for k, v in t["value"].items()) <= 100, t.to_string()
+    assert {"return gap (annualised)", "tracking error (annualised)"} <= set(t.index)
+    assert " ".join(t["value"].iloc[-5:]).count("trails") == 1
     short = compare_equity(noisy(0, 19), noisy(0))
     assert short.verdict == "too little history" and short.days == 19 and "min_days=20" in short.reasons[0]
     live = noisy().drop(IDX[10:15])                                       # the runner was off for a week
@@ -60,7 +65,7 @@ def test_unrelated_curves_too_little_history_and_gaps():
 def test_report_table_json_and_plot():
     r = compare_equity(pd.Series(100_000 * 1.0004 ** np.arange(60), index=IDX), pd.Series(100_000 * 1.001 ** np.arange(60), index=IDX))
     t = r.table()
-    assert t.loc["verdict", "value"] == "degraded" and t.loc["return gap", "value"].startswith("-") and t.loc["days", "value"] == 60
+    assert t.loc["verdict", "value"] == "degraded" and t.loc["return gap (annualised)", "value"].startswith("-") and t.loc["days", "value"] == 60
     j = r.to_json()
     assert j["correlation"] is None and json.loads(json.dumps(j))["verdict"] == "degraded"     # NaN becomes null
     with warnings.catch_warnings():
@@ -88,8 +93,10 @@ def paper_run(store):
     """What a paper session could have stored: ma_crossover's backtest with a steady drag of DRAG a day, as P&L
     samples on its capital (20 % of the paper gateway's 1,000,000), through the ledger's public append."""
     # the backtest `ats degradation` reruns: same file, parameters, sample prices; warm-up slow = 50 bars -> 65 business days
+    # sized as live: 20 % of the account's NAV (CAPITAL / 0.2), the strategy's equity its capital plus the P&L
+    nav = CAPITAL / 0.2
     ref = run_backtest_cli(str(store.strategies_dir / "ma_crossover.py"), None, FIRST - pd.offsets.BDay(65), LAST, "sample",
-                           dict(symbols=["AAPL", "MSFT"], fast=20, slow=50), init_cash=CAPITAL).equity.loc[FIRST:]
+                           dict(symbols=["AAPL", "MSFT"], fast=20, slow=50), init_cash=nav, allocation=0.2).equity.loc[FIRST:] - nav + CAPITAL
     live = ref / ref.iloc[0] * CAPITAL * (1 - DRAG) ** np.arange(len(ref))
     rows = []
     for t, v in live.items():
@@ -120,7 +127,9 @@ def test_cli_reports_the_gap_of_a_dragged_paper_run(project, db):
     assert "Bokeh" in html and 'type="application/json"' in html and "cdn.bokeh.org" not in html     # inline: works offline
     human = run_ats("degradation", "ma_crossover", "--end", "2011-12-30", cwd=project, timeout=180)
     assert human.returncode == 0, human.stderr
-    assert "return gap" in human.stdout and "degraded" in human.stdout and "2011-12-30" in human.stdout and "2012" not in human.stdout.split("capital")[0]
+    # a vertical table that reads in 100 columns, the annualised figures labelled as such
+    assert max(map(len, human.stdout.splitlines())) <= 100, human.stdout
+    assert "return gap (annualised)" in human.stdout and "degraded" in human.stdout and "2011-12-30" in human.stdout and "2012" not in human.stdout.split("capital")[0]
     assert run_ats("degradation", "ma_crossover", "--fail-on-degraded", cwd=project, timeout=180).returncode == 1
     few = json.loads(run_ats("degradation", "ma_crossover", "--end", "2011-01-14", "--json", cwd=project, timeout=180).stdout)
     assert few["verdict"] == "too little history" and few["days"] == 10

@@ -47,10 +47,63 @@ def test_cli_runs_job(project):
     r = run_ats("jobs", "run", "squares", "-p", "n", "2", "--json", cwd=project, check=True)
     assert json.loads(r.stdout)["status"] == "success"
     r = run_ats("jobs", "run", "squares", "-p", "n", "0", cwd=project)
-    assert r.returncode == 1 and "AssertionError: n must be positive, got 0" in r.stderr
+    assert r.returncode == 1 and r.stderr.strip() == "failed: AssertionError: n must be positive, got 0"
+    assert "without encryption" not in r.stderr       # ipykernel's warning about an unencrypted kernel socket
     h = json.loads(run_ats("jobs", "history", "--json", cwd=project, check=True).stdout)
-    assert [x["status"] for x in h] == ["failed", "success"]
+    assert [x["status"] for x in h] == ["failed", "success"] and h[0]["reason"] == "AssertionError: n must be positive, got 0"
     assert "squares" in run_ats("jobs", "list", cwd=project, check=True).stdout
+
+
+def make_reporting_job(folder, name="sync"):
+    "A job that reports its outcome with job_result, then optionally raises."
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("outcome = 'success'\nreason = ''\ncrash = False", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from ats.jobs import job_result\njob_result(outcome, reason, items=3, failed=['X'])"),
+                nbformat.v4.new_code_cell("assert not crash, 'crashed after reporting'")]
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def test_a_notebook_reports_its_outcome_to_run_job_and_history(project):
+    make_reporting_job(project / "jobs")
+    st = Store(f"lmdb://{project}/db")
+    kw = dict(jobs_dir=project / "jobs", runs_dir=project / "runs", store=st)
+    r = run_job("sync", {"outcome": "partial", "reason": "1 of 3 items failed: X (not found)"}, **kw)
+    assert (r.status, r.reason, r.counts) == ("partial", "1 of 3 items failed: X (not found)", {"items": 3, "failed": ["X"]})
+    assert run_job("sync", {"outcome": "empty", "reason": "nothing to do"}, **kw).status == "empty"
+    crashed = run_job("sync", {"outcome": "success", "crash": "true"}, **kw)       # raising wins over what was reported
+    assert crashed.status == "failed" and crashed.reason == "AssertionError: crashed after reporting"
+    bad = run_job("sync", {"outcome": "ok"}, **kw)
+    assert bad.status == "failed" and "status must be success, partial or empty, not 'ok'" in bad.reason
+    h = job_history(st, "sync")
+    assert list(h["status"]) == ["failed", "failed", "empty", "partial"] and h["reason"][3] == "1 of 3 items failed: X (not found)"
+    assert h["counts"][3] == {"items": 3, "failed": ["X"]}
+
+
+def test_history_written_before_reasons_keeps_its_runs(project):
+    import pandas as pd
+    make_reporting_job(project / "jobs")
+    st = Store(f"lmdb://{project}/db")
+    t = pd.Timestamp("2026-11-30 22:00", tz="UTC")
+    old = pd.DataFrame([dict(run_id="old-1", status="failed", finished_at=t, duration_s=1.0, parameters="{}", output_path="x.ipynb",
+                             error="ValueError: boom", by="cron")], index=pd.DatetimeIndex([t], name="started_at"))
+    st.library("jobs").write("runs.sync", old)                                  # the columns of the first release
+    run_job("sync", {"reason": "fine"}, jobs_dir=project / "jobs", runs_dir=project / "runs", store=st)
+    h = job_history(st, "sync")
+    assert list(h["run_id"])[1] == "old-1" and list(h["status"]) == ["success", "failed"]
+    assert list(h["reason"]) == ["fine", "ValueError: boom"]
+
+
+@pytest.mark.parametrize("outcome,code", [("success", 0), ("partial", 3), ("empty", 4)])
+def test_cli_exit_code_and_one_line_reason_follow_the_reported_status(project, outcome, code):
+    run_ats("init", cwd=project, check=True)
+    make_reporting_job(project / "data_and_research" / "jobs")
+    r = run_ats("jobs", "run", "sync", "-p", "outcome", outcome, "-p", "reason", "2 of 2 items failed: X (gone); Y (gone)", cwd=project)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert r.stderr == ("" if outcome == "success" else f"{outcome}: 2 of 2 items failed: X (gone); Y (gone)\n")
+    h = json.loads(run_ats("jobs", "history", "--json", cwd=project, check=True).stdout)[0]
+    assert h["status"] == outcome and h["reason"] == "2 of 2 items failed: X (gone); Y (gone)"
 
 
 def test_cron():

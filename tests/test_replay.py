@@ -138,8 +138,9 @@ def test_ats_replay_reports_a_match_and_the_refusals_of_the_settings_risk_limits
     j = json.loads(ok.stdout)
     assert ok.returncode == 0 and j["matched"] and j["differences"] == [] and j["executions"] > 20 and j["refused"] == []
     assert abs(j["final_equity"]["replay"] / j["final_equity"]["backtest"] - 1) < 1e-3
-    # the guide's strategy puts the whole account in one symbol: the default 10 % position limit refuses it, and says so
-    bad = run_ats("replay", "long_term_momentum", "--symbols", "IBM", "--end", "2006-12-31", cwd=project)
+    # the guide's strategy given the whole account (--allocation 1, not its stored 10 %) in one symbol: its 10 % position
+    # limit refuses it, and says so
+    bad = run_ats("replay", "long_term_momentum", "--symbols", "IBM", "--end", "2006-12-31", "--allocation", "1", cwd=project)
     assert bad.returncode == 1 and "only in backtest" in bad.stdout and "[max_position_size]" in bad.stdout
     missing = run_ats("replay", "nope", cwd=project)
     assert missing.returncode == 2 and "no strategy file 'nope'" in missing.stderr

@@ -52,7 +52,9 @@ def test_the_chosen_parameters_are_the_in_sample_best_and_are_promoted_active(wa
     Breakout = load_strategy_class(project / "strategies" / "breakout.py")
     prices = read_prices(st, SYMBOLS, start=PARAMS["start"], end=PARAMS["end"])
     in_sample = prices.loc[:pd.Timestamp(PARAMS["split"], tz="UTC") - pd.Timedelta(days=1)]
-    table = sweep(Breakout, in_sample, dict(entry=[10, 20, 50, 100, 150], exit=[5, 10, 20, 50]), base_params=dict(symbols=SYMBOLS), progress=False)
+    opens = read_prices(st, SYMBOLS, field="open", start=PARAMS["start"], end=PARAMS["end"])     # trades at the next open, as live
+    table = sweep(Breakout, in_sample, dict(entry=[10, 20, 50, 100, 150], exit=[5, 10, 20, 50]), base_params=dict(symbols=SYMBOLS),
+                  progress=False, open_prices=opens)
     best = table.dropna(subset=["sharpe"]).sort_values("sharpe", ascending=False).iloc[0]
     assert (chosen["entry"], chosen["exit"]) == (best["entry"], best["exit"])
     # promoted: the strategies library has it active with exactly those parameters, and the runtime would load it

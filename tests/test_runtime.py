@@ -9,7 +9,7 @@ from ats.gateway.service import GatewayThread
 from ats.ledger import load_ledger
 from ats.control import send_command, wait_for_result, command_log
 from ats.runtime import read_status
-from runtime_helpers import (Session, make_project, wait_for, broker_positions, ledger_positions, duplicate_orders,
+from runtime_helpers import (Session, save_unchecked, make_project, wait_for, broker_positions, ledger_positions, duplicate_orders,
                              PROBE, BLOCKER, BOOM, TYPO)
 
 
@@ -101,7 +101,7 @@ def test_a_parameter_saved_to_the_database_takes_effect_at_the_next_bar(project,
         qty = [float(o.total_quantity) for o in entries(gateway)]
         assert qty == [1, 1, 7]
         # a value that does not validate is refused, once, and the strategy keeps running with the old one
-        cfg.parameters["qty"] = "many"; st.save_strategy_config(cfg, by="trader")
+        cfg.parameters["qty"] = "many"; save_unchecked(st, cfg, by="trader")     # around the check, as a script could
         assert wait_for(lambda: any("do not validate" in a["message"] and "qty" in a["message"] for a in sess.rt.alerts), 3)
         sess.step(1)
         assert wait_for(lambda: sess.rt.slots["probe"].orders == 4)
@@ -132,11 +132,15 @@ def test_control_commands_take_effect_within_a_second_and_are_recorded(project, 
         r = wait_for_result(st, send_command(st, "reload", "probe", by="bob"), timeout=5)
         assert r.status == "failed" and "syntax error" in r.message and "running version of probe is kept" in r.message
         assert sess.rt.slots["probe"].state == "running"
+        for action in ("kill", "resume", "stop", "flatten"):                   # a name nobody configured: refused, nothing stored
+            r = wait_for_result(st, send_command(st, action, "nosuch", by="dave"), timeout=5)
+            assert r.status == "failed" and "no strategy named 'nosuch'; configured strategies: " in r.message, r.message
+        assert "nosuch" not in sess.rt.risk.status()["strategies"]
         r = wait_for_result(st, send_command(st, "kill", "*", dict(flatten=True), by="carol"), timeout=5)
         assert r.status == "done" and "HALTED" in r.message
         assert wait_for(lambda: broker_positions(gateway) == {})
         log = command_log(st)
-        assert list(log["action"])[:5] == ["kill", "reload", "reload", "start", "stop"]
-        assert list(log["by"])[:5] == ["carol", "bob", "bob", "alice", "alice"] and log["at"].notna().all()
+        assert list(log["action"])[:9] == ["kill", "flatten", "stop", "resume", "kill", "reload", "reload", "start", "stop"]
+        assert list(log["by"])[:9] == ["carol"] + ["dave"] * 4 + ["bob", "bob", "alice", "alice"] and log["at"].notna().all()
     finally:
         sess.stop()

@@ -141,3 +141,44 @@ def test_a_strategy_that_floods_orders_is_paced_and_told_not_cut_off(project):
         assert slot.conn.connected
     finally:
         sess.stop(); gw.stop()
+
+
+WIDE = """from ats.strategy import Strategy
+class Wide(Strategy):
+    params = dict(symbols=["AAPL", "GOOG", "IBM", "MSFT", "SPY", "QQQ", "ACWI", "IWM", "TLT"])
+    def on_bar(self, bar):
+        pass
+"""
+
+
+def test_the_burst_of_a_connect_is_paced_without_a_warning(project):
+    "Every connect sends a burst (positions, executions, one history and one subscription per symbol): queued, not alarming."
+    s, st = make_project(project, env="ATS_IB__MAX_MESSAGES_PER_SECOND=10\n", strategies=dict(wide=WIDE),
+                         configs=[StrategyConfig("wide.py", "wide", True, {}, {}, 0.5)])
+    gw = GatewayThread(data="sample", speed=0, start="2006-01-03", state_path=project / "gw.json").start()
+    sess = Session(s, st, gw).start()
+    try:
+        sess.step(2)
+        assert sess.rt.main.status().throttle_episodes + sess.rt.slots["wide"].conn.status().throttle_episodes >= 1   # it was paced
+        time.sleep(2.5)
+        assert not any("faster than" in a["message"] for a in sess.rt.alerts), [a["message"] for a in sess.rt.alerts]
+    finally:
+        sess.stop(); gw.stop()
+
+
+def test_latency_is_measured_again_soon_after_the_connect_burst(project):
+    "The first round trip is taken in the connect's burst; the status must not show that figure for a whole heartbeat interval."
+    import asyncio
+    from ats.broker import Connection, ConnectionSettings, ClientIds
+    gw = GatewayThread(data="sample", speed=0, start="2006-01-03", state_path=project / "gw.json").start()
+    async def go():
+        c = Connection("probe", ConnectionSettings(port=gw.port, heartbeat_interval=30.0), ClientIds(1))
+        await c.connect()
+        await asyncio.sleep(6.0)
+        n = c.heartbeats
+        await c.close()
+        return n
+    try:
+        assert asyncio.run(go()) >= 3              # at the connect, 1 s and 5 s later; the next only after 30 s
+    finally:
+        gw.stop()

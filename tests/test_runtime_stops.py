@@ -168,3 +168,19 @@ def test_a_stop_that_fills_as_the_position_grows_leaves_the_rest_protected(proje
         assert duplicate_orders(gateway) == {}
     finally:
         sess.stop()
+
+
+def test_an_order_sent_at_the_close_fills_at_the_next_open_even_when_the_gateway_is_slow(project, gateway):
+    """Issue 11: on a busy machine the crash test's 8000-share entry sometimes filled a day late. The order, sent at the
+    close, was still in the gateway's socket when the test opened the next session, so it waited for the open after.
+    The product was right (an order that reaches a shut market waits); the test helper now waits for the gateway's
+    word that it has the order. A gateway that reads its socket 1.5 s late reproduces the race every time."""
+    s, st = once(project, env="ATS_RISK__MAX_POSITION_SIZE=0.9\nATS_STOP_LOSS__PROFIT_TARGET_RATIO=0\n", qty=100)
+    sess = Session(s, st, gateway).start()
+    try:
+        gateway.call(gateway.gw.stall, 1.5)             # the gateway reads nothing for 1.5 s: the close's order waits in the socket
+        sess.step(1)                                    # the close: the strategy buys
+        sess.step(1)                                    # the next open fills it
+        assert broker_positions(gateway).get(aapl(gateway)) == 100
+    finally:
+        sess.stop()

@@ -8,8 +8,16 @@ from ats.config import load_settings
 
 @pytest.fixture
 def store(project):
-    (project / "strategies" / "ltm.py").write_text("")
-    return Store(f"lmdb://{project}/db", strategies_dir=project / "strategies")
+    (project / "strategies" / "ltm.py").write_text(LTM)
+    return Store(f"lmdb://{project}/db", strategies_dir=project / "strategies", known_symbols={"ACWI", "IBM", "SPY"})
+
+
+LTM = """from ats.strategy import Strategy, StrategyParamError
+class LTM(Strategy):
+    params = dict(symbols=["ACWI"], lookback_period=10, rebalance_frequency="monthly", weight=0.0, nested=None)
+    def validate(self):
+        if self.p["lookback_period"] < 2: raise StrategyParamError(f"strategy {self.name!r}: lookback_period = {self.p['lookback_period']}; use at least 2")
+"""
 
 
 CFG = StrategyConfig(filename="ltm.py", strategy_name="long_term_momentum", active=True,
@@ -52,6 +60,12 @@ def test_round_trip_keeps_types(store):
     (dict(filename="../etc/passwd"), "strategy 'long_term_momentum': filename = '../etc/passwd': expected the name of a .py file in strategies/, e.g. 'ma_crossover.py'"),
     (dict(strategy_name="1bad name"), "strategy '1bad name': strategy_name must start with a letter"),
     (dict(parameters="lookback=10"), "strategy 'long_term_momentum': parameters = 'lookback=10' has type str; expected dict"),
+    # the strategy's own check (declared types, validate(), symbols the broker knows), as the runtime runs it
+    (dict(parameters=dict(lookback_period="abc")), "strategy 'long_term_momentum': parameter lookback_period = 'abc' has type str; expected int (default 10)"),
+    (dict(parameters=dict(symbols="SPY")), "strategy 'long_term_momentum': parameter symbols = 'SPY' has type str; expected list"),
+    (dict(parameters=dict(lookback_period=1)), "strategy 'long_term_momentum': lookback_period = 1; use at least 2"),
+    (dict(parameters=dict(symbols=["ZZZZ", "SPY"])), "strategy 'long_term_momentum': parameters.symbols: 'ZZZZ' is not known to the broker; known: ACWI, IBM, SPY"),
+    (dict(parameters=dict(lookbak=12)), "strategy 'long_term_momentum': unknown parameter 'lookbak'"),
 ])
 def test_bad_config_refused_and_nothing_written(store, change, message):
     with pytest.raises(ValueError) as e:
@@ -95,3 +109,13 @@ def test_unknown_library_and_missing_db(project):
 def test_any_uri_accepted(project):
     st = Store("mem://")
     assert sorted(st.arctic.list_libraries()) == sorted(LIBRARIES)
+
+
+def test_a_strategy_file_that_does_not_load(store, project):
+    "An active config needs a file that loads (it could not start); an inactive one may wait for the fix."
+    (project / "strategies" / "ltm.py").write_text("class Broken(:\n")
+    with pytest.raises(ValueError, match=r"strategy 'long_term_momentum': cannot be active: .*ltm.py:1: syntax error"):
+        store.save_strategy_config(CFG)
+    assert store.load_strategy_configs() == []
+    store.save_strategy_config(dataclasses.replace(CFG, active=False))
+    assert store.load_strategy_config("long_term_momentum").active is False

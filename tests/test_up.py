@@ -47,7 +47,8 @@ def test_ats_up_trades_the_shipped_strategies_and_ends_with_a_reconciled_summary
     strat = {s["strategy"]: s for s in doc["strategies"]}
     assert strat["ma_crossover"]["orders"] > 0 and strat["long_term_momentum"]["orders"] > 0, summary     # both traded
     assert strat["ma_crossover"]["fills"] > 0 and strat["long_term_momentum"]["fills"] > 0
-    assert doc["stop_reason"].startswith("shutdown") and not doc["running"]
+    assert doc["stop_reason"] == "the session length of 0.4 min was reached" and not doc["running"]        # not "requested by root"
+    assert "stopped: the session length of 0.4 min was reached" in summary
     assert doc["reconciliation"] and all(Decimal(x["difference"]) == 0 for x in doc["reconciliation"])   # ledger == broker
     assert doc["connections"][0]["latency_ms"] is not None                                       # the heartbeat measured it
     # the session's record: the executed live runner notebook, archived

@@ -107,6 +107,7 @@ class Exchange:
         self.market_open = True                    # the server closes it between sessions: orders then wait for the open
         self.fill_delay = 0.0                      # fault injection: seconds (real time) before a new order may fill
         self.held_until: dict[tuple[int, int], float] = {}
+        self.clock: str | None = None              # the market time the account has reached (ISO, UTC); the gateway keeps it
         if self.state_path and self.state_path.exists(): self.load()
 
     # ---- market ----------------------------------------------------------------------
@@ -460,7 +461,7 @@ class Exchange:
         "Everything but the fills (those go to an append-only journal)."
         enc = lambda d: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in d.items()}
         return dict(account=self.account, cash=self.cash, next_perm=self.next_perm, next_exec=self.next_exec, last=self.last,
-                    day_start_nlv=self.day_start_nlv, fills_saved=len(self.fills),
+                    day_start_nlv=self.day_start_nlv, fills_saved=len(self.fills), clock=self.clock,
                     orders=[enc(asdict(o)) for o in self.orders.values() if not o.done or o.filled],
                     positions=[enc(asdict(p)) for p in self.positions.values()])
 
@@ -490,6 +491,7 @@ class Exchange:
         dec = lambda d, keys: {k: (Decimal(v) if k in keys else v) for k, v in d.items()}
         self.account, self.cash = s["account"], s["cash"]
         self.next_perm, self.next_exec, self.day_start_nlv = s["next_perm"], s["next_exec"], s["day_start_nlv"]
+        self.clock = s.get("clock")                # absent in state files written before the clock was kept
         self.last = {int(k): v for k, v in s["last"].items()}
         self.orders = {(o["client_id"], o["order_id"]): Order(**dec(o, {"total_quantity", "filled"})) for o in s["orders"]}
         self.positions = {p["con_id"]: Position(**dec(p, {"qty"})) for p in s["positions"]}

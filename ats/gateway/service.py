@@ -18,8 +18,9 @@ from .exchange import Exchange, Instrument, Bar, EngineConfig
 log = logging.getLogger("ats.gateway")
 
 # %% auto #0
-__all__ = ['log', 'RTH', 'UNIVERSE', 'DURATION_RE', 'BAR_SIZES', 'make_instrument', 'quote', 'parse_duration', 'Session',
-           'PaperGateway', 'GatewayThread', 'cli_main']
+__all__ = ['log', 'RTH', 'UNIVERSE', 'DURATION_RE', 'BAR_SIZES', 'SESSION_HOURS', 'HOME_TZ', 'make_instrument', 'quote',
+           'parse_duration', 'session_time', 'GatewayClockError', 'clock_day', 'start_index', 'Session', 'PaperGateway',
+           'GatewayThread', 'cli_main']
 
 # %% ../../nbs/17_gateway_service.ipynb #4c42a3d2
 RTH = "{d}:0930-{d}:1600"
@@ -57,6 +58,48 @@ def parse_duration(s: str) -> pd.Timedelta:
     return {"S": pd.Timedelta(seconds=n), "D": pd.Timedelta(days=n), "W": pd.Timedelta(weeks=n),
             "M": pd.Timedelta(days=31 * n), "Y": pd.Timedelta(days=366 * n)}[u]
 
+# %% ../../nbs/17_gateway_service.ipynb #67b6df9e
+SESSION_HOURS = {"US/Eastern": ("09:30", "16:00"), "MET": ("09:00", "17:30")}   # regular trading hours, exchange time
+HOME_TZ = "US/Eastern"                      # the gateway's clock (reqCurrentTime, the stored clock) follows New York
+
+def session_time(day: pd.Timestamp, phase: int, tz: str = HOME_TZ) -> dt.datetime:
+    """When phase `phase` of the session on `day` happens, in UTC: 0 the open, 1–2 the day's extremes, 3 the close. Fills
+    are stamped with it, so a fill at the open carries the open's time (09:30 New York) and a close fill the close's."""
+    o, c = SESSION_HOURS.get(tz, SESSION_HOURS[HOME_TZ])
+    d = pd.Timestamp(day.date())
+    t0, t1 = (d + pd.Timedelta(o + ":00")).tz_localize(tz), (d + pd.Timedelta(c + ":00")).tz_localize(tz)
+    return (t0 + (t1 - t0) * phase / 3).tz_convert("UTC").to_pydatetime()
+
+class GatewayClockError(ValueError):
+    "The paper account's stored clock and the requested start disagree, or the data has no day after the clock."
+
+def clock_day(clock: str) -> dt.date:
+    "The trading day of a stored clock (an ISO time in UTC), in the gateway's home time zone."
+    return pd.Timestamp(clock).tz_convert(HOME_TZ).date()
+
+def start_index(days: list[pd.Timestamp], start: str | None, clock: str | None, state: str = "the state file", data: str = "",
+                default_start: str | None = None) -> tuple[int, bool]:
+    """Where the clock starts in `days`, and whether it resumes an account's stored `clock`. A fresh account starts at
+    `start` (else `default_start`, else a year into the data). A stored clock resumes where it stopped, so the next session
+    is the day after it: fills and equity never run backwards. An explicit `start` before the stored clock is refused, and
+    so is a clock with no later day in the data."""
+    first = lambda s: next((i for i, d in enumerate(days) if d.date() >= s), len(days) - 1)
+    if clock is None:
+        start = start or default_start
+        return (first(pd.Timestamp(start).date()) if start else min(252, len(days) - 1)), False
+    at = clock_day(clock)
+    if start and pd.Timestamp(start).date() < at:
+        raise GatewayClockError(f"--start {start} is before the paper account's clock ({at}, stored in {state}): starting there would run "
+                                f"the account's clock backwards (fills and equity out of order). Leave --start out to continue after {at}, "
+                                f"or start a new account with `ats gateway --fresh`.")
+    k = first(pd.Timestamp(start).date()) if start else max(0, sum(d.date() <= at for d in days) - 1)
+    last = days[-1].date()
+    if max(at, days[k].date()) >= last:
+        raise GatewayClockError(f"the paper account's clock is at {at} (stored in {state}) and the market data{f' ({data})' if data else ''} "
+                                f"ends on {last}: there is no later day to trade. Start a new account with `ats gateway --fresh` "
+                                f"(it starts at [gateway] start_date), or load data that goes past {at}.")
+    return k, True
+
 # %% ../../nbs/17_gateway_service.ipynb #e089109f
 @dataclass
 class Session:
@@ -86,7 +129,7 @@ class PaperGateway:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7497, *, account: str = "DU0000001", cash: float = 1_000_000.0,
                  data: str = "sample", speed: float = 0.0, start: str | None = None, state_path: str | Path | None = None,
-                 config: EngineConfig | None = None, store=None, seed: int = 0, max_msg_per_sec: int = 50):
+                 config: EngineConfig | None = None, store=None, seed: int = 0, max_msg_per_sec: int = 50, default_start: str | None = None):
         self.host, self.port, self.account, self.data, self.speed = host, port, account, data, float(speed)
         self.store, self.seed = store, seed
         self.MAX_MSG_PER_SEC = max_msg_per_sec                 # IB's pacing limit; benchmarks raise it
@@ -94,11 +137,17 @@ class PaperGateway:
         self.bars: dict[int, pd.DataFrame] = {}
         for i, (sym, prim, ccy, name) in enumerate(UNIVERSE):
             self._add_instrument(make_instrument(i, sym, prim, ccy, name))
-        self.days = self._calendar(start)
-        self.day = 0                                           # index into self.days of the current session
-        self.market_open = self.speed == 0                     # manual clock: open at the last close between steps
+        self.days = self._calendar()
         self.exchange = Exchange(list(self.instruments.values()), account, cash, config, state_path)
+        if self.exchange.account != account:           # a kept account under another id: the id asked for is the one reported
+            log.warning("the state file %s was kept for account %s; the gateway now reports it as %s", state_path, self.exchange.account, account)
+            self.exchange.account = account
         self.exchange.instruments = self.instruments           # shared: instruments added later trade too
+        # a fresh account starts at `start` (or `default_start`); a stored one resumes after its clock (GatewayClockError if it cannot)
+        self._first_day, self.resumed = start_index(self.days, start, self.exchange.clock, str(state_path or "the state file"), data, default_start)
+        self.day, self.phase = self._first_day, 3              # index into self.days of the current session; at its close
+        # manual clock: open at the last close until the first step; a resumed account is past that close: orders wait for the open
+        self.market_open = self.speed == 0 and not self.resumed
         self.exchange.market_open = self.market_open
         self.sessions: list[Session] = []
         self.server: asyncio.AbstractServer | None = None
@@ -126,22 +175,17 @@ class PaperGateway:
         self.instruments[inst.con_id] = inst
         self.bars[inst.con_id] = df
 
-    def _calendar(self, start: str | None) -> list[pd.Timestamp]:
-        "Trading days: the union of the data's days; the clock starts at `start` (default: a year into the data)."
-        days = sorted(set().union(*[set(b.index) for b in self.bars.values()]))
-        if start:
-            s = pd.Timestamp(start, tz="UTC")
-            k = next((i for i, d in enumerate(days) if d >= s), len(days) - 1)
-        else: k = min(252, len(days) - 1)
-        self._first_day = k
-        return days
+    def _calendar(self) -> list[pd.Timestamp]:
+        "Trading days: the union of the data's days."
+        return sorted(set().union(*[set(b.index) for b in self.bars.values()]))
 
-    def now(self) -> dt.datetime:
-        "The simulated time: the current session's close (16:00 New York ≈ 21:00 UTC)."
-        return (self.days[self.day] + pd.Timedelta(hours=21)).to_pydatetime()
+    def now(self, inst: Instrument | None = None) -> dt.datetime:
+        "The simulated time: the current phase (open, extremes, close) of the current session, on `inst`'s exchange (default New York)."
+        return session_time(self.days[self.day], self.phase, inst.time_zone if inst else HOME_TZ)
 
     def _set_day(self, k: int) -> None:
         self.day = max(self._first_day, k)
+        self.exchange.clock = self.now().isoformat()
         for cid, df in self.bars.items():
             upto = df.loc[:self.days[self.day]]
             if len(upto):
@@ -170,16 +214,23 @@ class PaperGateway:
     def step(self, days: int = 1) -> None:
         "Advance the clock by whole sessions (open, range, close) — for tests and the manual clock."
         for _ in range(days):
-            for ph in range(4): self._phase(ph)
+            for _ in range(4):                 # the phases left of the current session, then the next one's up to its close
+                ph = (self.phase + 1) % 4
+                if not self._phase(ph) or ph == 3: break
         self.flush_updates()
 
-    def _phase(self, ph: int) -> None:
-        "0: open of the next session, 1–2: the day's extremes, 3: close and end of day."
-        ex, now = self.exchange, None
+    def _phase(self, ph: int) -> bool:
+        """0: open of the next session, 1–2: the day's extremes, 3: close and end of day. Only the phase after the current
+        one plays (the clock never repeats or skips back); False when it cannot (the data has no next day)."""
+        ex = self.exchange
+        if ph != (self.phase + 1) % 4: return False
         if ph == 0:
-            if self.day + 1 >= len(self.days): return
+            if self.day + 1 >= len(self.days): return False
             self.day += 1; self.market_open = ex.market_open = True
+        self.phase = ph
         now = self.now()
+        ex.clock = now.isoformat()                     # saved with the account (with any fill, and at each close): a restart resumes after it
+        if ph == 3: ex.dirty = True
         ev = []
         day = self.days[self.day]
         for cid, df in self.bars.items():
@@ -187,16 +238,17 @@ class PaperGateway:
             r = df.loc[day]
             b = Bar(day.date(), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume))
             path = [b.low, b.high] if b.close >= b.open else [b.high, b.low]
+            t = self.now(self.instruments[cid])         # fills carry the time of this phase on their exchange
             with ex.lock:
                 if ph == 0:
                     ex.bar[cid] = b; ex.used[cid] = Decimal(0); ex.last[cid] = b.open
-                    ev += ex._match(cid, b.open, now, gap=True)
+                    ev += ex._match(cid, b.open, t, gap=True)
                 elif ph in (1, 2):
                     ex.last[cid] = path[ph - 1]
-                    ev += ex._match(cid, path[ph - 1], now, gap=False)
+                    ev += ex._match(cid, path[ph - 1], t, gap=False)
                 else:
                     ex.last[cid] = b.close
-                    ev += ex._match(cid, b.close, now, gap=False, at_close=True)
+                    ev += ex._match(cid, b.close, t, gap=False, at_close=True)
             self._ticks(cid, b, ph)
             if ph == 3: self._bar_update(cid, day, r)
         if ph == 3:
@@ -204,6 +256,7 @@ class PaperGateway:
             ev += [("account",)] + [("position", c) for c in ex.positions]
             self.market_open = ex.market_open = False          # after the close, orders wait for the next open (as at IB)
         self.dispatch(ev)
+        return True
 
     def freeze(self) -> None:
         "Stop the accelerated clock where it is (no more bars, ticks or fills); the connections stay open. For tests and demos."
@@ -214,10 +267,10 @@ class PaperGateway:
     async def _clock(self) -> None:
         "Real-time or accelerated clock: one session every 86400/speed seconds, in four phases."
         period = 86400.0 / self.speed
-        while self.day + 1 < len(self.days):
-            for ph in range(4):
-                self._phase(ph)
-                await asyncio.sleep(period / 4)
+        while self._phase((self.phase + 1) % 4):
+            await asyncio.sleep(period / 4)
+        log.warning("the clock reached the last day of the market data (%s) and stopped: orders wait for an open that will not come. "
+                    "Start a new account with `ats gateway --fresh`, or load more data", self.days[self.day].date())
 
     def _ticks(self, cid: int, b: Bar, ph: int) -> None:
         subs = [(s, rid) for s in self.sessions for rid, c in s.mkt.items() if c == cid]
@@ -406,7 +459,7 @@ class PaperGateway:
             inst = self.lookup(p.contract)
             if inst is None: s.send(*m_error(p.order_id, 200)); return
             p.contract.con_id = inst.con_id
-            self.dispatch(ex.place(p, s.client_id, now), requester=s)
+            self.dispatch(ex.place(p, s.client_id, self.now(inst)), requester=s)
         elif mid == In.CANCEL_ORDER: r.skip(1); oid = r.int(); self.dispatch(ex.cancel(s.client_id, oid, now), requester=s)
         elif mid == In.REQ_GLOBAL_CANCEL: self.dispatch(ex.global_cancel(now), requester=s)
         elif mid == In.REQ_PNL:
@@ -496,6 +549,7 @@ class PaperGateway:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
         s = Session(writer, peer)
+        self._handlers.add(asyncio.current_task())     # stop() waits for it
         buf = b""
         try:
             while True:                                          # handshake
@@ -528,10 +582,13 @@ class PaperGateway:
             log.warning("dropping client %s (client id %s): %s", peer, s.client_id, e)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:       # stop() gave up waiting for this client: end quietly (Python 3.11 logs a
+            pass                             # cancelled connection handler as an error with a traceback)
         finally:
             s.closed = True
             if s in self.sessions: self.sessions.remove(s)
             with contextlib.suppress(Exception): writer.close()
+            self._handlers.discard(asyncio.current_task())
 
     def _paced_out(self, s: Session) -> bool:
         "IB allows about 50 messages a second per client; the excess is refused with error 100."
@@ -547,6 +604,7 @@ class PaperGateway:
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> "PaperGateway":
         self.loop = asyncio.get_running_loop()
+        self._handlers: set[asyncio.Task] = set()      # one task per connected client
         self.server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
         if self.speed > 0: self._tasks.append(asyncio.create_task(self._clock()))
@@ -566,7 +624,16 @@ class PaperGateway:
         if self.server: self.server.close()
         self.drop()
         if self.server: await self.server.wait_closed()
+        await self._end_handlers()
         self.exchange.save()
+
+    async def _end_handlers(self, timeout: float = 5.0) -> None:
+        "Let each client's handler end on the end-of-stream `drop` caused (cancel stragglers), so none is cancelled at loop exit."
+        tasks = [t for t in getattr(self, "_handlers", ()) if t is not asyncio.current_task()]
+        if not tasks: return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending: t.cancel()
+        if pending: await asyncio.wait(pending, timeout=timeout)
 
     # ---- fault injection -----------------------------------------------------------------
     def drop(self, client_id: int | None = None) -> int:
@@ -634,17 +701,21 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     g = settings.gateway if settings else None
     ap.add_argument("--host", default=settings.ib.host if settings else "127.0.0.1")
     ap.add_argument("--port", type=int, default=settings.ib.port if settings else 7497)
-    ap.add_argument("--account", default=g.account if g else "DU0000001")
+    ap.add_argument("--account", default=g.account if g else "DU0000001",
+                    help="account id the gateway reports (managed accounts, account values, fills); default [gateway] account. "
+                         "Paper ids start with DU; a live-looking id such as U1234567 lets you test that ats refuses it with paper settings")
     ap.add_argument("--cash", type=float, default=g.cash if g else 1_000_000.0)
     ap.add_argument("--data", choices=["sample", "arctic", "random"], default=g.data if g else "sample")
     ap.add_argument("--speed", type=float, default=g.speed if g else 86400.0, help="simulated seconds per real second (86400 = a trading day per second; 0 = stopped)")
-    ap.add_argument("--start", default=g.start_date if g else None, help="first simulated day (YYYY-MM-DD); default [gateway] start_date")
+    ap.add_argument("--start", default=None, help="first simulated day (YYYY-MM-DD) of a new account; default [gateway] start_date. "
+                    "A kept account continues after the day its clock reached")
     ap.add_argument("--state", default=str(settings.path(g.state_file)) if g else "gateway_state.json", help="file the paper account is kept in")
-    ap.add_argument("--fresh", action="store_true", help="start with a new account (deletes the state file)")
+    ap.add_argument("--fresh", action="store_true", help="start with a new account at --start / [gateway] start_date (deletes the state file and its fill journal)")
     ap.add_argument("--reject-next", type=int, default=0, help="fault injection: reject the next N orders")
     ap.add_argument("--delay-fills", type=float, default=0.0, help="fault injection: orders fill only after this many seconds")
     a = ap.parse_args(argv)
-    if a.fresh and Path(a.state).exists(): Path(a.state).unlink()
+    if a.fresh:                                   # the journal too: a new account must not inherit the old one's fills
+        for p in (Path(a.state), Path(a.state).with_suffix(".fills.jsonl")): p.unlink(missing_ok=True)
     cfg = EngineConfig(commission_per_share=g.commission_per_share, commission_min=g.commission_min, slippage_bps=g.slippage_bps) if g else None
     store = None
     if a.data == "arctic":
@@ -653,17 +724,22 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     async def run():
         gw = await PaperGateway(a.host, a.port, account=a.account, cash=a.cash, data=a.data, speed=a.speed, start=a.start,
-                                state_path=a.state, config=cfg, store=store).start()
+                                default_start=g.start_date if g else None, state_path=a.state, config=cfg, store=store).start()
         if a.reject_next: gw.reject_next(a.reject_next)
         if a.delay_fills: gw.delay_fills(a.delay_fills)
         print(f"paper gateway listening on {a.host}:{gw.port} (account {a.account}, data {a.data}, "
               f"clock {gw.days[gw.day].date()}, speed {a.speed:g}x); Ctrl-C stops it", flush=True)
         stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM): asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP): asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        from ats.supervisor import watch_parent
+        watch_parent()                       # started by `ats up`: if it dies (even SIGKILL), SIGTERM ourselves and stop cleanly
         await stop.wait()
         await gw.stop()
         print("paper gateway stopped; state saved to", a.state, flush=True)
     try: asyncio.run(run())
+    except GatewayClockError as e:
+        print(f"error: {e}", flush=True)
+        return 2
     except OSError as e:
         print(f"error: cannot listen on {a.host}:{a.port}: {e.strerror}; is another gateway or TWS running there? Use --port", flush=True)
         return 2

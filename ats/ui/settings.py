@@ -25,13 +25,15 @@ class StrategyRow:
         self.store, self.name = store, cfg.strategy_name
         self.active = W.Checkbox(value=cfg.active, description="active", indent=False, layout=W.Layout(width="80px"))
         self.allocation = W.BoundedFloatText(value=cfg.allocation, min=0, max=1, step=0.01, description="allocation", layout=W.Layout(width="170px"))
-        self.params = W.Textarea(value=json.dumps(cfg.parameters), layout=W.Layout(width="340px", height="56px"))
-        self.limits = W.Textarea(value=json.dumps(cfg.risk_limits), layout=W.Layout(width="260px", height="56px"))
+        # continuous_update=False: the value reaches the kernel on Enter (or on leaving the field), and is then applied
+        self.params = W.Text(value=json.dumps(cfg.parameters), continuous_update=False, layout=W.Layout(width="340px"))
+        self.limits = W.Text(value=json.dumps(cfg.risk_limits), continuous_update=False, layout=W.Layout(width="260px"))
         self.save = W.Button(description="Save", button_style="primary", layout=W.Layout(width="70px"))
         self.status = W.HTML()
         for w, cls in ((self.active, "active"), (self.params, "params"), (self.limits, "limits"), (self.save, "save"), (self.allocation, "allocation")):
             w.add_class(f"ats-{cls}-{self.name}")
         self.save.on_click(lambda _: self.commit())
+        for w in (self.params, self.limits): w.observe(lambda _: self.commit(), "value")     # Enter applies
         self.widget = W.HBox([W.HTML(f"<b>{html.escape(self.name)}</b><br><small>{html.escape(cfg.filename)}</small>", layout=W.Layout(width="170px")),
                               self.active, self.allocation, self.params, self.limits, self.save, self.status])
 
@@ -62,7 +64,8 @@ class SettingRow:
         self.store, self.section, self.key = store, section, key
         f = next(x for x in dataclasses.fields(SECTIONS[section]) if x.name == key)
         val = getattr(getattr(settings, section), key)
-        self.input = W.Text(value=format_value(val), layout=W.Layout(width="160px"))
+        self.input = W.Text(value=format_value(val), continuous_update=False, layout=W.Layout(width="160px"))
+        self.input.observe(lambda _: self.commit(), "value")          # Enter applies the override (or says why not)
         self.input.add_class(f"ats-set-{section}-{key}")
         self.source = W.HTML(f"<small>{html.escape(str(settings.source(section, key)))}</small>", layout=W.Layout(width="230px"))
         self.save = W.Button(description="Override", layout=W.Layout(width="90px")); self.save.add_class(f"ats-override-{section}-{key}")
@@ -93,7 +96,7 @@ class SettingsPanel:
         self.settings = load_settings(settings_path, store=self.store)
         self.rows = [StrategyRow(self.store, c) for c in self.store.load_strategy_configs(validate=False)]
         head = W.HTML("<div style='display:flex;gap:8px;font-weight:bold'><span style='width:170px'>strategy</span><span style='width:250px'>active / allocation (fraction of NAV)</span>"
-                      "<span style='width:340px'>parameters (JSON)</span><span style='width:260px'>risk limits (JSON)</span></div>")
+                      "<span style='width:340px'>parameters (JSON; Enter applies)</span><span style='width:260px'>risk limits (JSON; Enter applies)</span></div>")
         strategies = W.VBox([head] + [r.widget for r in self.rows] if self.rows else [W.HTML("No strategies configured: run <code>ats init</code> or <code>ats strategies add</code>.")])
         self.setting_rows = {(s, f.name): SettingRow(self.store, self.settings, s, f.name)
                              for s in RISK_SECTIONS for f in dataclasses.fields(SECTIONS[s])}
