@@ -547,6 +547,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ats.jobs.JobResult': ('jobs.html#jobresult', 'ats/jobs.py'),
                           'ats.jobs.JobRun': ('jobs.html#jobrun', 'ats/jobs.py'),
                           'ats.jobs._history_symbol': ('jobs.html#_history_symbol', 'ats/jobs.py'),
+                          'ats.jobs._job_kernel_manager': ('jobs.html#_job_kernel_manager', 'ats/jobs.py'),
                           'ats.jobs._kernel_config': ('jobs.html#_kernel_config', 'ats/jobs.py'),
                           'ats.jobs._one_line': ('jobs.html#_one_line', 'ats/jobs.py'),
                           'ats.jobs.coerce_parameters': ('jobs.html#coerce_parameters', 'ats/jobs.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_jobs.ipynb #e8091f53
 from __future__ import annotations
-import ast, dataclasses, datetime as dt, json, os, re, tempfile, time, uuid
+import ast, contextlib, dataclasses, datetime as dt, json, os, re, tempfile, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
@@ -115,7 +115,7 @@ def exit_code(status: str) -> int:
     return EXIT_CODES.get(status, 1)
 
 # %% ../nbs/50_jobs.ipynb #0d5b7f9c
-def _kernel_config():
+def _kernel_config(kernel_log: Path | None = None):
     "Kernel manager settings of job runs: CurveZMQ-encrypt the kernel's sockets when pyzmq and the kernelspec support it."
     # Unencrypted TCP makes ipykernel log 'Kernel is running over TCP without encryption' to our stderr on every
     # run; encrypting the local sockets removes the cause instead of hiding the message ('auto' never blocks a start).
@@ -123,7 +123,25 @@ def _kernel_config():
     from traitlets.config import Config
     c = Config()
     if zmq.has("curve"): c.KernelManager.transport_encryption = "auto"
+    if kernel_log:                             # the kernel process's own output goes to the run's kernel log
+        c.NotebookClient.kernel_manager_class = _job_kernel_manager()
+        c.JobKernelManager.kernel_log = str(kernel_log)
     return c
+
+def _job_kernel_manager():
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Unicode
+
+    class JobKernelManager(AsyncKernelManager):
+        """A job's kernel with its process output (ipykernel's own log lines, a shutdown race's traceback on a busy
+        machine) in a log beside the run's output notebook, never on the terminal of whoever ran the job."""
+        kernel_log = Unicode("", config=True)
+
+        async def start_kernel(self, **kw):
+            if not self.kernel_log: return await super().start_kernel(**kw)
+            with open(self.kernel_log, "ab") as fh:              # the kernel process keeps its own copy of the file
+                return await super().start_kernel(**{"stdout": fh, "stderr": fh, **kw})
+    return JobKernelManager
 
 def run_job(job: str | Path, parameters: dict | None = None, *, jobs_dir: str | Path = JOBS_DIR, runs_dir: str | Path = RUNS_DIR,
             store=None, cwd: str | Path | None = None, timeout: float | None = None, progress: bool = False,
@@ -146,10 +164,11 @@ def run_job(job: str | Path, parameters: dict | None = None, *, jobs_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{run.run_id}.ipynb"
     run.output_path = str(out)
+    kernel_log = out_dir / f"{run.run_id}.kernel.log"
     t0 = time.perf_counter()
     try:
         nb = pm.execute_notebook(str(path), str(out), parameters=params, kernel_name=kernel, language="python", progress_bar=progress,
-                                 cwd=str(cwd) if cwd else None, execution_timeout=timeout, config=_kernel_config())
+                                 cwd=str(cwd) if cwd else None, execution_timeout=timeout, config=_kernel_config(kernel_log))
         res = read_job_result(nb)
         run.status = res.status if res else "success"      # a notebook without job_result: success unless it raised
         if res: run.reason, run.counts = res.reason, res.counts
@@ -158,6 +177,8 @@ def run_job(job: str | Path, parameters: dict | None = None, *, jobs_dir: str | 
     except Exception as e:   # kernel died, timeout, bad notebook: still a recorded failure
         run.status, run.error = "failed", f"{type(e).__name__}: {e}"
     if run.error: run.reason = _one_line(run.error)
+    with contextlib.suppress(OSError):
+        if kernel_log.stat().st_size == 0: kernel_log.unlink()     # kept only when the kernel had something to say
     run.finished_at = dt.datetime.now(dt.timezone.utc)
     run.duration_s = round(time.perf_counter() - t0, 3)
     if store is not None: record_run(store, run)

@@ -114,3 +114,18 @@ def test_cron():
     for bad, msg in [("* * *", "expected 5 fields"), ("0 25 * * *", "hour '25' outside 0-23"), ("x * * * *", "cannot read minute field 'x'")]:
         with pytest.raises(ValueError, match=msg):
             parse_cron(bad)
+
+
+def test_what_the_kernel_process_prints_goes_to_its_log_not_to_the_user(project):
+    """ipykernel writes its own log lines (and, on a busy machine, a shutdown race's traceback) to the kernel process's
+    stderr, which used to be the terminal of whoever ran the job: the one-line reason drowned in 20 lines of zmq."""
+    run_ats("init", cwd=project, check=True)
+    folder = project / "data_and_research" / "jobs"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("import os\nos.write(2, b'kernel noise on fd 2\\n')\nprint('cell output')")]
+    nbformat.write(nb, folder / "noisy.ipynb")
+    r = run_ats("jobs", "run", "noisy", cwd=project)
+    assert r.returncode == 0 and "kernel noise" not in r.stderr + r.stdout, r.stderr
+    logs = list((project / "data_and_research" / "runs" / "noisy").glob("*.kernel.log"))
+    assert len(logs) == 1 and "kernel noise on fd 2" in logs[0].read_text()
