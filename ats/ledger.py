@@ -336,10 +336,10 @@ def _s(x) -> str: return str(dec(x))
 def _retrying(fn, attempts: int = 5):
     """Call a read; retry when the runner pruned the version being read (it appends with
     `prune_previous_versions`, and a reader can lose that race about once in 20 000 reads)."""
-    from arcticdb.exceptions import KeyNotFoundException, NoSuchVersionException
+    from arcticdb.exceptions import KeyNotFoundException, NoDataFoundException, NoSuchVersionException
     for i in range(attempts):
         try: return fn()
-        except (KeyNotFoundException, NoSuchVersionException):
+        except (KeyNotFoundException, NoDataFoundException, NoSuchVersionException):   # NoDataFound: a pruned index key (seen under load)
             if i == attempts - 1: raise
             time.sleep(0.01 * (i + 1))
 

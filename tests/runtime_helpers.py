@@ -7,6 +7,7 @@ from ats.config import load_settings
 from ats.store import Store, StrategyConfig
 from ats.gateway.service import GatewayThread
 from ats.runtime import Runtime
+from ats import paper
 from conftest import ROOT, run_ats
 
 # A strategy that buys `qty` shares of its symbol on every bar: its orders show which parameters it used.
@@ -81,26 +82,16 @@ class Session:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     def step(self, days=1, pause=0.05):
-        """Play `days` trading days. After each close, wait until every strategy has handled the bar and every order it
-        sent has reached the gateway; they fill at the next open, as at IB. An order still on its way when the next
-        step opens the market would wait a whole day more: on a busy machine that happened (issue 11), so this waits
-        for the gateway's own word (a request/answer round trip behind the orders on every connection), not a pause."""
+        """Play `days` trading days; after each close wait until every strategy has handled the bar and every order it
+        sent has reached the gateway (`ats.paper.step`): they fill at the next open, as at IB. Issue 11: an order still on
+        its way when the next step opened the market waited a whole day more, on a busy machine."""
         for _ in range(days):
-            self.gw.call(self.gw.gw.step, 1)
-            today = self.gw.gw.days[self.gw.gw.day]
-            slots = [sl for sl in self.rt.slots.values() if sl.state == "running" and sl.last_bar is not None]
-            wait_for(lambda: all(self.rt._progress.get(sl.name) == sl.last_bar or sl.last_bar < today for sl in slots), 20.0)
-            self.settle()
+            paper.step(self.gw, self.rt, self.run, 1)
             time.sleep(pause)
 
     def settle(self, timeout=20.0):
         "Return once the gateway has read everything the runtime has sent so far (orders, cancels) on every connection."
-        conns = [c for c in [self.rt.main] + [sl.conn for sl in self.rt.slots.values()] if c is not None and c.connected]
-        for c in conns:
-            try:
-                self.run(c.drain(timeout), timeout + 5)          # out of ib_async's pacing queue, onto the socket
-                self.run(c.ping(), timeout + 5)                  # answered in order: everything before it has been handled
-            except Exception: pass                               # a connection that drops mid-test: its reconnect re-syncs
+        self.run(paper.settle(self.rt, timeout), timeout + 5)
 
 
 def wait_for(cond, timeout=10.0, every=0.02):
