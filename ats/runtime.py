@@ -1036,9 +1036,15 @@ async def _reattach_stops(self: Runtime) -> None:
     from ats.stops import plan_stop
     self._stops_live = True
     if self.stopbook is None: return
-    positions = {k: p.quantity for k, p in self.ledger.positions.items() if p.quantity}
     # the broker's open orders now (not ib_async's cache, which also holds trades it only saw executions of)
-    r = self.stopbook.reattach(await self._ask(self.main.ib.reqAllOpenOrdersAsync()), positions)
+    before = {k: p.oca_group for k, p in self.stopbook.plans.items()}
+    open_orders = await self._ask(self.main.ib.reqAllOpenOrdersAsync())
+    # A fill booked during that wait has attached and sent its own plan: the snapshot cannot show its orders (re-sending
+    # would double the stop) and positions read before the wait would count it closed and drop it while its stop stays
+    # live at the broker (seen under load). So positions are read after the wait, and such plans are left alone.
+    positions = {k: p.quantity for k, p in self.ledger.positions.items() if p.quantity}
+    fresh = [k for k, p in self.stopbook.plans.items() if before.get(k) != p.oca_group]
+    r = self.stopbook.reattach(open_orders, positions, fresh=fresh)
     for (s, cid), q in positions.items():        # opened while ats was down (or before stops were on): protect it now
         cfg = self._stop_config(s)
         if cfg is None or self.stopbook.get(s, cid) is not None: continue

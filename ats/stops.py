@@ -300,14 +300,19 @@ class StopBook:
             if sig: out += sig; self._save()
         return out
 
-    def reattach(self, open_orders: Iterable, positions: Mapping[tuple[str, int], float] | None = None) -> Reattach:
-        "After a restart: which plans still have their stop at the broker, which need it re-sent, which are closed; and orphans."
+    def reattach(self, open_orders: Iterable, positions: Mapping[tuple[str, int], float] | None = None,
+                 fresh: Iterable[tuple[str, int]] = ()) -> Reattach:
+        """After a restart: which plans still have their stop at the broker, which need it re-sent, which are closed; and
+        orphans. `fresh`: plans attached (their orders sent) after `open_orders` was read; they are kept as they are."""
         orders = [_order_of(x) for x in open_orders]
         by_group: dict[str, list] = {}
         for o in orders:
             if o.ocaGroup: by_group.setdefault(o.ocaGroup, []).append(o)
         r = Reattach()
+        fresh = set(fresh)
         for k, p in list(self.plans.items()):
+            if k in fresh:                       # placed just now by a live fill: the snapshot of the broker cannot show it
+                r.attached.append(p); continue
             held = positions.get(k, 0) if positions is not None else p.quantity
             if positions is not None and not held:
                 r.closed.append(self.close(*k)); continue
