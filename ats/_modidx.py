@@ -654,6 +654,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ats.logs.recent_logs': ('logs.html#recent_logs', 'ats/logs.py'),
                           'ats.logs.setup_logging': ('logs.html#setup_logging', 'ats/logs.py')},
             'ats.paper': { 'ats.paper.acted_on': ('paper.html#acted_on', 'ats/paper.py'),
+                           'ats.paper.due_on': ('paper.html#due_on', 'ats/paper.py'),
                            'ats.paper.settle': ('paper.html#settle', 'ats/paper.py'),
                            'ats.paper.step': ('paper.html#step', 'ats/paper.py'),
                            'ats.paper.wait_until': ('paper.html#wait_until', 'ats/paper.py')},

@@ -8,13 +8,23 @@ import asyncio, contextlib, time
 from typing import Callable
 
 # %% auto #0
-__all__ = ['acted_on', 'settle', 'wait_until', 'step']
+__all__ = ['acted_on', 'due_on', 'settle', 'wait_until', 'step']
 
 # %% ../nbs/27_paper.ipynb #43114372
-def acted_on(rt, day) -> bool:
-    "True when every running strategy of runtime `rt` has handled its bars up to `day` (or has none that day)."
+def acted_on(rt, day, due: set[str] | None = None) -> bool:
+    """True when every running strategy of runtime `rt` has handled its bars up to `day`. `due`: the strategies that
+    have a bar on `day` (they must have received it; the others may have none that day, e.g. their exchange's holiday)."""
     slots = [s for s in rt.slots.values() if s.state == "running" and s.last_bar is not None]
-    return all(rt._progress.get(s.name) == s.last_bar or s.last_bar < day for s in slots)
+    def done(s):
+        if due is not None and s.name in due and s.last_bar < day: return False      # its bar has not arrived yet
+        return rt._progress.get(s.name) == s.last_bar or s.last_bar < day
+    return all(done(s) for s in slots)
+
+def due_on(gateway, rt, day) -> set[str]:
+    "The running strategies of `rt` with a bar on `day` at the paper gateway."
+    bars = gateway.gw.bars
+    return {s.name for s in rt.slots.values() if s.state == "running"
+            and any(c.conId in bars and day in bars[c.conId].index for c in s.contracts.values())}
 
 async def settle(rt, timeout: float = 20.0) -> None:
     "Return once the broker has read everything `rt` sent so far: out of the pacing queue, then a round trip answered behind it."
@@ -38,5 +48,6 @@ def step(gateway, rt, run: Callable, days: int = 1, timeout: float = 20.0) -> No
     for _ in range(days):
         gateway.call(gateway.gw.step, 1)
         today = gateway.gw.days[gateway.gw.day]
-        wait_until(lambda: acted_on(rt, today), timeout)
+        due = gateway.call(due_on, gateway, rt, today)
+        wait_until(lambda: acted_on(rt, today, due), timeout)
         run(settle(rt, timeout), timeout + 5)
