@@ -1210,14 +1210,18 @@ async def _reconcile(self: Runtime, why: str = "", settle: float = 0.3, tries: i
     """Broker positions against the sum of the strategies' positions; differences become `_unassigned` positions.
     Fills travel on the strategies' connections and positions on the runtime's, so a fill can be booked a moment before
     the broker's position moves: only a difference seen twice in a row, `settle` seconds apart, counts."""
+    from ib_async import ExecutionFilter
     prev = None
     for _ in range(tries):
         await self._ask(self.main.ib.reqPositionsAsync())
         broker = self._broker_positions()
         diff = self._differences(broker)
-        if diff == prev: break
+        if not diff or diff == prev: break
         prev = diff
         await asyncio.sleep(settle)
+        # the broker's position can move before the fill's execution reaches us: its connection is slow, or already
+        # closed at the end of a session while a stop fills. Ask for the executions again before calling it a difference.
+        for f in await self._ask(self.main.ib.reqExecutionsAsync(ExecutionFilter())): self._book(f)
     prices = {c.conId: dec(self.last_price[s]) for s, c in self.contracts.items() if s in self.last_price}
     contracts = {p.contract.conId: (p.contract.currency or self.base, dec(p.contract.multiplier or 1)) for p in self.main.ib.positions()}
     rep = self.ledger.reconcile(broker, prices, contracts)
