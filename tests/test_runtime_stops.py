@@ -167,9 +167,8 @@ def test_a_stop_that_fills_as_the_position_grows_leaves_the_rest_protected(proje
         # Which way it is re-protected depends on the order the two executions reach the ledger: stop first (usual) and the
         # spent plan is replaced with an alert; buy first (seen on a loaded machine) and the stop's fill flattens the old
         # plan, then the buy opens a new one. Either way: exactly one stop, for exactly what is held (asserted above).
-        booked = sorted(sess.rt.ledger.fills.values(), key=lambda f: f.time)
-        if any("a new stop protects the remaining" in a["message"] for a in sess.rt.alerts) is False:
-            assert len(sess.rt.stopbook) == 1 and sess.rt.stopbook.get("probe", cid).quantity == held, booked[-3:]
+        if not any("a new stop protects the remaining" in a["message"] for a in sess.rt.alerts):
+            assert sess.rt.stopbook.get("probe", cid).quantity == held, sess.rt.stopbook.get("probe", cid)
         assert duplicate_orders(gateway) == {}
     finally:
         sess.stop()
