@@ -7,7 +7,7 @@ flatten, parameter changes, assignments, reconciliation and shutdown."""
 from __future__ import annotations
 import asyncio, contextlib, logging
 from .control import CommandInbox
-
+from .status import publish
 log = logging.getLogger("ats.runtime")
 
 # %% auto #0
@@ -86,7 +86,7 @@ async def control_loop(rt) -> None:
             (log.info if status == "done" else log.warning)("command %s %s from %s (%s): %s: %s", c.action, c.target, c.by, c.source, status, msg)
             rt._note("command", c.target, "", 0.0, None, action=c.action, by=c.by, status=status, message=msg)
         if cmds:                      # the published status shows a command's effect before its sender hears back
-            await rt.publish()
+            await publish(rt)
             with contextlib.suppress(Exception): await asyncio.to_thread(inbox.flush)
             if rt._stop_after_answers: rt.request_stop(rt._stop_after_answers)
         await asyncio.sleep(0.2)

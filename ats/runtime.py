@@ -13,9 +13,8 @@ from typing import Any
 import pandas as pd
 
 # %% auto #0
-__all__ = ['log', 'STATUS_SYMBOL', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'OrderUpdate', 'Rejection', 'order_ref',
-           'parse_order_ref', 'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport', 'write_status',
-           'read_status', 'status_age', 'run_session_async', 'run_session']
+__all__ = ['log', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'OrderUpdate', 'Rejection', 'order_ref', 'parse_order_ref',
+           'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport', 'run_session_async', 'run_session']
 
 # %% ../nbs/22_runtime.ipynb #cb595dd0
 log = logging.getLogger("ats.runtime")
@@ -442,7 +441,7 @@ class Runtime:
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
         await self._reattach_stops()
-        self._spawn(control_loop(self)); self._spawn(self._publish_loop()); self._spawn(self._watch_loop())
+        self._spawn(control_loop(self)); self._spawn(publish_loop(self)); self._spawn(self._watch_loop())
         self.alert("INFO", f"runtime started: {sum(s.state == 'running' for s in self.slots.values())} of {len(self.slots)} strategies running "
                            f"on {self.cs.host}:{self.cs.port}")
         return self
@@ -1346,49 +1345,7 @@ def status(self: Runtime) -> list[dict]:
                         error=sl.error or (w.stats.last_error if w else "")))
     return out
 
-@patch
-def status_document(self: Runtime) -> dict:
-    "Everything the dashboard and `ats status` show, JSON-ready."
-    pos = self.ledger.positions_frame()
-    conns = [self.main.status()] + [s.conn.status() for s in self.slots.values() if s.conn is not None]
-    lat = sorted(self.latencies)
-    return dict(as_of=_utcnow().isoformat(), pid=os.getpid(), started_at=self.started_at.isoformat() if self.started_at else None,
-                running=not (self._stop_event and self._stop_event.is_set()), stop_reason=self.stop_reason,
-                host=self.cs.host, port=self.cs.port, account=dict(nav=self.nav(), base_currency=self.base,
-                excess_liquidity=self._account_value("ExcessLiquidity"), day=str(self.day.date()) if self.day is not None else None),
-                strategies=self.status(), connections=[dataclasses.asdict(c) for c in conns],
-                positions=json.loads(pos.to_json(orient="records")) if len(pos) else [],
-                pnl=json.loads(self.ledger.pnl_frame().to_json(orient="records")),
-                risk=dict(account=self.risk.state().value, strategies={n: self.risk.state(n).value for n in self.slots}),
-                risk_status=self._risk_status(),
-                reconciliation=[{k: str(v) for k, v in r.items()} for r in self.last_reconciliation.rows] if self.last_reconciliation else [],
-                latency_ms=dict(n=len(lat), p50=round(lat[len(lat) // 2] * 1000, 3) if lat else None,
-                                p99=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3) if lat else None),
-                counters=dict(self.counters), alerts=list(self.alerts)[-30:], activity=list(self.activity)[-50:])
 
-@patch
-def _risk_status(self: Runtime) -> dict:
-    "What `ats risk status` shows; usage only while the account has a NAV (not during a reconnect)."
-    snap = self.snapshot()
-    return json.loads(json.dumps(self.risk.status(snap if snap.nav and snap.nav > 0 else None), default=str))
-
-@patch
-async def _publish_loop(self: Runtime) -> None:
-    n = 0
-    while True:
-        await asyncio.sleep(1.0)
-        try: await self.publish()
-        except Exception: log.exception("publishing the runtime status failed; retrying in a second")
-        n += 1
-        if n % 5 == 0: self.writer.write_snapshot(self.ledger, self.last_reconciliation)     # marks for `ats ledger`
-
-@patch
-async def publish(self: Runtime) -> None:
-    "Write the status document to the `portfolios` library (the runner is its only writer)."
-    try:
-        doc = self.status_document()
-        await asyncio.to_thread(write_status, self.store, doc)
-    except Exception as e: log.warning("could not publish the runtime status: %s", e)
 
 # %% ../nbs/22_runtime.ipynb #e3450037
 @patch
@@ -1416,7 +1373,7 @@ async def stop(self: Runtime) -> None:
     with contextlib.suppress(Exception): self.sample_equity()
     if self.writer is not None: self.writer.write_snapshot(self.ledger, self.last_reconciliation)
     self.request_stop(self.stop_reason or "stopped")
-    if self.risk is not None: await self.publish()
+    if self.risk is not None: await publish(self)
     if self.writer is not None: await asyncio.to_thread(self.writer.close)
     if self.main is not None: await self.main.close()
     for slot in self.slots.values():
@@ -1461,22 +1418,8 @@ class SessionReport:
                 f"{len(self.orders)} order event(s), {len(self.fills)} fill(s), {len(self.errors)} error(s); {self.reconciliation}")
 
 # %% ../nbs/22_runtime.ipynb #71b86596
-STATUS_SYMBOL = "runtime.status"
-
-def write_status(store, doc: dict) -> None:
-    row = pd.DataFrame({"as_of": [pd.Timestamp(doc["as_of"])]})
-    store.library("portfolios").write(STATUS_SYMBOL, row, metadata=json.loads(json.dumps(doc, default=str)), prune_previous_versions=True)
-
-def read_status(store) -> dict | None:
-    "The runner's last published status, or None if no runner ever ran."
-    lib = store.library("portfolios")
-    if not lib.has_symbol(STATUS_SYMBOL): return None
-    return lib.read_metadata(STATUS_SYMBOL).metadata
-
-def status_age(doc: dict | None) -> float | None:
-    "Seconds since the status was written (a runner that died stops refreshing it)."
-    if not doc: return None
-    return (_utcnow() - dt.datetime.fromisoformat(doc["as_of"])).total_seconds()
+# the status document (what it holds, how it is stored and published) lives in ats.status; these names stay importable from here
+from .status import STATUS_SYMBOL, write_status, read_status, status_age, publish, publish_loop
 
 # %% ../nbs/22_runtime.ipynb #9b9a3577
 async def run_session_async(settings=None, store=None, *, strategies: list[str] | None = None, minutes: float | None = None,

@@ -4,15 +4,19 @@
 
 # %% ../nbs/25_status.ipynb #c08db474
 from __future__ import annotations
-import datetime as dt, os, time
+import asyncio, dataclasses, datetime as dt, json, logging, os, time
+import pandas as pd
 import psutil
 from dataclasses import dataclass, asdict
 
+log = logging.getLogger("ats.runtime")
+
 # %% auto #0
-__all__ = ['STATUS_INTERVAL', 'STALE_AFTER', 'Freshness', 'freshness', 'mark_dead']
+__all__ = ['log', 'STATUS_INTERVAL', 'STALE_AFTER', 'STATUS_SYMBOL', 'Freshness', 'freshness', 'mark_dead', 'write_status',
+           'read_status', 'status_age', 'status_document', 'risk_status', 'publish_loop', 'publish']
 
 # %% ../nbs/25_status.ipynb #6d0406bd
-STATUS_INTERVAL = 1.0       # seconds between two status documents of a running runner (Runtime._publish_loop)
+STATUS_INTERVAL = 1.0       # seconds between two status documents of a running runner (publish_loop)
 STALE_AFTER = 3             # publications missed before a running status counts as stale
 
 @dataclass
@@ -42,7 +46,6 @@ def freshness(doc: dict | None, now: dt.datetime | None = None) -> Freshness:
 def mark_dead(store, reason: str, wait: float = 10.0) -> bool:
     """Record that the runner died (killed, crashed) in its stored status, so nobody reads `running` any more.
     Only for the one who saw it die: the runner is the status's writer while it lives. False if nothing said running."""
-    from ats.runtime import read_status, write_status
     doc = read_status(store)
     if not doc or not doc.get("running"): return False
     # the runtime may live in a process of its own (the papermill kernel of `ats run`): until that writer is gone it may
@@ -53,3 +56,64 @@ def mark_dead(store, reason: str, wait: float = 10.0) -> bool:
     if not doc or not doc.get("running"): return False
     write_status(store, {**doc, "running": False, "stop_reason": reason, "died_at": dt.datetime.now(dt.timezone.utc).isoformat()})
     return True
+
+# %% ../nbs/25_status.ipynb #b26ee6c5
+STATUS_SYMBOL = "runtime.status"
+
+def _utcnow() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
+
+def write_status(store, doc: dict) -> None:
+    row = pd.DataFrame({"as_of": [pd.Timestamp(doc["as_of"])]})
+    store.library("portfolios").write(STATUS_SYMBOL, row, metadata=json.loads(json.dumps(doc, default=str)), prune_previous_versions=True)
+
+def read_status(store) -> dict | None:
+    "The runner's last published status, or None if no runner ever ran."
+    lib = store.library("portfolios")
+    if not lib.has_symbol(STATUS_SYMBOL): return None
+    return lib.read_metadata(STATUS_SYMBOL).metadata
+
+def status_age(doc: dict | None) -> float | None:
+    "Seconds since the status was written (a runner that died stops refreshing it)."
+    if not doc: return None
+    return (_utcnow() - dt.datetime.fromisoformat(doc["as_of"])).total_seconds()
+
+def status_document(rt) -> dict:
+    "Everything the dashboard and `ats status` show about the runtime `rt`, JSON-ready."
+    pos = rt.ledger.positions_frame()
+    conns = [rt.main.status()] + [s.conn.status() for s in rt.slots.values() if s.conn is not None]
+    lat = sorted(rt.latencies)
+    return dict(as_of=_utcnow().isoformat(), pid=os.getpid(), started_at=rt.started_at.isoformat() if rt.started_at else None,
+                running=not (rt._stop_event and rt._stop_event.is_set()), stop_reason=rt.stop_reason,
+                host=rt.cs.host, port=rt.cs.port, account=dict(nav=rt.nav(), base_currency=rt.base,
+                excess_liquidity=rt._account_value("ExcessLiquidity"), day=str(rt.day.date()) if rt.day is not None else None),
+                strategies=rt.status(), connections=[dataclasses.asdict(c) for c in conns],
+                positions=json.loads(pos.to_json(orient="records")) if len(pos) else [],
+                pnl=json.loads(rt.ledger.pnl_frame().to_json(orient="records")),
+                risk=dict(account=rt.risk.state().value, strategies={n: rt.risk.state(n).value for n in rt.slots}),
+                risk_status=risk_status(rt),
+                reconciliation=[{k: str(v) for k, v in r.items()} for r in rt.last_reconciliation.rows] if rt.last_reconciliation else [],
+                latency_ms=dict(n=len(lat), p50=round(lat[len(lat) // 2] * 1000, 3) if lat else None,
+                                p99=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3) if lat else None),
+                counters=dict(rt.counters), alerts=list(rt.alerts)[-30:], activity=list(rt.activity)[-50:])
+
+def risk_status(rt) -> dict:
+    "What `ats risk status` shows; usage only while the account has a NAV (not during a reconnect)."
+    snap = rt.snapshot()
+    return json.loads(json.dumps(rt.risk.status(snap if snap.nav and snap.nav > 0 else None), default=str))
+
+async def publish_loop(rt) -> None:
+    "The runner's heartbeat for readers: a fresh status document every STATUS_INTERVAL s (and the ledger's marks every 5th)."
+    n = 0
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL)
+        try: await publish(rt)
+        except Exception: log.exception("publishing the runtime status failed; retrying in a second")
+        n += 1
+        if n % 5 == 0: rt.writer.write_snapshot(rt.ledger, rt.last_reconciliation)     # marks for `ats ledger`
+
+async def publish(rt) -> None:
+    "Write the status document to the `portfolios` library (the runner is its only writer)."
+    try:
+        doc = status_document(rt)
+        await asyncio.to_thread(write_status, rt.store, doc)
+    except Exception as e: log.warning("could not publish the runtime status: %s", e)
