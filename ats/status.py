@@ -85,7 +85,11 @@ def status_document(rt) -> dict:
     return dict(as_of=_utcnow().isoformat(), pid=os.getpid(), started_at=rt.started_at.isoformat() if rt.started_at else None,
                 running=not (rt._stop_event and rt._stop_event.is_set()), stop_reason=rt.stop_reason,
                 host=rt.cs.host, port=rt.cs.port, account=dict(nav=rt.nav(), base_currency=rt.base,
-                excess_liquidity=rt._account_value("ExcessLiquidity"), day=str(rt.day.date()) if rt.day is not None else None),
+                excess_liquidity=rt._account_value("ExcessLiquidity"), day=str(rt.day.date()) if rt.day is not None else None,
+                id=_account_id(rt), paper=not rt.s.is_live, cash=rt._account_value("TotalCashValue"),
+                init_margin=rt._account_value("InitMarginReq"), maint_margin=rt._account_value("MaintMarginReq"), **_exposure(rt)),
+                stops=_stops(rt), open_orders=_open_orders(rt),
+                market=[dict(symbol=s, last_bar=str(h.times[-1]) if h.times else None, last_price=rt.last_price.get(s)) for s, h in sorted(rt.history.items())],
                 strategies=rt.status(), connections=[dataclasses.asdict(c) for c in conns],
                 positions=json.loads(pos.to_json(orient="records")) if len(pos) else [],
                 pnl=json.loads(rt.ledger.pnl_frame().to_json(orient="records")),
@@ -95,6 +99,43 @@ def status_document(rt) -> dict:
                 latency_ms=dict(n=len(lat), p50=round(lat[len(lat) // 2] * 1000, 3) if lat else None,
                                 p99=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3) if lat else None),
                 counters=dict(rt.counters), alerts=list(rt.alerts)[-30:], activity=list(rt.activity)[-50:])
+
+def _account_id(rt) -> str:
+    "The account traded: [ib] account, else the first one the broker manages."
+    if rt.cs.account: return rt.cs.account
+    try: return (rt.main.ib.managedAccounts() or [""])[0]
+    except Exception: return ""
+
+def _exposure(rt) -> dict:
+    "Gross and net exposure of every position in the base currency (the mark, else the average price)."
+    gross = net = 0.0
+    for p in rt.ledger.positions.values():
+        if not p.quantity: continue
+        v = float(rt.ledger.to_base(p.quantity * (p.mark if p.mark is not None else p.avg_price) * p.multiplier, p.currency))
+        gross += abs(v); net += v
+    return dict(gross_exposure=round(gross, 2), net_exposure=round(net, 2))
+
+def _stops(rt) -> list[dict]:
+    "The protective exits of open positions: stop level, target, time exit."
+    if rt.stopbook is None: return []
+    return [dict(strategy=p.strategy, symbol=p.symbol, quantity=float(p.quantity), stop_price=float(p.stop_price),
+                 target_price=float(p.target_price) if p.target_price is not None else None, trailing_pct=p.trailing_pct,
+                 exit_at=p.exit_at.isoformat() if p.exit_at else None, status=p.status)
+            for p in rt.stopbook.plans.values() if p.status != "closed"]
+
+def _open_orders(rt) -> list[dict]:
+    "Working orders of every connection (each strategy places its own), with the strategy from the order reference."
+    from ats.runtime import parse_order_ref
+    out, conns = [], [rt.main] + [s.conn for s in rt.slots.values() if s.conn is not None]
+    for c in conns:
+        try: trades = c.ib.openTrades()
+        except Exception: continue
+        for t in trades:
+            o = t.order
+            out.append(dict(strategy=parse_order_ref(o.orderRef)[0], symbol=t.contract.symbol, action=o.action, quantity=float(o.totalQuantity),
+                            type=o.orderType, price=(o.lmtPrice if o.orderType in ("LMT", "STP LMT") else o.auxPrice) or None,
+                            status=t.orderStatus.status, order_id=o.orderId))
+    return out[:500]
 
 def risk_status(rt) -> dict:
     "What `ats risk status` shows; usage only while the account has a NAV (not during a reconnect)."
