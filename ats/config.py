@@ -11,15 +11,16 @@ from typing import Any
 from urllib.parse import urlparse, parse_qs
 
 # %% auto #0
-__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'SECTIONS', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES',
-           'INI_HEADER', 'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings',
-           'PositionSizingSettings', 'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings',
-           'MemorySettings', 'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings',
-           'BackupSettings', 'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'GatewaySettings', 'Problem',
-           'SettingsError', 'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask',
-           'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
-           'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
-           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'validate_configuration']
+__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'SECTIONS',
+           'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES', 'INI_HEADER', 'EnvironmentSettings',
+           'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings', 'StopLossSettings', 'DataSettings',
+           'PerformanceSettings', 'LoggingSettings', 'MemorySettings', 'GuiSettings', 'DashboardSettings',
+           'SecuritySettings', 'EncryptionSettings', 'BackupSettings', 'RecoverySettings', 'MonitoringSettings',
+           'AlertsSettings', 'GatewaySettings', 'Problem', 'SettingsError', 'LiveTradingRefused', 'Source',
+           'parse_value', 'format_value', 'Settings', 'mask', 'find_settings_file', 'read_dotenv', 'env_names',
+           'load_settings', 'check_live_guard', 'AccountRefused', 'is_paper_account', 'check_account_guard',
+           'render_ini', 'CheckResult', 'ValidationReport', 'check_ib', 'check_database', 'check_risk',
+           'check_resources', 'check_strategies', 'validate_configuration']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
@@ -141,7 +142,6 @@ class LoggingSettings:
     backup_count: int = _f(5, "rotated files kept", lo=0, hi=1000)
     console: bool = _f(True, "also log to the console")
     format: str = _f("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "Python logging format")
-    max_log_entries: int = _f(1000, "entries kept in memory for the dashboard's log view", "entries", lo=10)
     enhanced: bool = _f(False, "add process, thread and source location to every line", profile={"development": False, "production": True})
 
 @dataclass
@@ -155,18 +155,28 @@ class MemorySettings:
 
 @dataclass
 class GuiSettings:
-    "The Voila dashboard server."
+    "The Voila dashboards (control, settings, data): where they are served and how they look and update."
     host: str = _f("127.0.0.1", "address the dashboard listens on")
     port: int = _f(8866, "port of the dashboard", lo=1, hi=65535)
-    theme: str = _f("light", "colour theme", choices=("light", "dark"))
+    theme: str = _f("dark", "colour theme (auto follows the browser's light/dark preference)", choices=("light", "dark", "auto"))
+    update_frequency: int = _f(1000, "how often the dashboard looks for widgets due a refresh", "ms", lo=100, hi=60000)
+    chart_history_days: int = _f(30, "days of equity and drawdown shown in the charts", "days", lo=1, hi=36500)
+    max_log_entries: int = _f(1000, "entries kept for the dashboard's alerts and log panel", "entries", lo=10)
+    auto_refresh: bool = _f(True, "refresh the widgets by themselves (false: only the Refresh button)")
+    notifications: bool = _f(True, "browser notifications for new warnings and errors")
+    sound_alerts: bool = _f(False, "a sound with each new warning or error")
     start_dashboard: bool = _f(True, "`ats up` also starts the dashboard")
+
+DASHBOARD_WIDGETS = ("portfolio_summary", "active_strategies", "recent_trades", "system_status", "market_overview")
+REFRESH_KEYS = ("portfolio", "strategies", "trades", "system", "market")
 
 @dataclass
 class DashboardSettings:
-    "What the control dashboard shows and how often it refreshes."
-    widgets: list = _f(["portfolio", "pnl", "strategies", "trades", "status", "market"], "panels shown, in order (comma separated)", choices=("portfolio", "pnl", "strategies", "trades", "status", "market", "logs"))
-    refresh_interval: float = _f(5.0, "refresh of positions, P&L and status", "s", lo=0.2)
-    chart_refresh_interval: float = _f(30.0, "refresh of charts", "s", lo=1)
+    "What the control dashboard shows and how often each part refreshes."
+    default_widgets: list = _f(list(DASHBOARD_WIDGETS), "widgets shown, in order (comma separated)", choices=DASHBOARD_WIDGETS)
+    refresh_intervals: dict = _f(dict(portfolio=5.0, strategies=10.0, trades=5.0, system=30.0, market=60.0),
+                                 "refresh of each widget: portfolio, strategies, trades, system, market (e.g. 'trades: 2'; keys left out keep their default)",
+                                 "s", lo=0.2, choices=REFRESH_KEYS)
     max_trades_shown: int = _f(50, "rows in the recent-trades table", "rows", lo=1)
     market_symbols: list = _f(["SPY", "QQQ", "AAPL", "MSFT"], "symbols in the market overview (comma separated)")
 
@@ -250,6 +260,30 @@ SECTIONS: dict[str, type] = dict(
     backup=BackupSettings, recovery=RecoverySettings, monitoring=MonitoringSettings,
     alerts=AlertsSettings, gateway=GatewaySettings)
 
+def _old_widgets(raw) -> str:
+    "The dashboard's old panel names as the guide's widget names (the log panel is always shown now)."
+    names = dict(portfolio="portfolio_summary", pnl="portfolio_summary", strategies="active_strategies", trades="recent_trades",
+                 status="system_status", market="market_overview")
+    out = [names[w] for w in (x.strip() for x in str(raw).split(",")) if w in names]
+    return ", ".join(dict.fromkeys(out))
+
+# Settings known under an older name: (section, old key) -> (section, the guide's key, how an old value reads as a new one).
+# An old name still works and `ats check` warns with the new one; the new name wins when both are written.
+RENAMED: dict[tuple[str, str], tuple[str, str, Any]] = {
+    ("logging", "max_log_entries"): ("gui", "max_log_entries", None),
+    ("dashboard", "widgets"): ("dashboard", "default_widgets", _old_widgets),
+    ("dashboard", "refresh_interval"): ("dashboard", "refresh_intervals", lambda v: f"portfolio: {v}, strategies: {v}, trades: {v}, system: {v}"),
+}
+# Settings that no longer exist: (section, key) -> what to do instead. Warned about, never silently ignored.
+RETIRED: dict[tuple[str, str], str] = {
+    ("dashboard", "chart_refresh_interval"): "charts now take new points at their widget's refresh; set [dashboard] refresh_intervals "
+                                             "(portfolio, market) instead and delete this line",
+}
+
+def _renamed_note(sec: str, key: str) -> str:
+    nsec, nkey, _ = RENAMED[(sec, key)]
+    return f"deprecated name: write it as [{nsec}] {nkey} (the configuration guide's name); it is read as that for now"
+
 # %% ../nbs/00_config.ipynb #ab81fdd6
 @dataclass
 class Problem:
@@ -287,9 +321,11 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 def _allowed(f, unit: bool = True) -> str:
     "Human description of what a field accepts."
     md, t = f.metadata, _ftype(f)
-    if md.get("choices") and t is not list: return "one of " + ", ".join(map(str, md["choices"]))
+    if md.get("choices") and t not in (list, dict): return "one of " + ", ".join(map(str, md["choices"]))
     if t is bool: return "true or false"
     if t is list: return "a comma-separated list" + (f" of {', '.join(md['choices'])}" if md.get("choices") else "")
+    if t is dict: return (f"'key: value' pairs, comma separated, keys from {', '.join(md['choices'])}, each value a number"
+                          + (f" ≥ {md['lo']}" if md.get("lo") is not None else "") + (f" ({md['unit']})" if unit and md.get("unit") else ""))
     kind = {int: "a whole number", float: "a number", str: "text"}[t]
     lo, hi = md.get("lo"), md.get("hi")
     if lo is not None and hi is not None: rng = f" {'>' if md.get('lo_open') else 'from'} {lo}{' and ≤' if md.get('lo_open') else ' to'} {hi}"
@@ -298,11 +334,31 @@ def _allowed(f, unit: bool = True) -> str:
     return kind + rng + (f" ({md['unit']})" if unit and md.get("unit") else "")
 
 def _ftype(f) -> type:
-    return {"str": str, "int": int, "float": float, "bool": bool, "list": list}[f.type if isinstance(f.type, str) else f.type.__name__]
+    return {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}[f.type if isinstance(f.type, str) else f.type.__name__]
+
+def _parse_pairs(f, raw) -> dict:
+    "A dict setting ('portfolio: 5, trades: 2'): known keys only, numbers, merged onto the default (keys left out keep it)."
+    md = f.metadata
+    if isinstance(raw, dict): items = list(raw.items())
+    else:
+        items = []
+        for part in (p.strip() for p in str(raw).split(",") if p.strip()):
+            k, sep, v = part.replace("=", ":", 1).partition(":")
+            if not sep: raise ValueError(f"{part!r} is not 'key: value': expected {_allowed(f)}")
+            items.append((k.strip(), v.strip()))
+    out = dict(f.default_factory())
+    for k, v in items:
+        if md.get("choices") and k not in md["choices"]: raise ValueError(f"unknown key {k!r}{_suggest(k, md['choices'])}: expected {_allowed(f)}")
+        try: x = float(v)
+        except (TypeError, ValueError): raise ValueError(f"{k}: {v!r} is not a number: expected {_allowed(f)}") from None
+        if x != x or (md.get("lo") is not None and x < md["lo"]): raise ValueError(f"{k}: {v} is out of range: expected {_allowed(f)}")
+        out[k] = x
+    return out
 
 def parse_value(f, raw: Any):
     "Convert `raw` (text or a typed value) to the field's type; raise ValueError with what is allowed."
     t, md = _ftype(f), f.metadata
+    if t is dict: return _parse_pairs(f, raw)          # its own messages name the key that is wrong
     try:
         if t is bool:
             if isinstance(raw, bool): v = raw
@@ -336,6 +392,7 @@ def format_value(v) -> str:
     "Inverse of parse_value: the text form used in settings.ini."
     if isinstance(v, bool): return "true" if v else "false"
     if isinstance(v, list): return ", ".join(map(str, v))
+    if isinstance(v, dict): return ", ".join(f"{k}: {x:g}" if isinstance(x, (int, float)) else f"{k}: {x}" for k, x in v.items())
     return str(v)
 
 # %% ../nbs/00_config.ipynb #8345bcc2
@@ -485,6 +542,7 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
 
     # 3. settings.ini (read first: it may choose the profile)
     ini_lines: dict = {}
+    old_lines: dict = {}          # values written under a deprecated name, by their new (section, key)
     if ini is not None:
         if not ini.is_file():
             probs.append(Problem(str(ini), "", "", None, f"settings file not found; run `ats init` to create it, or point ATS_SETTINGS at yours"))
@@ -519,6 +577,14 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
                         continue
                     for key, raw in cp.items(sec):
                         where = f"{ini.name}:{line_of(sec, key) or '?'}"
+                        if (sec, key) in RENAMED:
+                            probs.append(Problem(where, sec, key, raw, _renamed_note(sec, key), "warning"))
+                            nsec, nkey, conv = RENAMED[(sec, key)]
+                            old_lines[(nsec, nkey)] = (conv(raw) if conv else raw, where)
+                            continue
+                        if (sec, key) in RETIRED:
+                            probs.append(Problem(where, sec, key, raw, f"no longer a setting, ignored: {RETIRED[(sec, key)]}", "warning"))
+                            continue
                         if key not in fmap[sec]:
                             probs.append(Problem(where, sec, key, raw, f"unknown key{_suggest(key, fmap[sec])}; keys of [{sec}]: {', '.join(fmap[sec])}"))
                             continue
@@ -527,11 +593,22 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
                             continue
                         ini_lines[(sec, key)] = (raw, where)
 
+    for k, v in old_lines.items(): ini_lines.setdefault(k, v)
+
     # 4. .env and 5. environment: collect raw values first (the profile may come from them)
     dot_path = Path(dotenv) if dotenv else ((ini.parent if ini else Path.cwd()) / ".env")
     dot, dprobs = read_dotenv(dot_path)
     probs += dprobs
     names = env_names()
+    for (osec, okey), (nsec, nkey, conv) in RENAMED.items():      # ATS_<SECTION>__<OLD KEY> reads as the new name, with a warning
+        old, new = _env_name(osec, okey), _env_name(nsec, nkey)
+        for layer, where in ((dot, lambda: f"{dot_path.name}:{dot[old][1]}"), (env, lambda: f"env {old}")):
+            if old in layer:
+                raw = layer.pop(old)
+                probs.append(Problem(where(), osec, okey, raw[0] if layer is dot else raw, _renamed_note(osec, okey) + f"; the variable is {new}", "warning"))
+                if new not in layer:
+                    val = raw[0] if layer is dot else raw
+                    layer[new] = ((conv(val) if conv else val), raw[1]) if layer is dot else (conv(val) if conv else val)
     for n in dot:
         if n.startswith("ATS_") and n not in names and "__" in n:
             probs.append(Problem(f"{dot_path.name}:{dot[n][1]}", "", "", None, f"unknown variable {n}{_suggest(n, names)}"))

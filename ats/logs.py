@@ -78,7 +78,7 @@ def setup_logging(settings=None, *, log_file: str | Path | None = None, console:
         handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=int(L.max_file_size * 2**20), backupCount=L.backup_count, encoding="utf-8"))
     if L.console if console is None else console:
         handlers.append(logging.StreamHandler(sys.stderr))
-    _ring = RingBufferHandler(L.max_log_entries)
+    _ring = RingBufferHandler(s.gui.max_log_entries)     # what the dashboard's log panel can show
     handlers.append(_ring)
     for h in handlers:
         h.setFormatter(formatter); h.addFilter(secret_filter); log.addHandler(h)

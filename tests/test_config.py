@@ -61,7 +61,7 @@ def test_each_layer_wins_over_the_ones_below(project, layer):
     ("ALPHA_VANTAGE_API_KEY", "data", "alpha_vantage_api_key", "AV-SECRET", "AV-SECRET"),
     ("QUANDL_API_KEY", "data", "quandl_api_key", "Q-SECRET", "Q-SECRET"),
     ("ATS_RISK__MAX_POSITION_SIZE", "risk", "max_position_size", "0.05", 0.05),
-    ("ATS_DASHBOARD__WIDGETS", "dashboard", "widgets", "pnl,trades", ["pnl", "trades"]),
+    ("ATS_DASHBOARD__DEFAULT_WIDGETS", "dashboard", "default_widgets", "recent_trades,market_overview", ["recent_trades", "market_overview"]),
     ("ATS_STOP_LOSS__TRAILING_STOP", "stop_loss", "trailing_stop", "yes", True),
 ])
 def test_every_guide_env_variable(project, var, section, key, raw, value):
@@ -142,7 +142,7 @@ BAD = [
     ("fraction above 1", "[risk]\nmax_position_size = 1.5\n", {}, "settings.ini:2: [risk] max_position_size = '1.5': out of range: expected a number > 0 and ≤ 1 (fraction of NAV)"),
     ("percent instead of fraction", "[risk]\nmax_account_risk = 2\n", {}, "settings.ini:2: [risk] max_account_risk = '2': out of range: expected a number > 0 and ≤ 1 (fraction of NAV)"),
     ("bad choice", "[position_sizing]\nmethod = martingale\n", {}, "settings.ini:2: [position_sizing] method = 'martingale': 'martingale' is not allowed: expected one of fixed, volatility_adjusted, kelly"),
-    ("bad list item", "[dashboard]\nwidgets = pnl, charts\n", {}, "settings.ini:2: [dashboard] widgets = 'pnl, charts': 'charts' is not allowed: expected a comma-separated list of portfolio, pnl, strategies, trades, status, market, logs"),
+    ("bad list item", "[dashboard]\ndefault_widgets = recent_trades, charts\n", {}, "settings.ini:2: [dashboard] default_widgets = 'recent_trades, charts': 'charts' is not allowed: expected a comma-separated list of portfolio_summary, active_strategies, recent_trades, system_status, market_overview"),
     ("secret in file", "[data]\nalpha_vantage_api_key = abc123\n", {}, "settings.ini:2: [data] alpha_vantage_api_key = '********': secrets must not be written in settings.ini; put it in .env or the environment as ATS_DATA__ALPHA_VANTAGE_API_KEY"),
     ("bad env value", "", {"IB_PORT": "localhost"}, "env IB_PORT: [ib] port = 'localhost': expected a whole number from 1 to 65535"),
     ("unknown env var", "", {"ATS_IB__PROT": "1"}, "env ATS_IB__PROT: unknown variable (did you mean 'ATS_IB__PORT'?); the form is ATS_<SECTION>__<KEY>, e.g. ATS_IB__PORT"),
@@ -227,3 +227,58 @@ def test_disk_threshold(project):
 
 def test_defaults_pass(project):
     assert results(None).ok
+
+
+# ---- the guide's names for the dashboard settings (issue 12) -----------------------------------------------------
+
+def test_dashboard_settings_have_the_guides_names_and_defaults(project):
+    s = load_settings(None, env={}, use_file=False)
+    assert s.gui.theme == "dark" and s.gui.update_frequency == 1000 and s.gui.chart_history_days == 30
+    assert s.gui.max_log_entries == 1000 and s.gui.auto_refresh and s.gui.notifications and not s.gui.sound_alerts
+    assert s.dashboard.default_widgets == ["portfolio_summary", "active_strategies", "recent_trades", "system_status", "market_overview"]
+    assert s.dashboard.refresh_intervals == dict(portfolio=5, strategies=10, trades=5, system=30, market=60)
+    (project / "settings.ini").write_text("[gui]\ntheme = auto\n[dashboard]\nrefresh_intervals = trades: 2, market: 120\n")
+    s = load_settings(project / "settings.ini", env={})
+    assert s.gui.theme == "auto"
+    assert s.dashboard.refresh_intervals == dict(portfolio=5, strategies=10, trades=2, system=30, market=120)   # keys left out keep their default
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[dashboard]\nrefresh_intervals = trade: 2\n", "unknown key 'trade' (did you mean 'trades'?)"),
+    ("[dashboard]\nrefresh_intervals = trades: fast\n", "trades: 'fast' is not a number"),
+    ("[dashboard]\nrefresh_intervals = trades: 0.05\n", "trades: 0.05 is out of range"),
+    ("[dashboard]\nrefresh_intervals = trades 2\n", "'trades 2' is not 'key: value'"),
+    ("[dashboard]\ndefault_widgets = portfolio_summary, charts\n", "'charts' is not allowed"),
+    ("[gui]\ntheme = blue\n", "'blue' is not allowed: expected one of light, dark, auto"),
+])
+def test_bad_dashboard_settings_name_the_key_and_what_is_allowed(project, text, expected):
+    (project / "settings.ini").write_text(text)
+    with pytest.raises(SettingsError) as e: load_settings(project / "settings.ini", env={})
+    assert expected in str(e.value) and "settings.ini:2" in str(e.value), str(e.value)
+
+
+def test_old_dashboard_names_still_work_with_a_warning_naming_the_new_key(project):
+    (project / "settings.ini").write_text("[logging]\nmax_log_entries = 50\n[dashboard]\nwidgets = portfolio, pnl, trades, logs\n"
+                                          "refresh_interval = 2\nchart_refresh_interval = 30\n")
+    s = load_settings(project / "settings.ini", env={"ATS_LOGGING__MAX_LOG_ENTRIES": "77"})
+    assert s.gui.max_log_entries == 77                                       # the environment still wins, under its old name too
+    assert s.dashboard.default_widgets == ["portfolio_summary", "recent_trades"]
+    assert s.dashboard.refresh_intervals == dict(portfolio=2, strategies=2, trades=2, system=2, market=60)
+    msgs = [str(p) for p in s.problems]
+    assert any("settings.ini:2: [logging] max_log_entries" in m and "write it as [gui] max_log_entries" in m for m in msgs), msgs
+    assert any("[dashboard] widgets" in m and "write it as [dashboard] default_widgets" in m for m in msgs), msgs
+    assert any("env ATS_LOGGING__MAX_LOG_ENTRIES" in m and "ATS_GUI__MAX_LOG_ENTRIES" in m for m in msgs), msgs
+    assert any("chart_refresh_interval" in m and "no longer a setting" in m and "refresh_intervals" in m for m in msgs), msgs
+    assert all(p.level == "warning" for p in s.problems)
+    # when both are written, the guide's name wins
+    (project / "settings.ini").write_text("[dashboard]\ndefault_widgets = market_overview\nwidgets = portfolio\n")
+    assert load_settings(project / "settings.ini", env={}).dashboard.default_widgets == ["market_overview"]
+
+
+def test_ats_check_shows_the_deprecation_warning(project):
+    from conftest import run_ats
+    run_ats("init", cwd=project, check=True)
+    ini = project / "settings.ini"
+    ini.write_text(ini.read_text().replace("[logging]\n", "[logging]\nmax_log_entries = 50\n", 1))
+    r = run_ats("check", cwd=project)
+    assert "[logging] max_log_entries" in r.stdout + r.stderr and "[gui] max_log_entries" in r.stdout + r.stderr, r.stdout + r.stderr
