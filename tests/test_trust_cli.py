@@ -1,6 +1,6 @@
 """What a new user hit in a day of use (issue 11): one validation for strategy parameters everywhere, unknown strategy
 names refused, a status that can be stale says so, settings files that are not text or have a broken header."""
-import datetime as dt, json, re
+import threading, datetime as dt, json, re
 import pytest
 from conftest import run_ats, ROOT
 from ats.store import Store, StrategyConfig
@@ -113,8 +113,11 @@ def test_a_status_nobody_refreshes_is_shown_stale_with_its_age(shipped):
     assert r.returncode == 1 and re.search(r"STALE: last published [4-9]\d s ago", r.stdout) and "  running  " not in r.stdout, r.stdout
     j = json.loads(run_ats("status", "--json", cwd=shipped).stdout)
     assert j["freshness"]["state"] == "stale" and 40 <= j["freshness"]["age_s"] < 60
-    _publish(shipped, age_s=0)
-    j = json.loads(run_ats("status", "--json", cwd=shipped).stdout)
+    stop = threading.Event()          # a live runner publishes every second, also while `ats status` starts (slow on a busy box)
+    pub = threading.Thread(target=lambda: [(_publish(shipped, age_s=0), stop.wait(0.5)) for _ in iter(stop.is_set, True)])
+    pub.start()
+    try: j = json.loads(run_ats("status", "--json", cwd=shipped).stdout)
+    finally: stop.set(); pub.join()
     assert j["freshness"]["state"] == "running"
     _publish(shipped, age_s=600, running=False)
     r = run_ats("status", cwd=shipped)
