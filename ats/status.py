@@ -66,11 +66,18 @@ def write_status(store, doc: dict) -> None:
     row = pd.DataFrame({"as_of": [pd.Timestamp(doc["as_of"])]})
     store.library("portfolios").write(STATUS_SYMBOL, row, metadata=json.loads(json.dumps(doc, default=str)), prune_previous_versions=True)
 
-def read_status(store) -> dict | None:
-    "The runner's last published status, or None if no runner ever ran."
+def read_status(store, attempts: int = 5) -> dict | None:
+    """The runner's last published status, or None if no runner ever ran. The runner replaces it every second and prunes
+    the old version: a read that lands in between finds its version gone and simply reads again."""
+    from arcticdb.exceptions import KeyNotFoundException, NoDataFoundException, NoSuchVersionException
     lib = store.library("portfolios")
-    if not lib.has_symbol(STATUS_SYMBOL): return None
-    return lib.read_metadata(STATUS_SYMBOL).metadata
+    for i in range(attempts):
+        try:
+            if not lib.has_symbol(STATUS_SYMBOL): return None
+            return lib.read_metadata(STATUS_SYMBOL).metadata
+        except (KeyNotFoundException, NoDataFoundException, NoSuchVersionException):
+            if i == attempts - 1: raise
+            time.sleep(0.02 * (i + 1))
 
 def status_age(doc: dict | None) -> float | None:
     "Seconds since the status was written (a runner that died stops refreshing it)."
@@ -124,13 +131,19 @@ def _stops(rt) -> list[dict]:
             for p in rt.stopbook.plans.values() if p.status != "closed"]
 
 def _open_orders(rt) -> list[dict]:
-    "Working orders of every connection (each strategy places its own), with the strategy from the order reference."
+    """Working orders, each as the connection that placed it knows it (IB tells the placing client how its orders end; the
+    runtime's connection only saw them once, at start, so its copy of a strategy's order may be long filled), plus any order
+    of another client (TWS, a previous process) that only the runtime's connection knows. The strategy comes from the order
+    reference."""
     from ats.runtime import parse_order_ref
-    out, conns = [], [rt.main] + [s.conn for s in rt.slots.values() if s.conn is not None]
-    for c in conns:
-        try: trades = c.ib.openTrades()
-        except Exception: continue
-        for t in trades:
+    slots = [s.conn for s in rt.slots.values() if s.conn is not None]
+    own = {c.client_id for c in slots}
+    def trades(c):
+        try: return c.ib.openTrades()
+        except Exception: return []
+    out = []
+    for c, ts in [(c, trades(c)) for c in slots] + [(rt.main, [t for t in trades(rt.main) if t.order.clientId not in own])]:
+        for t in ts:
             o = t.order
             out.append(dict(strategy=parse_order_ref(o.orderRef)[0], symbol=t.contract.symbol, action=o.action, quantity=float(o.totalQuantity),
                             type=o.orderType, price=(o.lmtPrice if o.orderType in ("LMT", "STP LMT") else o.auxPrice) or None,
