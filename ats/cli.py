@@ -19,7 +19,8 @@ import pandas as pd
 __all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError', 'pct', 'known_strategy', 'parse_param',
            'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign',
            'cmd_ledger_reconcile', 'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run',
-           'cmd_up', 'cmd_jobs', 'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway', 'build_parser', 'main']
+           'cmd_dashboard', 'cmd_up', 'cmd_jobs', 'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway',
+           'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -407,8 +408,8 @@ def cmd_risk(args) -> int:
     if out.get("note"): print(out["note"])
     return 0
 
-def _status_text(doc: dict) -> str:
-    "The live status block of `ats status` and `ats up`."
+def _status_text(doc: dict, dashboard: str | None = None) -> str:
+    "The live status block of `ats status` and `ats up` (with the dashboard's URL when it serves one)."
     from ats.status import freshness
     acct, lat = doc.get("account", {}), doc.get("latency_ms", {})
     conns = doc.get("connections", [])
@@ -417,6 +418,7 @@ def _status_text(doc: dict) -> str:
             f"  NAV {acct.get('nav') or 0:,.2f} {acct.get('base_currency', '')}  day {acct.get('day') or '-'}"
             f"  broker {doc['host']}:{doc['port']} {main.get('state', '?')} (latency {main.get('latency_ms') or '-'} ms)"
             f"  bar→order p50/p99 {lat.get('p50') or '-'}/{lat.get('p99') or '-'} ms  account {doc.get('risk', {}).get('account', '?')}")
+    if dashboard: head += f"\ndashboard {dashboard}"
     fresh = freshness(doc)
     if fresh.state == "stale": head = head.replace("  running  ", "  STALE  ", 1) + f"\n{fresh.message}"
     strat = _table([{k: (f"{v:,.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in doc.get("strategies", [])],
@@ -487,6 +489,47 @@ def _exit_text(code: int | None) -> str:
         with contextlib.suppress(ValueError): return f"killed by {_signal.Signals(-code).name}"
     return f"exit code {code}"
 
+def _start_dashboard(sup, s) -> str | None:
+    "Start the Voila dashboards as a child of `sup`; its URL, or None (with the reason printed) if it could not start."
+    from ats.ui.server import voila_spec, dashboard_url, is_loopback
+    from ats.supervisor import port_open
+    probe = "127.0.0.1" if s.gui.host in ("0.0.0.0", "::", "") else s.gui.host
+    if port_open(probe, s.gui.port):
+        print(f"the dashboard did not start: [gui] port {s.gui.port} is in use (another `ats up` or `ats dashboard`?); "
+              "set [gui] port, or [gui] start_dashboard = false. Trading goes on without it.", flush=True)
+        return None
+    if not is_loopback(s.gui.host):
+        print(f"warning: the dashboard listens on {s.gui.host} without a login: anyone who reaches port {s.gui.port} can steer the account", flush=True)
+    try: sup.start(voila_spec(s, s.ini_path, s.path("logs/dashboard.log")))
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"the dashboard did not start: {e}. Trading goes on without it.", flush=True); return None
+    url = dashboard_url(s)
+    print(f"dashboard: {url}", flush=True)
+    return url
+
+def cmd_dashboard(args) -> int:
+    "Serve the dashboards alone (control, settings, data) until Ctrl-C; without a runner they show the stored state."
+    from ats.supervisor import Supervisor, StopSignals
+    from ats.runtime import read_status
+    from ats.status import freshness
+    s = _settings(args)
+    st = Store.from_settings(s, create=True)
+    sup = Supervisor(echo=lambda m: print(m, flush=True))
+    stops = StopSignals().__enter__()
+    try:
+        url = _start_dashboard(sup, s)
+        if url is None: return 1
+        f = freshness(read_status(st))
+        print(f"runner: {f.message}\nCtrl-C stops the dashboard", flush=True)
+        why = sup.wait()
+        print(why, flush=True)
+    except KeyboardInterrupt as e:
+        print(f"\nstopping ({getattr(e, 'signame', 'Ctrl-C')})", flush=True)
+    finally:
+        stops.stopping = True
+        sup.stop(); stops.__exit__()
+    return 0
+
 def cmd_up(args) -> int:
     "Start the paper gateway (unless TWS is configured) and the live runner; show live status until Ctrl-C or --minutes."
     import time as _time
@@ -522,13 +565,18 @@ def cmd_up(args) -> int:
             raise UserError(f"nothing listens on {s.ib.host}:{port}; start TWS / IB Gateway with the API enabled, or set [ib] gateway_type = paper")
         runner = sup.start(ChildSpec("live runner", [ats_bin, *pre, "run", *(["--no-notebook"] if args.no_notebook else [])],
                                      log_path=s.path("logs/runner.log")))
+        dash_url = _start_dashboard(sup, s) if s.gui.start_dashboard and not args.no_dashboard else None
         print(f"waiting for the runner (its log: {s.path('logs/runner.log')}); Ctrl-C stops everything", flush=True)
         end = _time.monotonic() + args.minutes * 60 if args.minutes else None
         last, tty = 0.0, sys.stdout.isatty()
         reason = f"the session length of {args.minutes:g} min was reached" if args.minutes else None
         while end is None or _time.monotonic() < end:
             _time.sleep(0.2)
-            dead = sup.dead()
+            dead = [c for c in sup.dead() if c.spec.name != "dashboard"]     # the dashboard's death never stops trading
+            gone = [c for c in sup.dead() if c.spec.name == "dashboard"]
+            if dash_url and gone:
+                print(f"the dashboard stopped ({_exit_text(gone[0].proc.returncode)}); trading goes on; see {s.path('logs/dashboard.log')}", flush=True)
+                dash_url = None
             if dead:
                 failed = dead[0].proc.returncode != 0
                 print(f"{dead[0].spec.name} exited with code {dead[0].proc.returncode}; see {dead[0].spec.log_path}", flush=True)
@@ -541,7 +589,7 @@ def cmd_up(args) -> int:
                 last = _time.monotonic()
                 doc = read_status(st)
                 if doc and pd.Timestamp(doc["as_of"]) >= since:
-                    print(("\033[2J\033[H" if tty else "\n") + _status_text(doc), flush=True)
+                    print(("\033[2J\033[H" if tty else "\n") + _status_text(doc, dash_url), flush=True)
     except KeyboardInterrupt as e:                      # Ctrl-C, or SIGTERM / SIGHUP as StopSignal
         reason = f"`ats up` was stopped ({getattr(e, 'signame', 'Ctrl-C')})"
         print(f"\nstopping ({getattr(e, 'signame', 'Ctrl-C')})", flush=True)
@@ -579,7 +627,12 @@ def _add_trading(sp):
     p.add_argument("--every", type=float, default=2.0, help="seconds between status refreshes")
     p.add_argument("--no-notebook", action="store_true", help="run the runner without papermill")
     p.add_argument("--fresh", action="store_true", help="start a new paper account at [gateway] start_date (the old account's state is discarded)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard (default: [gui] start_dashboard)")
     p.set_defaults(func=cmd_up)
+    p = sp.add_parser("dashboard", help="serve the dashboards (control, settings, data) on [gui] host:port until Ctrl-C",
+                      description="What `ats up` starts next to the runner; alone, the control dashboard shows the last stored state, "
+                                  "labelled 'not running' with its age.")
+    p.set_defaults(func=cmd_dashboard)
     p = sp.add_parser("status", help="the running session: strategies, positions, P&L, connections, latency, alerts")
     p.add_argument("--json", action="store_true"); p.set_defaults(func=cmd_status)
     p = sp.add_parser("shutdown", help="end the running session cleanly (strategies stop, orders cancelled per settings)")

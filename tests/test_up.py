@@ -127,7 +127,7 @@ def test_trading_commands_without_a_runner_say_what_to_do_and_keep_the_state(pro
 def test_a_position_opened_outside_ats_is_unassigned_until_a_trader_assigns_it(project):
     init_project(project)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_GUI__START_DASHBOARD": "false"}
     up = subprocess.Popen([ATS, "up", "--no-notebook", "--speed", "86400", "--every", "30"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.timeout(240)
 def start_up(project):
     "`ats up` with the live runner under papermill; returns (process, port, its descendants once the runner runs)."
     init_project(project)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port)}
+    port, gui = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_GUI__PORT": str(gui)}
     up = subprocess.Popen([ATS, "up", "--minutes", "5", "--speed", "86400", "--every", "30"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert wait_for(lambda: (d := _try_status(project)) and d.get("running"), 120, every=0.5), "the runner never ran"
@@ -23,7 +23,10 @@ def start_up(project):
     cmds = [" ".join(p.cmdline()) for p in tree]
     assert any(" gateway " in c for c in cmds) and any(" run" in c for c in cmds), cmds
     assert any("ipykernel" in c for c in cmds), cmds                      # the runner's papermill kernel is watched too
-    return up, port, tree
+    assert wait_for(lambda: port_open("127.0.0.1", gui), 60, every=0.5)     # and the dashboard (Voila) is served
+    tree = psutil.Process(up.pid).children(recursive=True)
+    assert any("ats.ui.server" in " ".join(p.cmdline()) for p in tree), cmds     # the Voila server, run by ats.ui.server.serve
+    return up, (port, gui), tree
 
 
 def _cleanup(up, tree):
@@ -48,7 +51,7 @@ def test_sigterm_or_sighup_stops_ats_up_like_ctrl_c(project, sig):
         assert f"stopping ({sig.name})" in out, out
         assert "summary:" in out, out                                            # the final summary, as after Ctrl-C
         assert _gone(tree, 10) == []                                              # gateway, runner and kernel: all gone
-        assert not port_open("127.0.0.1", port)
+        assert not port_open("127.0.0.1", port[0]) and not port_open("127.0.0.1", port[1])   # the IB port and the dashboard port
         doc = _try_status(project)
         assert not doc["running"] and doc["stop_reason"] == f"`ats up` was stopped ({sig.name})", doc["stop_reason"]   # the runner's clean stop
         assert list((project / "data_and_research" / "runs" / "live_runner").glob("*.ipynb"))         # and its record
@@ -64,7 +67,7 @@ def test_children_stop_by_themselves_when_ats_up_is_killed(project):
         up.kill()
         up.wait(10)
         assert _gone(tree, 15) == []                                              # nobody left holding the port or the database
-        assert not port_open("127.0.0.1", port)
+        assert not port_open("127.0.0.1", port[0]) and not port_open("127.0.0.1", port[1])
         doc = _try_status(project)
         assert not doc["running"], doc                                            # the runner stopped cleanly and said so
         log = (project / "logs" / "gateway.log").read_text()
@@ -102,7 +105,7 @@ def test_a_runner_killed_outright_is_reported_not_shown_running(project):
         runner.kill()
         out, _ = up.communicate(timeout=60)
         assert "live runner exited with code -9" in out, out
-        assert _gone(tree, 15) == [] and not port_open("127.0.0.1", port)
+        assert _gone(tree, 15) == [] and not port_open("127.0.0.1", port[0])
         # its kernel (where the runtime lives) either stopped cleanly and said so, or died with it and `ats up` said so
         doc = _try_status(project)
         died = "recorded in the status: the runner died" in out

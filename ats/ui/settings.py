@@ -4,52 +4,167 @@
 
 # %% ../../nbs/55_ui_settings.ipynb #3826521b
 from __future__ import annotations
-import dataclasses, html, json, os
+import dataclasses, html, json, os, urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
 import ipywidgets as W
 from ..config import load_settings, SECTIONS, format_value, _allowed
-from ..store import Store, StrategyConfig
+from ..store import Store, StrategyConfig, RISK_LIMIT_KEYS
+from ..strategy import FREQUENCIES, Strategy, StrategyLoadError, load_strategy_class, params_from_text
+from .theme import page, user
 
 # %% auto #0
-__all__ = ['RISK_SECTIONS', 'StrategyRow', 'SettingRow', 'SettingsPanel']
+__all__ = ['ENTER_KINDS', 'RISK_SECTIONS', 'PAGE_CSS', 'param_kind', 'ParamField', 'param_field', 'strategy_fields',
+           'params_to_store', 'StrategyRow', 'SettingRow', 'query_strategy', 'SettingsPanel']
+
+# %% ../../nbs/55_ui_settings.ipynb #6d1dd0b5
+ENTER_KINDS = ("int", "float", "symbols", "text", "json")   # typed fields: Enter (or leaving the field) applies them
+
+def param_kind(key: str, default, declared: type | None = None) -> str:
+    "Which widget a parameter gets, from its declared type (else its default's type): int, float, bool, choice, symbols, text or json."
+    if key == "rebalance_frequency": return "choice"          # the parameter Strategy checks against FREQUENCIES
+    t = declared or (type(default) if default is not None else None)
+    if t is bool: return "bool"
+    if t in (int, float): return t.__name__
+    if t is str: return "text"
+    if t in (list, tuple) and (key == "symbols" or (default and all(isinstance(x, str) for x in default))): return "symbols"
+    return "json"
+
+def _fits(kind: str, value) -> bool:
+    "Can the kind's widget show `value`? (A stored value of another type, or None, is shown as JSON instead.)"
+    if kind == "int": return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float": return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool": return isinstance(value, bool)
+    if kind == "choice": return value in FREQUENCIES
+    if kind == "symbols": return isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value)
+    return kind == "json" or isinstance(value, str)
+
+@dataclass
+class ParamField:
+    "One strategy parameter as a widget, and how the widget reads back as the parameter's value."
+    key: str
+    kind: str              # int, float, bool, choice, symbols, text or json (the fallback)
+    widget: W.Widget
+
+    def read(self):
+        "The value as typed: symbols stay text (the CLI's reading turns them into a list); a json field is parsed (empty = None)."
+        v = self.widget.value
+        if self.kind != "json": return v
+        if not v.strip(): return None
+        try: return json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"parameter {self.key} = {v!r} is not JSON ({e.msg} at column {e.colno}); e.g. [1, 2], {{\"a\": 1}} or \"text\"") from None
+
+_WIDTH = dict(int="190px", float="190px", bool="auto", choice="250px", symbols="340px", text="300px", json="340px")
+
+def param_field(strategy: str, key: str, value, default=None, declared: type | None = None) -> ParamField:
+    "The widget for one parameter of `strategy`, holding `value`; CSS class `ats-param-<strategy>-<key>` (for tests and styling)."
+    kind = param_kind(key, default, declared)
+    if not _fits(kind, value): kind = "json"
+    common = dict(description=key, style=dict(description_width="initial"), layout=W.Layout(width=_WIDTH[kind], margin="2px 14px 2px 0"))
+    if kind == "int": w = W.IntText(value=value, continuous_update=False, **common)
+    elif kind == "float": w = W.FloatText(value=float(value), continuous_update=False, **common)
+    elif kind == "bool": w = W.Checkbox(value=value, indent=False, **common)
+    elif kind == "choice": w = W.Dropdown(options=FREQUENCIES, value=value, **common)
+    elif kind == "symbols": w = W.Text(value=", ".join(value), placeholder="AAPL, MSFT", continuous_update=False, **common)
+    elif kind == "text": w = W.Text(value=value, continuous_update=False, **common)
+    else: w = W.Text(value="" if value is None else json.dumps(value), placeholder="JSON; empty = not set", continuous_update=False, **common)
+    w.add_class(f"ats-param-{strategy}-{key}")
+    return ParamField(key, kind, w)
+
+def strategy_fields(cfg: StrategyConfig, strategies_dir) -> tuple[type[Strategy] | None, list[ParamField], str]:
+    """The parameter widgets of a configured strategy from its class's declarations (the stored value, else the
+    default), stored keys the class does not declare last; `(None, [], why)` when its file cannot be loaded."""
+    if strategies_dir is None: return None, [], "the strategies folder is not known (open the window from the settings file)"
+    try: cls = load_strategy_class(Path(strategies_dir) / cfg.filename)
+    except StrategyLoadError as e: return None, [], str(e)
+    keys = list(cls.params) + [k for k in cfg.parameters if k not in cls.params]
+    return cls, [param_field(cfg.strategy_name, k, cfg.parameters.get(k, cls.params.get(k)), cls.params.get(k), cls.param_types.get(k))
+                 for k in keys], ""
+
+def params_to_store(cls: type[Strategy], stored: dict, values: dict) -> dict:
+    "What to store: every key stored before and every value that differs from the default (a default left alone follows the file)."
+    return {k: v for k, v in values.items() if k in stored or k not in cls.params or v != cls.params[k]}
 
 # %% ../../nbs/55_ui_settings.ipynb #f567fea7
-def _who() -> str: return os.environ.get("ATS_USER") or os.environ.get("USER") or "dashboard"
+_who = user          # who changes a setting, for the audit log
 
 def _msg(ok: bool, text: str) -> str:
-    colour = "#1a7f37" if ok else "#cf222e"
-    return f"<span style='color:{colour}' class='ats-msg {'ok' if ok else 'error'}'>{html.escape(text)}</span>"
+    "A status line in the theme's colours; on its own line and wrapping, so it never pushes a button out of view."
+    return f"<div class='ats-msg {'ok' if ok else 'error'}' style='white-space:normal'>{html.escape(text)}</div>"
+
+def _wrap(children) -> W.Box:
+    "A row of widgets that wraps onto more lines instead of running off the page."
+    return W.Box(list(children), layout=W.Layout(display="flex", flex_flow="row wrap", align_items="center"))
+
+def _read_limit(text: str):
+    "A risk limit as typed: a number when it reads as one, else the text (the store then says what is allowed)."
+    t = text.strip()
+    for conv in (int, float):
+        try: return conv(t)
+        except ValueError: pass
+    return t
 
 class StrategyRow:
-    "One strategy's editable line: active, allocation, parameters, risk limits, save."
-    def __init__(self, store: Store, cfg: StrategyConfig):
+    "One strategy's card: active, allocation, typed parameters, risk limits, Save, and a status line below them."
+    def __init__(self, store: Store, cfg: StrategyConfig, focus: bool = False):
         self.store, self.name = store, cfg.strategy_name
-        self.active = W.Checkbox(value=cfg.active, description="active", indent=False, layout=W.Layout(width="80px"))
-        self.allocation = W.BoundedFloatText(value=cfg.allocation, min=0, max=1, step=0.01, description="allocation", layout=W.Layout(width="170px"))
-        # continuous_update=False: the value reaches the kernel on Enter (or on leaving the field), and is then applied
-        self.params = W.Text(value=json.dumps(cfg.parameters), continuous_update=False, layout=W.Layout(width="340px"))
-        self.limits = W.Text(value=json.dumps(cfg.risk_limits), continuous_update=False, layout=W.Layout(width="260px"))
-        self.save = W.Button(description="Save", button_style="primary", layout=W.Layout(width="70px"))
-        self.status = W.HTML()
-        for w, cls in ((self.active, "active"), (self.params, "params"), (self.limits, "limits"), (self.save, "save"), (self.allocation, "allocation")):
+        self.cls, self.fields, self.problem = strategy_fields(cfg, store.strategies_dir)
+        self.active = W.Checkbox(value=cfg.active, description="active", indent=False, layout=W.Layout(width="90px"))
+        self.allocation = W.BoundedFloatText(value=cfg.allocation, min=0, max=1, step=0.01, description="allocation (fraction of NAV)",
+                                             style=dict(description_width="initial"), layout=W.Layout(width="280px"))
+        if self.cls is None:        # no declarations to build widgets from: the parameters as one JSON object
+            self.params = W.Text(value=json.dumps(cfg.parameters), continuous_update=False, layout=W.Layout(width="600px"))
+            self.params.add_class(f"ats-params-{self.name}")
+            params_box, enter = W.VBox([W.HTML(f"<div class='ats-warn' style='white-space:normal'>parameters as JSON: {html.escape(self.problem)}</div>"), self.params]), [self.params]
+        else:
+            self.params = None
+            params_box, enter = _wrap(f.widget for f in self.fields), [f.widget for f in self.fields if f.kind in ENTER_KINDS]
+        keys = [*RISK_LIMIT_KEYS, *(k for k in cfg.risk_limits if k not in RISK_LIMIT_KEYS)]
+        self.limits = {k: W.Text(value="" if cfg.risk_limits.get(k) is None else str(cfg.risk_limits[k]), placeholder="not set", description=k,
+                                 tooltip=RISK_LIMIT_KEYS[k][3] if k in RISK_LIMIT_KEYS else "not a risk limit: empty it",
+                                 continuous_update=False, style=dict(description_width="initial"), layout=W.Layout(width="270px", margin="2px 14px 2px 0"))
+                       for k in keys}
+        for k, w in self.limits.items(): w.add_class(f"ats-limit-{self.name}-{k}")
+        self.save = W.Button(description="Save", button_style="primary", layout=W.Layout(width="80px"))
+        self.status = W.HTML(layout=W.Layout(width="100%"))
+        for w, cls in ((self.active, "active"), (self.save, "save"), (self.allocation, "allocation"), (self.status, "status")):
             w.add_class(f"ats-{cls}-{self.name}")
         self.save.on_click(lambda _: self.commit())
-        for w in (self.params, self.limits): w.observe(lambda _: self.commit(), "value")     # Enter applies
-        self.widget = W.HBox([W.HTML(f"<b>{html.escape(self.name)}</b><br><small>{html.escape(cfg.filename)}</small>", layout=W.Layout(width="170px")),
-                              self.active, self.allocation, self.params, self.limits, self.save, self.status])
+        for w in enter + list(self.limits.values()): w.observe(lambda _: self.commit(), "value")     # Enter applies
+        label = lambda t: W.HTML(f"<small class='ats-muted'>{t}</small>")
+        self.widget = W.VBox([W.HTML(f"<b>{html.escape(self.name)}</b> <small class='ats-muted'>{html.escape(cfg.filename)}</small>"),
+                              _wrap([self.active, self.allocation]), label("parameters"), params_box,
+                              label("risk limits (empty = not set)"), _wrap(self.limits.values()), self.save, self.status])
+        for c in ("ats-card", "ats-strategy", f"ats-row-{self.name}", *(("ats-focus",) if focus else ())): self.widget.add_class(c)
+
+    def field(self, key: str) -> W.Widget:
+        "The widget of one parameter."
+        return next(f.widget for f in self.fields if f.key == key)
+
+    def parameters(self, stored: dict) -> dict:
+        "The parameters the widgets hold, typed as the strategy declares them (symbols read as the CLI reads `AAPL,MSFT`)."
+        if self.cls is None:
+            try: p = json.loads(self.params.value or "{}")
+            except json.JSONDecodeError as e: raise ValueError(f"{self.name}: parameters must be a JSON object ({e.msg} at column {e.colno})") from None
+            if not isinstance(p, dict): raise ValueError(f"{self.name}: parameters must be a JSON object like {{\"lookback\": 10}}")
+            return p
+        try: raw = {f.key: f.read() for f in self.fields}
+        except ValueError as e: raise ValueError(f"strategy {self.name!r}: {e}") from None
+        raw.update(params_from_text(self.cls, {f.key: raw[f.key] for f in self.fields if f.kind == "symbols"}))
+        raw = {k: v for k, v in raw.items() if k in self.cls.params or v is not None}    # an undeclared key emptied is removed
+        return params_to_store(self.cls, stored, raw)
+
+    def risk_limits(self) -> dict: return {k: _read_limit(w.value) for k, w in self.limits.items() if w.value.strip()}
 
     def commit(self) -> bool:
-        "Validate and save; the status line says what happened."
-        try:
-            params, limits = json.loads(self.params.value or "{}"), json.loads(self.limits.value or "{}")
-        except json.JSONDecodeError as e:
-            self.status.value = _msg(False, f"{self.name}: parameters and risk limits must be JSON objects ({e.msg} at column {e.colno})")
-            return False
-        if not isinstance(params, dict) or not isinstance(limits, dict):
-            self.status.value = _msg(False, f"{self.name}: parameters and risk limits must be JSON objects like {{\"lookback\": 10}}")
-            return False
+        "Validate and save (nothing is written when nothing changed); the status line says what happened."
         old = self.store.load_strategy_config(self.name, validate=False)
-        new = dataclasses.replace(old, active=bool(self.active.value), allocation=float(self.allocation.value), parameters=params, risk_limits=limits)
         try:
+            new = dataclasses.replace(old, active=bool(self.active.value), allocation=float(self.allocation.value),
+                                      parameters=self.parameters(old.parameters), risk_limits=self.risk_limits())
+            if new == old:
+                self.status.value = _msg(True, "no change: the stored config already holds these values"); return True
             self.store.save_strategy_config(new, by=_who())
         except ValueError as e:
             self.status.value = _msg(False, str(e)); return False
@@ -73,7 +188,7 @@ class SettingRow:
         self.status = W.HTML()
         self.save.on_click(lambda _: self.commit()); self.reset.on_click(lambda _: self.clear())
         label = W.HTML(f"<code>{key}</code><br><small>{html.escape(f.metadata['doc'])} — {html.escape(_allowed(f))}</small>", layout=W.Layout(width="520px"))
-        self.widget = W.HBox([label, self.input, self.save, self.reset, self.source, self.status])
+        self.widget = W.VBox([_wrap([label, self.input, self.save, self.reset, self.source]), self.status])   # the message below, never beside the buttons
 
     def commit(self) -> bool:
         try:
@@ -87,26 +202,43 @@ class SettingRow:
         self.store.clear_override(self.section, self.key)
         self.status.value = _msg(True, "override removed (reload to see the value now in force)")
 
+# the strategy a link asked for stands out; the tab panel and placeholders follow the theme (ats.ui.theme leaves them white / dark grey)
+PAGE_CSS = """.ats-strategy.ats-focus {border: 2px solid var(--ats-accent); box-shadow: 0 0 6px var(--ats-accent);}
+.ats-page .widget-tab-contents, .ats-page .widget-tab > .lm-TabPanel {background: var(--ats-bg) !important; color: var(--ats-fg); border-color: var(--ats-border) !important;}
+.ats-page input::placeholder {color: var(--ats-muted); opacity: 0.7;}"""
+
+def query_strategy(query: str | None = None) -> str | None:
+    "The strategy a link asks for (`settings.ipynb?strategy=NAME`); Voila hands the page's query to the kernel in QUERY_STRING."
+    q = urllib.parse.parse_qs(os.environ.get("QUERY_STRING", "") if query is None else query)
+    return (q.get("strategy") or [None])[0]
+
 class SettingsPanel:
-    "The settings window: strategies, risk and sizing settings, and all effective settings."
-    def __init__(self, settings_path: str | None = None, store: Store | None = None):
+    "The settings window: strategies, risk and sizing settings, and all effective settings; `focus` = the strategy shown first."
+    def __init__(self, settings_path: str | None = None, store: Store | None = None, focus: str | None = None):
         self.settings_path = settings_path
         base = load_settings(settings_path)
         self.store = store or Store.from_settings(base, create=True)
         self.settings = load_settings(settings_path, store=self.store)
-        self.rows = [StrategyRow(self.store, c) for c in self.store.load_strategy_configs(validate=False)]
-        head = W.HTML("<div style='display:flex;gap:8px;font-weight:bold'><span style='width:170px'>strategy</span><span style='width:250px'>active / allocation (fraction of NAV)</span>"
-                      "<span style='width:340px'>parameters (JSON; Enter applies)</span><span style='width:260px'>risk limits (JSON; Enter applies)</span></div>")
-        strategies = W.VBox([head] + [r.widget for r in self.rows] if self.rows else [W.HTML("No strategies configured: run <code>ats init</code> or <code>ats strategies add</code>.")])
+        cfgs = sorted(self.store.load_strategy_configs(validate=False), key=lambda c: c.strategy_name != focus)   # stable: the rest stay by name
+        self.rows = [StrategyRow(self.store, c, focus=c.strategy_name == focus) for c in cfgs]
+        top = [W.HTML(_msg(False, f"no strategy named {focus!r}; strategies: {', '.join(r.name for r in self.rows) or 'none'}"))] \
+              if focus and focus not in {r.name for r in self.rows} else []
+        hint = W.HTML("<small class='ats-muted'>Enter (or leaving a field) applies a typed field; Save applies the card, tick boxes and choices too. "
+                      "Every change is checked as <code>ats strategies set-param</code> checks it and kept with who made it.</small>")
+        strategies = W.VBox([*top, hint, *(r.widget for r in self.rows)] if self.rows else
+                            [*top, W.HTML("No strategies configured: run <code>ats init</code> or <code>ats strategies add</code>.")])
         self.setting_rows = {(s, f.name): SettingRow(self.store, self.settings, s, f.name)
                              for s in RISK_SECTIONS for f in dataclasses.fields(SECTIONS[s])}
         risk = W.VBox([W.VBox([W.HTML(f"<h4>[{s}]</h4>")] + [r.widget for (sec, _), r in self.setting_rows.items() if sec == s]) for s in RISK_SECTIONS])
         self.tabs = W.Tab(children=[strategies, risk, W.HTML(self.effective_html())])
         for i, t in enumerate(["Strategies", "Risk & sizing", "All settings"]): self.tabs.set_title(i, t)
-        self.widget = W.VBox([W.HTML(f"<h2>ats settings</h2><small>database {html.escape(self.store.uri.split('?')[0])} · settings file {html.escape(str(self.settings.ini_path or '(defaults)'))} · profile <b>{self.settings.environment.name}</b></small>"), self.tabs])
+        info = W.HTML(f"<small class='ats-muted'>database {html.escape(self.store.uri.split('?')[0])} · settings file {html.escape(str(self.settings.ini_path or '(defaults)'))} · profile <b>{self.settings.environment.name}</b></small>")
+        self.widget = page(self.settings.gui.theme, "settings", W.HTML(f"<style>{PAGE_CSS}</style>", layout=W.Layout(display="none")),
+                           info, self.tabs, title="ats settings")
 
     def effective_html(self) -> str:
         "All effective settings with their sources, secrets masked."
         rows = "".join(f"<tr><td><code>{s}.{k}</code></td><td>{html.escape(str(v))}</td><td><small>{html.escape(str(self.settings.source(s, k)))}</small></td></tr>"
                        for s, kv in self.settings.as_dict().items() for k, v in kv.items())
-        return f"<table class='ats-effective'><tr><th>setting</th><th>value</th><th>source</th></tr>{rows}</table>"
+        return f"<table class='ats-table ats-effective'><tr><th>setting</th><th>value</th><th>source</th></tr>{rows}</table>"
+
