@@ -157,7 +157,7 @@ from .ledger import Ledger, Fill, dec, UNASSIGNED
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
-
+from . import stop_orders
 @dataclass
 class OrderUpdate:
     "The state of one of the strategy's orders, as the broker reports it."
@@ -440,7 +440,7 @@ class Runtime:
         self.stopbook = StopBook(ArcticStateStore(lib, "stops.state"))
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
-        await self._reattach_stops()
+        await stop_orders.reattach(self)
         self._spawn(control_loop(self)); self._spawn(publish_loop(self)); self._spawn(self._watch_loop())
         self.alert("INFO", f"runtime started: {sum(s.state == 'running' for s in self.slots.values())} of {len(self.slots)} strategies running "
                            f"on {self.cs.host}:{self.cs.port}")
@@ -613,7 +613,7 @@ def _on_completed(self: Runtime, sym: str, t: pd.Timestamp, close: float, receiv
     self.last_price[sym] = close
     self.ledger.mark(self.contracts[sym].conId, close)
     self._snap = None
-    if self.stopbook is not None and self.stopbook.plans: self._stops_on_price(sym, t, close)
+    if self.stopbook is not None and self.stopbook.plans: stop_orders.on_price(self, sym, t, close)
     received = received or time.perf_counter()
     for slot in self.slots.values():
         if slot.state == "running" and sym in slot.contracts: self._deliver_bars(slot, received)
@@ -881,185 +881,6 @@ def _contract_by_id(self: Runtime, con_id: int):
     "The qualified contract of a subscribed symbol, by IB contract id (None if ats trades no such contract)."
     return next((c for c in self.contracts.values() if c.conId == con_id), None)
 
-@patch
-def _stop_config(self: Runtime, strategy: str):
-    "The strategy's exits: None if it opted out, else the settings with its overrides."
-    from ats.stops import StopConfig
-    slot = self.slots.get(strategy)
-    if slot is None or slot.cls is None or slot.state != "running": return None     # nobody to own the orders
-    want = getattr(slot.cls, "stops", True)
-    if want is False or want is None: return None
-    if isinstance(want, dict): return StopConfig(**{**dataclasses.asdict(self.stop_cfg), **want})
-    return self.stop_cfg
-
-@patch
-def _stop_conn(self: Runtime, strategy: str) -> Connection:
-    "The connection that owns a strategy's orders (IB lets only the placing client modify them)."
-    slot = self.slots.get(strategy)
-    return slot.conn if slot is not None and slot.conn is not None and slot.conn.connected else self.main
-
-@patch
-def _plan_orders(self: Runtime, plan) -> list:
-    "The open ib_async Trades of a plan's stop and target (any connection)."
-    ids = {plan.order_ids.get(k) for k in ("stop", "target")} - {None}
-    return [t for t in self._known_trades(plan.strategy, open_only=True) if t.order.orderId in ids and t.order.ocaGroup == plan.oca_group]
-
-@patch
-def _known_trades(self: Runtime, strategy: str, open_only: bool = False) -> list:
-    """The strategy's trades as its own connection knows them, plus those only the runtime's connection has seen (orders
-    sent by the strategy's previous process: ib_async learns of them through the runtime's reqAllOpenOrders)."""
-    conn = self._stop_conn(strategy)
-    get = (lambda ib: ib.openTrades()) if open_only else (lambda ib: ib.trades())
-    out = {t.order.orderId: t for t in get(conn.ib)}
-    if conn is not self.main:
-        cid = conn.client_id
-        for t in get(self.main.ib):
-            if t.order.clientId == cid and t.order.orderId not in out: out[t.order.orderId] = t
-    return list(out.values())
-
-@patch
-def _place_protection(self: Runtime, plan) -> None:
-    "Send a plan's stop and target for a position that is already open, tagged with the strategy."
-    from ats.stops import protective_orders
-    conn = self._stop_conn(plan.strategy)
-    c = self._contract_by_id(plan.con_id)
-    if c is None: raise RuntimeError(f"no contract for con_id {plan.con_id}")
-    orders = protective_orders(plan, conn.ib.client.getReqId, account=self.cs.account)
-    for o in orders:
-        kind = "stop" if o.orderType in ("STP", "TRAIL") else "target"
-        o.orderRef = order_ref(plan.strategy, f"{kind}.{plan.key}.{o.orderId}")    # a re-sent stop is a new order, not a repeat
-        conn.ib.placeOrder(c, o)
-    self.stopbook.placed(plan)
-    self._note("stop", plan.strategy, plan.symbol, float(-plan.quantity), float(plan.stop_price),
-               target=float(plan.target_price) if plan.target_price is not None else None, mode=plan.trailing_mode or "fixed")
-
-@patch
-def _stops_after_fill(self: Runtime, f: Fill) -> None:
-    "A booked fill: attach, resize or drop the position's stop and target."
-    from ats.stops import plan_stop
-    book = self.stopbook
-    if book is None or not self._stops_live: return      # fills booked while starting: `_reattach_stops` looks at them
-    s, cid = f.strategy, f.con_id
-    q = self.ledger.position(s, cid)
-    plan = book.get(s, cid)
-    own = plan is not None and f.order_id in set(plan.order_ids.values())
-    if plan is not None:
-        if q == 0 or (q > 0) != (plan.quantity > 0):          # flat, or flipped through zero: the old exits go
-            book.close(s, cid)
-            if not own and plan.status == "active":           # else the OCA group cancels them at the broker already
-                conn = self._stop_conn(s)
-                for t in self._plan_orders(plan): conn.ib.cancelOrder(t.order)
-            if q == 0: return
-            plan = None
-        elif own and f.order_id != plan.order_ids.get("parent"):
-            # its stop, target or exit filled: once the broker reports that order complete the OCA group is spent, and
-            # whatever is left of the position (it had grown past the stop's size) gets a plan of its own
-            self._protect_if_spent(s, cid); return
-        elif plan.status != "active" or ("parent" in plan.order_ids and abs(q) <= abs(plan.quantity)):
-            return      # an exit under way, or a bracket entry filling: IB sizes those orders itself
-        elif q != plan.quantity:                               # scaled in or partly closed: resize stop and target
-            book.resize(s, cid, q)
-            conn = self._stop_conn(s)
-            c = self._contract_by_id(cid)
-            for t in self._plan_orders(plan):
-                if t.isDone(): continue                       # filled meanwhile: its status re-protects what is left
-                t.order.totalQuantity = float(abs(q))
-                conn.ib.placeOrder(c or t.contract, t.order)
-            return
-    if plan is None and q != 0:
-        cfg = self._stop_config(s)
-        if cfg is None: return
-        avg = self.ledger.positions[(s, cid)].avg_price or f.price
-        plan, new = book.attach(plan_stop(s, f.symbol, q, avg, cfg, opened_at=f.time, con_id=cid))
-        if new: self._place_protection(plan)
-
-@patch
-def _protect_if_spent(self: Runtime, s: str, cid: int) -> None:
-    """A plan whose stop and target the broker no longer works while the position is still open gets replaced by a new
-    one for what is left. This happens when a stop fills just as the position grows: the resize reaches the broker after
-    the fill and is refused, so the stop covered only the old size. Acts only on the broker's word: every order of the
-    plan done, none cancelled by ib_async's own guess (an error on a modify leaves the order live at the broker), and
-    every fill of a filled one booked (an order status can arrive before its executions)."""
-    from ats.stops import plan_stop
-    book = self.stopbook
-    plan = book.get(s, cid) if book is not None else None
-    if plan is None or plan.status == "closed": return
-    ids = {v for k, v in plan.order_ids.items() if k != "parent"}        # stop, target and an exit under way
-    trades = [t for t in self._known_trades(s) if t.order.orderId in ids]
-    if not trades or not all(t.isDone() for t in trades): return
-    for t in trades:
-        st = t.orderStatus.status
-        if st == "Filled":
-            booked = sum(abs(x.quantity) for x in self.ledger.fills.values() if x.order_id == t.order.orderId and x.strategy == s)
-            if booked < dec(t.orderStatus.filled): return
-        elif t.log and t.log[-1].errorCode not in (0, 202): return      # ib_async's guess, not a broker cancel
-    book.close(s, cid)
-    q = self.ledger.position(s, cid)
-    cfg = self._stop_config(s)
-    if q == 0 or cfg is None: return
-    p = self.ledger.positions[(s, cid)]
-    plan, new = book.attach(plan_stop(s, p.symbol, q, p.avg_price, cfg, opened_at=_utcnow(), con_id=cid))
-    if new:
-        self._place_protection(plan)
-        self.alert("WARNING", f"{s} {p.symbol}: its stop was spent on part of the position; a new stop protects the remaining {q}")
-
-@patch
-def _stops_on_price(self: Runtime, sym: str, t: pd.Timestamp, close: float) -> None:
-    "A completed bar: local trails follow the close; crossed local stops and expired time limits close the position."
-    cid = self.contracts[sym].conId
-    for sig in self.stopbook.on_price(cid, close, t):
-        if sig.kind == "trail_moved":
-            self._note("trail", sig.plan.strategy, sym, 0.0, float(sig.plan.stop_price), reason=sig.message); continue
-        self._exit_plan(sig.plan, sig.message)
-
-@patch
-def _exit_plan(self: Runtime, plan, why: str) -> None:
-    "Close a plan's position at market inside its OCA group (IB cancels its stop and target as it fills)."
-    from ats.stops import exit_order
-    q = self.ledger.position(plan.strategy, plan.con_id)
-    if q == 0 or (q > 0) != (plan.quantity > 0):
-        self.stopbook.close(plan.strategy, plan.con_id); return
-    plan.quantity = q
-    conn = self._stop_conn(plan.strategy)
-    c = self._contract_by_id(plan.con_id)
-    o = exit_order(plan, conn.ib.client.getReqId(), account=self.cs.account)
-    o.orderRef = order_ref(plan.strategy, f"exit.{plan.key}")
-    conn.ib.placeOrder(c, o)
-    self.stopbook.placed(plan)
-    self.alert("WARNING", f"{why}: closing {q} at market")
-    self._note("order", plan.strategy, plan.symbol, float(-q), self.last_price.get(plan.symbol), order_type="MKT", reason=why)
-
-@patch
-async def _reattach_stops(self: Runtime) -> None:
-    "After a (re)start: plans whose orders IB still holds are kept, missing stops re-sent, closed positions' plans dropped."
-    from ats.stops import plan_stop
-    self._stops_live = True
-    if self.stopbook is None: return
-    # the broker's open orders now (not ib_async's cache, which also holds trades it only saw executions of)
-    before = {k: p.oca_group for k, p in self.stopbook.plans.items()}
-    open_orders = await self._ask(self.main.ib.reqAllOpenOrdersAsync())
-    # A fill booked during that wait has attached and sent its own plan: the snapshot cannot show its orders (re-sending
-    # would double the stop) and positions read before the wait would count it closed and drop it while its stop stays
-    # live at the broker (seen under load). So positions are read after the wait, and such plans are left alone.
-    positions = {k: p.quantity for k, p in self.ledger.positions.items() if p.quantity}
-    fresh = [k for k, p in self.stopbook.plans.items() if before.get(k) != p.oca_group]
-    r = self.stopbook.reattach(open_orders, positions, fresh=fresh)
-    for (s, cid), q in positions.items():        # opened while ats was down (or before stops were on): protect it now
-        cfg = self._stop_config(s)
-        if cfg is None or self.stopbook.get(s, cid) is not None: continue
-        p = self.ledger.positions[(s, cid)]
-        opened = max((f.time for f in self.ledger.fills.values() if f.strategy == s and f.con_id == cid), default=_utcnow())
-        plan, _ = self.stopbook.attach(plan_stop(s, p.symbol, q, p.avg_price, cfg, opened_at=opened, con_id=cid))
-        r.missing.append(plan)
-    for plan in r.missing:
-        try: self._place_protection(plan)
-        except Exception as e: self.alert("CRITICAL", f"{plan.strategy} {plan.symbol}: its stop could not be re-sent ({e}); set it in TWS")
-    if r.missing: self.alert("WARNING", f"re-sent the stops of {len(r.missing)} position(s) the broker no longer held: "
-                                        + ", ".join(f"{p.strategy} {p.symbol}" for p in r.missing))
-    if r.orphans: self.alert("WARNING", f"{len(r.orphans)} ats stop order(s) at the broker belong to no open position "
-                                        f"(order ids {', '.join(str(o.orderId) for o in r.orphans)}); cancel them in TWS if unwanted")
-    log.info("stops after start: %d attached, %d re-sent, %d closed", len(r.attached), len(r.missing), len(r.closed))
-
 # %% ../nbs/22_runtime.ipynb #ccac7fc5
 @patch
 def _wire(self: Runtime, slot: Slot) -> None:
@@ -1099,7 +920,7 @@ def _book(self: Runtime, fill, live: bool = False) -> bool:
     if slot is not None:
         slot.fills += 1
         if slot.worker is not None and slot.state == "running": slot.worker.submit(f)
-    try: self._stops_after_fill(f)
+    try: stop_orders.after_fill(self, f)
     except Exception as e:                          # a position without its stop must be seen, never silently accepted
         log.exception("stops for %s %s", strategy, c.symbol)
         self.alert("CRITICAL", f"{strategy} {c.symbol}: could not set its stop after a fill ({type(e).__name__}: {e}); check it in TWS")
@@ -1125,7 +946,7 @@ def _on_status(self: Runtime, slot: Slot, trade) -> None:
     if st.status in ("Cancelled", "ApiCancelled", "Inactive", "Filled"):
         self._snap = None
         if o.ocaGroup.startswith("ats-") and self._stops_live:
-            try: self._protect_if_spent(slot.name, trade.contract.conId)
+            try: stop_orders.protect_if_spent(self, slot.name, trade.contract.conId)
             except Exception as e: self.alert("CRITICAL", f"{slot.name} {trade.contract.symbol}: could not re-protect the position ({e}); check its stop in TWS")
 
 @patch
