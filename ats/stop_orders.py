@@ -83,8 +83,9 @@ def after_fill(rt, f: Fill) -> None:
     own = plan is not None and f.order_id in set(plan.order_ids.values())
     if plan is not None:
         if q == 0 or (q > 0) != (plan.quantity > 0):          # flat, or flipped through zero: the old exits go
+            active = plan.status == "active"                  # read first: closing the plan marks it closed
             book.close(s, cid)
-            if not own and plan.status == "active":           # else the OCA group cancels them at the broker already
+            if not own and active:                            # else the OCA group cancels them at the broker already
                 conn = stop_conn(rt, s)
                 for t in plan_orders(rt, plan): conn.ib.cancelOrder(t.order)
             if q == 0: return

@@ -188,3 +188,43 @@ def test_an_order_sent_at_the_close_fills_at_the_next_open_even_when_the_gateway
         assert broker_positions(gateway).get(aapl(gateway)) == 100
     finally:
         sess.stop()
+
+
+ROUND_TRIP = """from ats.strategy import Strategy
+class RoundTrip(Strategy):
+    params = dict(symbols=["AAPL"], qty=100, flip=False)
+    def on_start(self):
+        self.n = 0
+    def on_bar(self, bar):
+        self.n += 1
+        if self.n == 1: self.buy(self.symbols[0], self.p["qty"], client_order_key="entry")
+        if self.n == 3: self.sell(self.symbols[0], self.p["qty"] * (2 if self.p["flip"] else 1), client_order_key="exit")
+"""
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_position_the_strategy_closes_itself_leaves_no_stop_working_at_the_broker(project, gateway, flip):
+    """The strategy sells what it bought with its own order: its stop and target must go with the position. A stop left
+    working would later sell again and open a short nobody asked for (seen on the paper gateway: a strategy's exit at
+    the open, then its old stop filled three days later). Flipping through zero likewise replaces the old exits."""
+    s, st = make_project(project, env="ATS_STOP_LOSS__DEFAULT_STOP_PCT=0.2\n", strategies=dict(rt=ROUND_TRIP),
+                         configs=[StrategyConfig("rt.py", "rt", True, dict(symbols=["AAPL"], qty=100, flip=flip), {}, 0.3)])
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(2)
+        assert wait_for(lambda: len(open_orders(gateway)) == 2)            # the long's stop and target
+        long_group = open_orders(gateway)[0].oca_group
+        sess.step(3)
+        want = -100 if flip else 0
+        cid = aapl(gateway)
+        assert wait_for(lambda: broker_positions(gateway).get(cid, 0) == want, 10), broker_positions(gateway)
+        if flip:   # the short has its own exits (a BUY stop and target), and none of the long's is left
+            assert wait_for(lambda: len(open_orders(gateway)) == 2 and all(o.action == "BUY" for o in open_orders(gateway)), 10), \
+                [(o.action, o.order_type, o.oca_group) for o in open_orders(gateway)]
+            assert all(o.oca_group != long_group for o in open_orders(gateway))
+        else:
+            assert wait_for(lambda: open_orders(gateway) == [], 10), [(o.action, o.order_type, o.total_quantity) for o in open_orders(gateway)]
+        sess.step(5)                                                        # and nothing fires later
+        assert broker_positions(gateway).get(cid, 0) == want and ledger_positions(sess.rt.ledger).get(cid, 0) == want
+    finally:
+        sess.stop()
