@@ -74,6 +74,16 @@ def open_page(browser, url):
     return page
 
 
+def kernels(proc) -> list:
+    "The notebook kernels under a process (Voila's pages and its waiting pool)."
+    out = []
+    for c in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(c.cmdline()) and c.status() != psutil.STATUS_ZOMBIE: out.append(c)
+        except psutil.Error: pass
+    return out
+
+
 def broker_positions(port) -> dict:
     "The positions the gateway reports to a separate API client (in a thread: Playwright's sync API holds this thread's loop)."
     import asyncio
@@ -210,13 +220,19 @@ def test_ats_dashboard_alone_shows_the_stored_state_as_not_running(project, brow
     proc = subprocess.Popen([ATS, "dashboard"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", gui), 60, every=0.3), "ats dashboard did not serve"
+        # the pre-started kernel waiting for the first visitor (its notebook executed), and nothing else
+        assert wait_for(lambda: len(kernels(proc)) == 1, 60, every=0.5), kernels(proc)
         page = open_page(browser, f"http://127.0.0.1:{gui}/voila/render/control.ipynb")
         banner = page.inner_text(".ats-banner.stopped")
         assert "not running" in banner and "stopped 7 min ago" in banner and "session length" in banner, banner
         assert "1,000,123.00" in page.inner_text(".ats-kpi-nav")
         page.click(".ats-stop-ma_crossover")
         page.wait_for_selector(".ats-message:has-text('no runner is running')", timeout=10000)
+        assert wait_for(lambda: len(kernels(proc)) == 2, 60, every=0.5)        # the page's kernel, and a fresh one waiting
+        page.goto("about:blank")                                                   # the trader closes the tab or goes elsewhere
         page.close()
+        # a closed page's kernel is shut down (it would otherwise refresh the dashboard for nobody until the server stops)
+        assert wait_for(lambda: len(kernels(proc)) == 1, 30, every=0.5), [k.cmdline()[-1] for k in kernels(proc)]
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
