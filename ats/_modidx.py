@@ -112,6 +112,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                          'ats.cli.cmd_status': ('cli.html#cmd_status', 'ats/cli.py'),
                          'ats.cli.cmd_strategies': ('cli.html#cmd_strategies', 'ats/cli.py'),
                          'ats.cli.cmd_up': ('cli.html#cmd_up', 'ats/cli.py'),
+                         'ats.cli.console': ('cli.html#console', 'ats/cli.py'),
                          'ats.cli.known_strategy': ('cli.html#known_strategy', 'ats/cli.py'),
                          'ats.cli.ledger_rows': ('cli.html#ledger_rows', 'ats/cli.py'),
                          'ats.cli.main': ('cli.html#main', 'ats/cli.py'),

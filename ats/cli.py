@@ -20,7 +20,7 @@ __all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError'
            'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign',
            'cmd_ledger_reconcile', 'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run',
            'cmd_dashboard', 'cmd_up', 'cmd_jobs', 'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway',
-           'build_parser', 'main']
+           'build_parser', 'console', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -895,8 +895,19 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS: add(sp)
     return ap
 
+def console() -> None:
+    """The `ats` console script: `main`, then leave without tearing the interpreter down. ArcticDB's native threads and
+    LMDB handles are torn down there, and on a busy machine that occasionally crashed (SIGSEGV) *after* the command had
+    done its work and printed its answer (`ats shutdown` seen exiting -11): the exit code must be the command's."""
+    import logging
+    code = main()
+    try: sys.stdout.flush(); sys.stderr.flush()
+    finally:
+        logging.shutdown()                      # log files complete before the hard exit
+        os._exit(code if isinstance(code, int) else 1)
+
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `ats` console script."
+    "Entry point of the `ats` command (in-process callers get its exit code)."
     ap = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     rest = []
