@@ -10,10 +10,9 @@ from ats.store import Store
 from ats.supervisor import free_port, port_open
 from conftest import ATS, ROOT, run_ats
 from runtime_helpers import wait_for
+from browser_helpers import CHROMIUM, ARGS, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-pytestmark = [pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium missing: `make test` installs it"), pytest.mark.timeout(420)]
+pytestmark = [needs_chromium, pytest.mark.timeout(420)]
 USER = "trader-ann"
 # the browser's Notification API, recorded: a headless browser shows nothing, the test reads what would have been shown
 NOTIFY = ("window.__shown = []; window.Notification = function (t, o) { window.__shown.push(t + ': ' + ((o || {}).body || '')); };"

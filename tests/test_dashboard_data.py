@@ -1,40 +1,14 @@
 "The data browser in a real Voila server, driven in headless Chromium, on bars ingested by the real download job."
-import contextlib, os, shutil, subprocess, sys, time
-from pathlib import Path
 import pytest
 from conftest import run_ats, ROOT
-from ats.supervisor import free_port, port_open
+from browser_helpers import needs_chromium, served, chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium missing: `make test` installs it")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = needs_chromium
 
 
-@contextlib.contextmanager
 def voila(project):
-    "dashboards/data.ipynb served by Voila for the project's settings.ini; yields the page URL."
-    port = free_port()
-    env = {**os.environ, "ATS_SETTINGS": str(project / "settings.ini")}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "voila"), str(ROOT / "dashboards" / "data.ipynb"), "--no-browser",
-                             f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.tornado_settings={'headers':{'Content-Security-Policy':''}}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        t = time.time()
-        while not port_open("127.0.0.1", port):
-            assert proc.poll() is None and time.time() - t < 60, "voila did not start"
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate(); proc.wait(10)
-
-
-@contextlib.contextmanager
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try: yield b.new_page(viewport={"width": 1500, "height": 1000})
-        finally: b.close()
+    "dashboards/data.ipynb served as `ats dashboard` serves it, for the project's settings.ini; yields the page URL."
+    return served(project, "data")
 
 
 def _cells(page, symbol: str) -> list[str]:
@@ -54,7 +28,7 @@ def test_trader_sees_stored_bars_their_chart_and_quality(project, tmp_path):
     aapl, ibm = read_bars(st, "AAPL"), read_bars(st, "IBM")
     updated = st.library("market_data").get_description("AAPL.1d").last_update_time
     del st
-    with voila(project) as url, browser() as page:
+    with voila(project) as url, chromium() as page:
         page.goto(url, timeout=60000)
         page.wait_for_selector(".ats-data-symbols", timeout=60000)
         # the true size, span and last write of what the job stored
@@ -78,7 +52,7 @@ def test_trader_sees_stored_bars_their_chart_and_quality(project, tmp_path):
 
 def test_an_empty_database_says_how_to_fill_it(project):
     run_ats("init", cwd=project, check=True)
-    with voila(project) as url, browser() as page:
+    with voila(project) as url, chromium() as page:
         page.goto(url, timeout=60000)
         msg = page.wait_for_selector(".ats-data-empty", timeout=60000).inner_text()
         assert "has no bars yet" in msg and "ats jobs run download_us_stock_data -p source sample" in msg

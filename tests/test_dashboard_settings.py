@@ -1,14 +1,10 @@
 "The settings window in a real Voila server, driven in headless Chromium."
-import os, shutil, subprocess, sys, time
-from pathlib import Path
 import pytest
 from ats.store import Store
 from conftest import run_ats, ROOT
-from ats.supervisor import free_port, port_open
+from browser_helpers import CHROMIUM, ARGS, needs_chromium, served
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium missing: `make test` installs it")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -16,17 +12,8 @@ def voila(project):
     for f in ("ma_crossover.py", "long_term_momentum.py"):
         (project / "strategies" / f).write_text((ROOT / "strategies" / f).read_text())
     run_ats("init", cwd=project, check=True)
-    port = free_port()
-    env = {**os.environ, "ATS_SETTINGS": str(project / "settings.ini"), "ATS_USER": "trader-ann"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "voila"), str(ROOT / "dashboards" / "settings.ipynb"), "--no-browser",
-                             f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.tornado_settings={'headers':{'Content-Security-Policy':''}}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    t = time.time()
-    while not port_open("127.0.0.1", port):
-        assert proc.poll() is None and time.time() - t < 60, "voila did not start"
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/", project
-    proc.terminate(); proc.wait(10)
+    with served(project, "settings", {"ATS_USER": "trader-ann"}) as url:
+        yield url, project
 
 
 def _browser(pw):
