@@ -521,7 +521,7 @@ class AlertsPanel:
             if k in self.seen or a["level"] not in ("WARNING", "ERROR", "CRITICAL"): continue
             self.seen.add(k)
             self.notifier.event = dict(id=f"{a['time']}|{hash(a['message']) & 0xffffffff:x}", title=f"ats {a['level']}", body=a["message"][:200], level=a["level"])
-        self.seen &= keys | set(list(self.seen)[-500:])
+        self.seen &= keys                          # an alert that left the runner's last 30 never comes back
 
 # %% ../../nbs/56_ui_control.ipynb #2e192198
 class ControlDashboard:
@@ -549,7 +549,7 @@ class ControlDashboard:
         ordered = [self.panels[n].widget for n in self.s.dashboard.default_widgets]
         self.widget = page(self.s.gui.theme, "control", self.header, self.banner, killbar, self.confirm, self.message,
                            *ordered, self.alerts.widget, self.timings, title="ats control")
-        self.intervals = {**{p.key: self.s.dashboard.refresh_intervals.get(p.key, 5.0) for p in self.panels.values()}}
+        self.intervals = {p.key: self.s.dashboard.refresh_intervals[p.key] for p in self.panels.values()}
         self._due: set[str] = set(self.intervals)          # everything loads once at the start
         self._last: dict[str, float] = {}
         self._task = None
