@@ -11,16 +11,16 @@ from typing import Any
 from urllib.parse import urlparse, parse_qs
 
 # %% auto #0
-__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'SECTIONS',
-           'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES', 'INI_HEADER', 'EnvironmentSettings',
-           'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings', 'StopLossSettings', 'DataSettings',
-           'PerformanceSettings', 'LoggingSettings', 'MemorySettings', 'GuiSettings', 'DashboardSettings',
-           'SecuritySettings', 'EncryptionSettings', 'BackupSettings', 'RecoverySettings', 'MonitoringSettings',
-           'AlertsSettings', 'GatewaySettings', 'Problem', 'SettingsError', 'LiveTradingRefused', 'Source',
-           'parse_value', 'format_value', 'Settings', 'mask', 'find_settings_file', 'read_dotenv', 'env_names',
-           'load_settings', 'check_live_guard', 'AccountRefused', 'is_paper_account', 'check_account_guard',
-           'render_ini', 'CheckResult', 'ValidationReport', 'check_ib', 'check_database', 'check_risk',
-           'check_resources', 'check_strategies', 'validate_configuration']
+__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'THRESHOLD_KEYS',
+           'ALERT_LEVELS', 'SECTIONS', 'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES', 'INI_HEADER',
+           'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings',
+           'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings', 'MemorySettings',
+           'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings', 'BackupSettings',
+           'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'JobsSettings', 'GatewaySettings', 'Problem',
+           'SettingsError', 'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask',
+           'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
+           'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
+           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'validate_configuration']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
@@ -127,10 +127,10 @@ class DataSettings:
 class PerformanceSettings:
     "Threads and queues of the live runtime."
     max_strategy_threads: int = _f(10, "strategies running at once (each in its own worker)", lo=1, hi=256)
-    event_queue_size: int = _f(10000, "capacity of the market/broker event queue", "events", lo=10)
-    order_queue_size: int = _f(1000, "capacity of the outgoing order queue", "orders", lo=10)
+    thread_pool_size: int = _f(4, "threads for I/O: scheduled jobs running at once, alert delivery, database writes", lo=1, hi=64)
+    message_queue_size: int = _f(1000, "capacity of each outgoing message queue (alerts waiting for delivery); when full the oldest message is dropped and counted", "messages", lo=10)
+    data_cache_size: float = _f(100.0, "memory for bars cached in the runner; past it the oldest bars of each symbol are dropped", "MB", lo=1)
     data_queue_size: int = _f(10000, "capacity of a strategy's bar queue", "bars", lo=10)
-    worker_threads: int = _f(4, "threads for data jobs and I/O", lo=1, hi=64)
     bar_timeout: float = _f(5.0, "time a strategy may spend on one bar before it is reported as hanging", "s", lo=0, lo_open=True)
 
 @dataclass
@@ -147,10 +147,13 @@ class LoggingSettings:
 @dataclass
 class MemorySettings:
     "How much the processes may hold in memory and how long data is kept."
-    max_memory_usage: float = _f(4096.0, "memory the ats processes may use together", "MB", lo=64)
+    max_memory_usage: float = _f(4096.0, "memory the ats processes may use together (4096 or 4GB)", "MB", lo=64)
     max_bars_in_memory: int = _f(10000, "bars kept per instrument in a running strategy", "bars", lo=100)
     max_trades_in_memory: int = _f(5000, "recent trades kept for the dashboard", "trades", lo=10)
-    cleanup_interval: float = _f(300.0, "interval between memory clean-ups", "s", lo=1)
+    data_retention_days: int = _f(365, "detailed data older than this is deleted on schedule: intraday bars, ticks, status and equity samples, alert and job history (never fills or daily bars)", "days", lo=1)
+    cleanup_interval: float = _f(3600.0, "interval between clean-ups: retention, old database versions, archived job outputs", "s", lo=1)
+    cache_cleanup_threshold: float = _f(0.8, "memory use (of max_memory_usage) at which in-memory caches are shed", "fraction", lo=0, hi=1, lo_open=True)
+    garbage_collection_interval: float = _f(300.0, "interval between Python garbage collections in the runner", "s", lo=1)
     min_free_disk_gb: float = _f(1.0, "free disk below which ats warns and stops writing backups", "GB", lo=0)
 
 @dataclass
@@ -206,38 +209,62 @@ class BackupSettings:
 
 @dataclass
 class RecoverySettings:
-    "What happens when a strategy or connection fails."
-    auto_restart: bool = _f(True, "restart a crashed strategy")
-    max_recovery_attempts: int = _f(3, "restarts of a strategy before it is disabled with an alert", lo=0, hi=100)
-    recovery_delay: float = _f(5.0, "wait before restarting a strategy", "s", lo=0)
+    "What happens when a strategy, a connection or the live runner process fails."
+    auto_recovery: bool = _f(True, "restart a crashed strategy, and the live runner process when it dies (`ats up`)")
+    recovery_timeout: float = _f(300.0, "window for max_recovery_attempts: more restarts than that within it and ats gives up and alerts", "s", lo=1)
+    max_recovery_attempts: int = _f(3, "restarts (of a strategy, or of the runner within recovery_timeout) before giving up with an alert", lo=0, hi=100)
+    recovery_notification: bool = _f(True, "alert a person at every recovery (restart, reconciliation result, give-up)")
+    fallback_mode: str = _f("safe", "after the runner restarts: safe (trading REDUCING until a person resumes), aggressive (ACTIVE at once), manual (no restart: alert and wait)", choices=("safe", "aggressive", "manual"))
+    recovery_delay: float = _f(5.0, "wait before restarting a strategy or the runner", "s", lo=0)
     cancel_orders_on_stop: bool = _f(True, "stopping a strategy cancels its open orders")
     reconcile_on_start: bool = _f(True, "compare ledger and broker positions at start and after reconnects")
 
+THRESHOLD_KEYS = ("cpu_usage", "memory_usage", "disk_usage", "connection_latency", "error_rate")
+
 @dataclass
 class MonitoringSettings:
-    "Health checks and their thresholds."
-    enabled: bool = _f(False, "run health checks", profile={"development": False, "production": True})
-    check_interval: float = _f(60.0, "interval between health checks", "s", lo=1)
-    cpu_threshold: float = _f(0.80, "CPU use that raises an alert", "fraction", lo=0, hi=1, lo_open=True)
-    memory_threshold: float = _f(0.80, "memory use (of max_memory_usage) that raises an alert", "fraction", lo=0, hi=1, lo_open=True)
-    disk_threshold: float = _f(0.90, "disk use that raises an alert", "fraction", lo=0, hi=1, lo_open=True)
-    latency_threshold: float = _f(500.0, "IB round-trip latency that raises an alert", "ms", lo=0, lo_open=True)
+    "Health checks on a schedule in the runner (and `ats health`), with the thresholds that fail them."
+    system_health_check: bool = _f(True, "run the health checks (every check_interval) and publish them in the status")
+    performance_monitoring: bool = _f(True, "check the strategies' error rate and the bar-to-order latency")
+    resource_monitoring: bool = _f(True, "check CPU, memory and disk use")
+    connection_monitoring: bool = _f(True, "check the IB connections, their round-trip latency and IB's connectivity and data-farm messages")
+    strategy_monitoring: bool = _f(True, "check strategies (failed, hanging, disabled) and their data (a symbol without bars while its market is open)")
+    alert_thresholds: dict = _f(dict(cpu_usage=80.0, memory_usage=85.0, disk_usage=90.0, connection_latency=1000.0, error_rate=0.05),
+                                "a check fails above: cpu_usage, memory_usage (of max_memory_usage), disk_usage in percent; connection_latency in ms; "
+                                "error_rate as a fraction of events (e.g. 'cpu_usage: 90'; keys left out keep their default)", lo=0, choices=THRESHOLD_KEYS)
+    check_interval: float = _f(60.0, "interval between health checks (and equity samples)", "s", lo=1)
+    stale_data_bars: float = _f(3.0, "a subscribed symbol is stale after this many bar intervals without a bar while its market is open", "bar intervals", lo=1)
     drawdown_alert: float = _f(0.03, "account drawdown that raises an alert (below emergency_stop_loss)", "fraction of NAV", lo=0, hi=1, lo_open=True)
+
+ALERT_LEVELS = ("INFO", "WARNING", "ERROR", "CRITICAL")
 
 @dataclass
 class AlertsSettings:
-    "Where alerts go and how many."
-    enabled: bool = _f(True, "send alerts")
-    channels: list = _f(["dashboard", "log"], "channels (comma separated): dashboard, log, email", choices=("dashboard", "log", "email"))
-    min_level: str = _f("WARNING", "lowest level that is alerted", choices=("INFO", "WARNING", "ERROR", "CRITICAL"))
-    rate_limit: int = _f(10, "most alerts per hour per kind; the rest are counted, not sent", "alerts/hour", lo=1)
-    email_to: str = _f("", "recipients (comma separated)")
+    "Alerts that reach a person: through which channels, at which levels, how often."
+    email_alerts: bool = _f(False, "send alerts by e-mail to email_to (the smtp_* keys; the password only from .env)")
+    sms_alerts: bool = _f(False, "send alerts to chat and SMS gateways: the apprise URLs in notify_urls (Telegram, Slack, Discord, ntfy, an SMS gateway, a webhook)")
+    gui_alerts: bool = _f(True, "show alerts in the dashboard (every level)")
+    log_alerts: bool = _f(True, "write alerts to the log (every level)")
+    alert_levels: list = _f(["ERROR", "CRITICAL"], "levels sent by e-mail and to notify_urls (comma separated)", choices=ALERT_LEVELS)
+    alert_frequency_limit: float = _f(300.0, "the same alert is not sent again within this time; repeats are counted and reported with the next one", "s", lo=0)
+    emergency_contacts: list = _f([], "also told of every CRITICAL alert: e-mail addresses and/or apprise URLs (comma separated)")
+    email_to: list = _f([], "e-mail recipients (comma separated)")
     email_from: str = _f("ats@localhost", "sender address")
     smtp_host: str = _f("localhost", "SMTP server")
-    smtp_port: int = _f(25, "SMTP port", lo=1, hi=65535)
+    smtp_port: int = _f(25, "SMTP port (25 plain, 587 starttls, 465 ssl)", lo=1, hi=65535)
+    smtp_security: str = _f("none", "none, starttls (upgrade after connecting) or ssl (TLS from the start)", choices=("none", "starttls", "ssl"))
     smtp_user: str = _f("", "SMTP user (empty = no login)")
     smtp_password: str = _f("", "SMTP password (secret: only from ATS_ALERTS__SMTP_PASSWORD / .env)", secret=True)
-    smtp_tls: bool = _f(False, "use STARTTLS")
+    notify_urls: list = _f([], "apprise URLs for chat / SMS channels, comma separated (secret: they hold tokens; only from ATS_ALERTS__NOTIFY_URLS / .env)", secret=True)
+    delivery_timeout: float = _f(10.0, "time one delivery may take before it counts as failed (trading never waits for it)", "s", lo=0.1)
+
+@dataclass
+class JobsSettings:
+    "The scheduler: cron-scheduled job notebooks (data downloads, trading sessions) run by `ats scheduler` and `ats up`."
+    timezone: str = _f("America/New_York", "time zone of cron schedules (the exchange's; '0 6 * * 1-5' is 06:00 there on weekdays, across DST)")
+    misfire_grace_time: float = _f(3600.0, "a run missed by less than this (machine asleep, scheduler down) runs once when the scheduler is back; older misses are skipped and recorded", "s", lo=1)
+    job_timeout: float = _f(14400.0, "a run that takes longer than this is stopped and recorded as failed (trading sessions end by their own end time)", "s", lo=1)
+    start_scheduler: bool = _f(True, "`ats up` also runs the scheduler")
 
 @dataclass
 class GatewaySettings:
@@ -258,7 +285,7 @@ SECTIONS: dict[str, type] = dict(
     performance=PerformanceSettings, logging=LoggingSettings, memory=MemorySettings, gui=GuiSettings,
     dashboard=DashboardSettings, security=SecuritySettings, encryption=EncryptionSettings,
     backup=BackupSettings, recovery=RecoverySettings, monitoring=MonitoringSettings,
-    alerts=AlertsSettings, gateway=GatewaySettings)
+    alerts=AlertsSettings, jobs=JobsSettings, gateway=GatewaySettings)
 
 def _old_widgets(raw) -> str:
     "The dashboard's old panel names as the guide's widget names (the log panel is always shown now)."
@@ -273,16 +300,40 @@ RENAMED: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("logging", "max_log_entries"): ("gui", "max_log_entries", None),
     ("dashboard", "widgets"): ("dashboard", "default_widgets", _old_widgets),
     ("dashboard", "refresh_interval"): ("dashboard", "refresh_intervals", lambda v: f"portfolio: {v}, strategies: {v}, trades: {v}, system: {v}"),
+    ("performance", "worker_threads"): ("performance", "thread_pool_size", None),
+    ("recovery", "auto_restart"): ("recovery", "auto_recovery", None),
+    ("monitoring", "enabled"): ("monitoring", "system_health_check", None),
+    # fractions became the guide's percentages: 0.8 is read as 80
+    ("monitoring", "cpu_threshold"): ("monitoring", "alert_thresholds", lambda v: f"cpu_usage: {_pct(v)}"),
+    ("monitoring", "memory_threshold"): ("monitoring", "alert_thresholds", lambda v: f"memory_usage: {_pct(v)}"),
+    ("monitoring", "disk_threshold"): ("monitoring", "alert_thresholds", lambda v: f"disk_usage: {_pct(v)}"),
+    ("monitoring", "latency_threshold"): ("monitoring", "alert_thresholds", lambda v: f"connection_latency: {v}"),
+    ("alerts", "min_level"): ("alerts", "alert_levels", lambda v: ", ".join(ALERT_LEVELS[ALERT_LEVELS.index(str(v).strip().upper()):])
+                                                                  if str(v).strip().upper() in ALERT_LEVELS else v),
+    ("alerts", "smtp_tls"): ("alerts", "smtp_security", lambda v: "starttls" if str(v).strip().lower() in _TRUE else "none"),
 }
 # Settings that no longer exist: (section, key) -> what to do instead. Warned about, never silently ignored.
 RETIRED: dict[tuple[str, str], str] = {
     ("dashboard", "chart_refresh_interval"): "charts now take new points at their widget's refresh; set [dashboard] refresh_intervals "
                                              "(portfolio, market) instead and delete this line",
+    ("performance", "event_queue_size"): "nothing read it: a strategy's bar queue is [performance] data_queue_size; delete this line",
+    ("performance", "order_queue_size"): "nothing read it: orders go straight to the broker's socket; outgoing messages queue in "
+                                         "[performance] message_queue_size; delete this line",
+    ("alerts", "enabled"): "each channel has its own switch now: [alerts] email_alerts, sms_alerts, gui_alerts, log_alerts; delete this line",
+    ("alerts", "channels"): "each channel has its own switch now: [alerts] email_alerts, sms_alerts, gui_alerts, log_alerts; delete this line",
+    ("alerts", "rate_limit"): "the guide limits repeats instead of a count per hour: [alerts] alert_frequency_limit (seconds between the "
+                              "same alert); delete this line",
 }
 
-def _renamed_note(sec: str, key: str) -> str:
-    nsec, nkey, _ = RENAMED[(sec, key)]
-    return f"deprecated name: write it as [{nsec}] {nkey} (the configuration guide's name); it is read as that for now"
+def _pct(v) -> str:
+    "An old fraction threshold (0.8) as the guide's percent (80); a value that is not a number is passed on to fail with its message."
+    try: return f"{float(v) * 100:g}" if float(v) <= 1 else f"{float(v):g}"
+    except (TypeError, ValueError): return str(v)
+
+def _renamed_note(sec: str, key: str, raw=None) -> str:
+    nsec, nkey, conv = RENAMED[(sec, key)]
+    new = f"[{nsec}] {nkey}" + (f" = {conv(raw)}" if conv and raw is not None else "")    # a unit or form that changed is shown converted
+    return f"deprecated name: write it as {new} (the configuration guide's name); it is read as that for now"
 
 # %% ../nbs/00_config.ipynb #ab81fdd6
 @dataclass
@@ -355,6 +406,13 @@ def _parse_pairs(f, raw) -> dict:
         out[k] = x
     return out
 
+_SIZE_UNITS = {"KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+
+def _size(raw: str, unit: str) -> float:
+    "'4GB' in the field's unit (MB: 4096)."
+    m = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]b)\s*", raw.lower())
+    return float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()] / _SIZE_UNITS[unit]
+
 def parse_value(f, raw: Any):
     "Convert `raw` (text or a typed value) to the field's type; raise ValueError with what is allowed."
     t, md = _ftype(f), f.metadata
@@ -371,7 +429,9 @@ def parse_value(f, raw: Any):
             v = int(str(raw).strip().replace("_", "")) if not isinstance(raw, (int, float)) else int(raw)
         elif t is float:
             if isinstance(raw, bool): raise ValueError
-            v = float(str(raw).strip().replace("_", "")) if not isinstance(raw, (int, float)) else float(raw)
+            if isinstance(raw, str) and md.get("unit") in _SIZE_UNITS and re.fullmatch(r"\s*[\d.]+\s*[kmgt]b\s*", raw.lower()):
+                v = _size(raw, md["unit"])                 # the guide writes sizes with a unit: '4GB', '10MB'
+            else: v = float(str(raw).strip().replace("_", "")) if not isinstance(raw, (int, float)) else float(raw)
             if v != v or v in (float("inf"), float("-inf")): raise ValueError
         elif t is list:
             v = list(raw) if isinstance(raw, (list, tuple)) else [s.strip() for s in str(raw).split(",") if s.strip()]
@@ -404,7 +464,7 @@ class Settings:
     performance: PerformanceSettings; logging: LoggingSettings; memory: MemorySettings; gui: GuiSettings
     dashboard: DashboardSettings; security: SecuritySettings; encryption: EncryptionSettings
     backup: BackupSettings; recovery: RecoverySettings
-    monitoring: MonitoringSettings; alerts: AlertsSettings; gateway: GatewaySettings
+    monitoring: MonitoringSettings; alerts: AlertsSettings; jobs: JobsSettings; gateway: GatewaySettings
     sources: dict = field(default_factory=dict)     # (section, key) -> Source
     ini_path: Path | None = None
     problems: list = field(default_factory=list)    # warnings found while loading
@@ -578,22 +638,31 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
                     for key, raw in cp.items(sec):
                         where = f"{ini.name}:{line_of(sec, key) or '?'}"
                         if (sec, key) in RENAMED:
-                            probs.append(Problem(where, sec, key, raw, _renamed_note(sec, key), "warning"))
+                            probs.append(Problem(where, sec, key, raw, _renamed_note(sec, key, raw), "warning"))
                             nsec, nkey, conv = RENAMED[(sec, key)]
-                            old_lines[(nsec, nkey)] = (conv(raw) if conv else raw, where)
+                            val = conv(raw) if conv else raw
+                            if (nsec, nkey) in old_lines and _ftype(fmap[nsec][nkey]) is dict:   # two old keys feed one dict
+                                val = f"{old_lines[(nsec, nkey)][0]}, {val}"
+                            old_lines[(nsec, nkey)] = (val, where)
                             continue
                         if (sec, key) in RETIRED:
                             probs.append(Problem(where, sec, key, raw, f"no longer a setting, ignored: {RETIRED[(sec, key)]}", "warning"))
                             continue
+                        base, dotted, sub = key.partition(".")      # the guide's 'alert_thresholds.cpu_usage = 80': one key of a dict setting
+                        if dotted and base in fmap[sec] and _ftype(fmap[sec][base]) is dict: key, raw = base, f"{sub}: {raw}"
                         if key not in fmap[sec]:
                             probs.append(Problem(where, sec, key, raw, f"unknown key{_suggest(key, fmap[sec])}; keys of [{sec}]: {', '.join(fmap[sec])}"))
                             continue
                         if fmap[sec][key].metadata.get("secret"):
                             probs.append(Problem(where, sec, key, mask(raw), f"secrets must not be written in {ini.name}; put it in .env or the environment as {_env_name(sec, key)}"))
                             continue
+                        if (sec, key) in ini_lines and _ftype(fmap[sec][key]) is dict:   # 'a: 1' and 'x.b = 2' lines add up
+                            raw = f"{ini_lines[(sec, key)][0]}, {raw}"
                         ini_lines[(sec, key)] = (raw, where)
 
-    for k, v in old_lines.items(): ini_lines.setdefault(k, v)
+    for k, v in old_lines.items():
+        if k in ini_lines and _ftype(fmap[k[0]][k[1]]) is dict: ini_lines[k] = (f"{v[0]}, {ini_lines[k][0]}", ini_lines[k][1])   # the new name's keys win
+        else: ini_lines.setdefault(k, v)
 
     # 4. .env and 5. environment: collect raw values first (the profile may come from them)
     dot_path = Path(dotenv) if dotenv else ((ini.parent if ini else Path.cwd()) / ".env")

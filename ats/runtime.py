@@ -499,7 +499,7 @@ def _start_worker(self: Runtime, slot: Slot) -> None:
     name, rec = slot.name, self.s.recovery
     slot.worker = StrategyWorker(name, lambda: slot.cls(slot.cfg.parameters, name=name, ctx=ctx), lambda h, ev: self._dispatch(slot, h, ev),
                                  max_recovery_attempts=rec.max_recovery_attempts, recovery_delay=rec.recovery_delay,
-                                 auto_restart=rec.auto_restart, queue_size=self.s.performance.data_queue_size,
+                                 auto_restart=rec.auto_recovery, queue_size=self.s.performance.data_queue_size,
                                  on_alert=self.alert, start_event=_START, stop_event=_STOP_EV).start()
     slot.state, slot.error, slot.hang_reported = "running", "", False
 

@@ -86,13 +86,13 @@ def test_arctic_path_gives_lmdb_uri(project):
 def test_development_profile(project):
     s = load_settings(None, env={}, use_file=False)
     assert (s.environment.name, s.ib.port, s.ib.paper_trading, s.logging.level) == ("development", 7497, True, "DEBUG")
-    assert not s.monitoring.enabled and not s.backup.enabled and not s.logging.enhanced
+    assert s.monitoring.system_health_check and not s.backup.enabled and not s.logging.enhanced   # the guide: health checks on by default
 
 
 def test_production_profile(project):
     s = load_settings(None, env={"ENVIRONMENT": "production"}, use_file=False)
     assert (s.ib.port, s.ib.paper_trading, s.logging.level) == (7496, False, "INFO")
-    assert s.monitoring.enabled and s.backup.enabled and s.logging.enhanced and s.security.auth_enabled
+    assert s.monitoring.system_health_check and s.backup.enabled and s.logging.enhanced and s.security.auth_enabled
 
 
 def test_live_guard_refuses_without_both_opt_ins(project):
@@ -131,7 +131,7 @@ BAD = [
      "settings.ini:1: malformed INI: File contains no section headers. file: '{p}', line: 1 'port = 1\\n'. Each line must be '[section]', 'key = value' or a comment starting with ; or #"),
     ("line without =", "[ib]\nport\n", {},
      None),
-    ("unknown section", "[ibb]\nport = 1\n", {}, "settings.ini: [ibb]: unknown section (did you mean 'ib'?); known sections: environment, ib, arctic, risk, position_sizing, stop_loss, data, performance, logging, memory, gui, dashboard, security, encryption, backup, recovery, monitoring, alerts, gateway"),
+    ("unknown section", "[ibb]\nport = 1\n", {}, "settings.ini: [ibb]: unknown section (did you mean 'ib'?); known sections: environment, ib, arctic, risk, position_sizing, stop_loss, data, performance, logging, memory, gui, dashboard, security, encryption, backup, recovery, monitoring, alerts, jobs, gateway"),
     ("unknown key", "[ib]\nprot = 1\n", {}, "settings.ini:2: [ib] prot = '1': unknown key (did you mean 'port'?); keys of [ib]: host, port, client_id_start, connection_timeout, reconnect_attempts, reconnect_backoff, heartbeat_interval, paper_trading, gateway_type, account, max_messages_per_second"),
     ("wrong type int", "[ib]\nport = seven\n", {}, "settings.ini:2: [ib] port = 'seven': expected a whole number from 1 to 65535"),
     ("fraction for int", "[ib]\nreconnect_attempts = 2.5\n", {}, "settings.ini:2: [ib] reconnect_attempts = '2.5': expected a whole number from 0 to 1000"),
@@ -282,3 +282,46 @@ def test_ats_check_shows_the_deprecation_warning(project):
     ini.write_text(ini.read_text().replace("[logging]\n", "[logging]\nmax_log_entries = 50\n", 1))
     r = run_ats("check", cwd=project)
     assert "[logging] max_log_entries" in r.stdout + r.stderr and "[gui] max_log_entries" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# ---- the guide's names for monitoring, alerts, recovery, memory and performance (issue 13) -------------------------
+
+def test_operations_settings_have_the_guides_names_defaults_and_units(project):
+    s = load_settings(None, env={}, use_file=False)
+    m, a, r, mem, p = s.monitoring, s.alerts, s.recovery, s.memory, s.performance
+    assert (m.system_health_check, m.performance_monitoring, m.resource_monitoring, m.connection_monitoring, m.strategy_monitoring) == (True,) * 5
+    assert m.alert_thresholds == dict(cpu_usage=80, memory_usage=85, disk_usage=90, connection_latency=1000, error_rate=0.05)   # percent, ms, fraction
+    assert (a.email_alerts, a.sms_alerts, a.gui_alerts, a.log_alerts) == (False, False, True, True)
+    assert a.alert_levels == ["ERROR", "CRITICAL"] and a.alert_frequency_limit == 300 and a.emergency_contacts == []
+    assert (r.auto_recovery, r.recovery_timeout, r.max_recovery_attempts, r.recovery_notification, r.fallback_mode) == (True, 300, 3, True, "safe")
+    assert (mem.max_memory_usage, mem.data_retention_days, mem.cleanup_interval, mem.cache_cleanup_threshold, mem.garbage_collection_interval) \
+        == (4096, 365, 3600, 0.8, 300)
+    assert (p.thread_pool_size, p.message_queue_size, p.data_cache_size) == (4, 1000, 100)
+
+
+def test_guide_forms_dotted_dict_keys_and_sizes_with_units(project):
+    "The guide writes `alert_thresholds.cpu_usage = 80` and `max_memory_usage = '4GB'`: both are read."
+    (project / "settings.ini").write_text("[monitoring]\nalert_thresholds = error_rate: 0.1\nalert_thresholds.cpu_usage = 70\n"
+                                          "[memory]\nmax_memory_usage = 2GB\n[dashboard]\nrefresh_intervals.trades = 2\n")
+    s = load_settings(project / "settings.ini", env={})
+    assert s.monitoring.alert_thresholds["cpu_usage"] == 70 and s.monitoring.alert_thresholds["error_rate"] == 0.1
+    assert s.monitoring.alert_thresholds["disk_usage"] == 90                           # left out: the default
+    assert s.memory.max_memory_usage == 2048 and s.dashboard.refresh_intervals["trades"] == 2
+    (project / "settings.ini").write_text("[monitoring]\nalert_thresholds.cpu = 70\n")
+    msgs = problems(project / "settings.ini")
+    assert any("settings.ini:2" in m and "unknown key 'cpu'" in m for m in msgs), msgs
+
+
+def test_old_operations_names_are_read_as_the_guides_with_the_unit_converted(project):
+    (project / "settings.ini").write_text("[monitoring]\nenabled = false\ncpu_threshold = 0.7\ndisk_threshold = 0.95\n"
+                                          "[recovery]\nauto_restart = false\n[performance]\nworker_threads = 2\nevent_queue_size = 5\n"
+                                          "[alerts]\nmin_level = WARNING\nsmtp_tls = true\nrate_limit = 4\n")
+    s = load_settings(project / "settings.ini", env={})
+    assert not s.monitoring.system_health_check and not s.recovery.auto_recovery and s.performance.thread_pool_size == 2
+    assert s.monitoring.alert_thresholds["cpu_usage"] == 70 and s.monitoring.alert_thresholds["disk_usage"] == 95   # fractions -> percent
+    assert s.alerts.alert_levels == ["WARNING", "ERROR", "CRITICAL"] and s.alerts.smtp_security == "starttls"
+    msgs = [str(p) for p in s.problems]
+    assert any("cpu_threshold" in m and "write it as [monitoring] alert_thresholds = cpu_usage: 70" in m for m in msgs), msgs
+    assert any("rate_limit" in m and "no longer a setting" in m and "alert_frequency_limit" in m for m in msgs), msgs
+    assert any("event_queue_size" in m and "no longer a setting" in m for m in msgs), msgs
+    assert all(p.level == "warning" for p in s.problems)
