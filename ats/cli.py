@@ -101,6 +101,8 @@ def cmd_init(args) -> int:
     print(f"database: {s.arctic_uri} with libraries {', '.join(sorted(st.arctic.list_libraries()))}")
     copied = _copy_shipped("data_and_research/jobs/*.ipynb", s.base_dir)     # the live runner and data jobs papermill runs
     if copied: print(f"jobs: copied the shipped {', '.join(copied)}")
+    from ats.scheduler import seed_schedules
+    for line in seed_schedules(st, s): print(line)                       # the guide's daily download, never overwritten
     have = {c.strategy_name for c in st.load_strategy_configs(validate=False)}
     for seed in SEED_STRATEGIES:
         if seed["strategy_name"] in have: print(f"strategy: {seed['strategy_name']} configured, kept"); continue
@@ -508,7 +510,7 @@ def _start_dashboard(sup, s) -> str | None:
     return url
 
 def cmd_dashboard(args) -> int:
-    "Serve the dashboards alone (control, settings, data) until Ctrl-C; without a runner they show the stored state."
+    "Serve the dashboards alone (control, settings, data, jobs) until Ctrl-C; without a runner they show the stored state."
     from ats.supervisor import Supervisor, StopSignals
     from ats.runtime import read_status
     from ats.status import freshness
@@ -538,10 +540,13 @@ def cmd_up(args) -> int:
     from ats.runtime import read_status
     from ats.control import send_command
     from ats.status import mark_dead
+    from ats.recovery import RunnerRecovery, RecoveryPolicy, enter_fallback
+    from ats.alerts import Alerter
     s = _settings(args)
     check_live_guard(s)
     st = Store.from_settings(s, create=True)
     if _runner_live(st): raise UserError("a runner is already running on this database (`ats status`); stop it with `ats shutdown` first")
+    alerter = Alerter.from_settings(s, st, source="supervisor")     # what happens to the runner reaches a person
     sup = Supervisor(echo=lambda m: print(m, flush=True))
     since, failed = pd.Timestamp.now(tz="UTC"), False
     port, ats_bin = s.ib.port, str(Path(sys.executable).parent / "ats")
@@ -566,24 +571,51 @@ def cmd_up(args) -> int:
         runner = sup.start(ChildSpec("live runner", [ats_bin, *pre, "run", *(["--no-notebook"] if args.no_notebook else [])],
                                      log_path=s.path("logs/runner.log")))
         dash_url = _start_dashboard(sup, s) if s.gui.start_dashboard and not args.no_dashboard else None
+        if s.jobs.start_scheduler:                       # the scheduled jobs run while ats is up (`ats jobs schedule list`)
+            sup.start(ChildSpec("scheduler", [ats_bin, *pre, "scheduler"], log_path=s.path("logs/scheduler.log")))
+        sched_up = s.jobs.start_scheduler
         print(f"waiting for the runner (its log: {s.path('logs/runner.log')}); Ctrl-C stops everything", flush=True)
         end = _time.monotonic() + args.minutes * 60 if args.minutes else None
-        last, tty = 0.0, sys.stdout.isatty()
+        last, tty, seen = 0.0, sys.stdout.isatty(), 0.0
         reason = f"the session length of {args.minutes:g} min was reached" if args.minutes else None
+        recovery, waiting = RunnerRecovery(RecoveryPolicy.from_settings(s)), None
         while end is None or _time.monotonic() < end:
             _time.sleep(0.2)
-            dead = [c for c in sup.dead() if c.spec.name != "dashboard"]     # the dashboard's death never stops trading
+            if _time.monotonic() - seen >= 1.0:
+                seen = _time.monotonic(); sup.remember_families()          # what a runner killed outright leaves behind
+            aside = ("dashboard", "scheduler")                 # their death never stops trading: said once, trading goes on
+            dead = [c for c in sup.dead() if c.spec.name not in aside and c is not waiting]
             gone = [c for c in sup.dead() if c.spec.name == "dashboard"]
             if dash_url and gone:
                 print(f"the dashboard stopped ({_exit_text(gone[0].proc.returncode)}); trading goes on; see {s.path('logs/dashboard.log')}", flush=True)
                 dash_url = None
+            gone = [c for c in sup.dead() if c.spec.name == "scheduler"]
+            if sched_up and gone:
+                msg = f"the scheduler stopped ({_exit_text(gone[0].proc.returncode)}); trading goes on, scheduled jobs do not; see {s.path('logs/scheduler.log')}"
+                print(msg, flush=True); alerter.alert("ERROR", msg, key="scheduler.died"); sched_up = False
             if dead:
                 failed = dead[0].proc.returncode != 0
                 print(f"{dead[0].spec.name} exited with code {dead[0].proc.returncode}; see {dead[0].spec.log_path}", flush=True)
-                if dead[0] is runner and mark_dead(st, f"the live runner died ({_exit_text(runner.proc.returncode)}); see {runner.spec.log_path}"):
-                    print("recorded in the status: the runner died without stopping", flush=True)
+                crashed = dead[0] is runner and mark_dead(st, f"the live runner died ({_exit_text(runner.proc.returncode)}); see {runner.spec.log_path}")
+                if crashed: print("recorded in the status: the runner died without stopping", flush=True)
                 why = _last_error_line(dead[0].spec.log_path, log_start.get(dead[0].spec.log_path, 0))   # e.g. the account guard's refusal
                 if why: print(why, flush=True)
+                if crashed and not why:            # died while its status said running (not a clean stop, not a refusal): recovery
+                    v = recovery.on_death(_exit_text(runner.proc.returncode))
+                    print(v.message, flush=True)
+                    if v.action != "restart" or s.recovery.recovery_notification: alerter.alert(v.level, v.message, key=f"recovery.{v.action}")
+                    if v.action == "wait":
+                        waiting = runner; failed = True; continue
+                    if v.action == "restart":
+                        left = sup.reap(runner)
+                        if left: print(f"stopped what the dead runner left running (pids {', '.join(map(str, left))})", flush=True)
+                        _time.sleep(s.recovery.recovery_delay)
+                        state = enter_fallback(st, s, s.recovery.fallback_mode, f"the live runner was restarted after it died ({_exit_text(runner.proc.returncode)})")
+                        log_start[runner.spec.log_path] = runner.spec.log_path.stat().st_size if runner.spec.log_path.exists() else 0
+                        runner = sup.restart(runner)
+                        since, failed = pd.Timestamp.now(tz="UTC"), False
+                        print(f"live runner restarted (pid {runner.proc.pid}); account trading state: {state}", flush=True)
+                        continue
                 break
             if _time.monotonic() - last >= args.every:
                 last = _time.monotonic()
@@ -604,6 +636,7 @@ def cmd_up(args) -> int:
         stops.__exit__()
         if live and live[0].proc.returncode not in (0, 1):     # killed after the grace period: its status still says running
             mark_dead(st, f"the live runner did not stop and was killed ({_exit_text(live[0].proc.returncode)})")
+        alerter.close()                                 # the last alerts (a give-up) are delivered before `ats up` ends
     doc = read_status(st)
     if doc and pd.Timestamp(doc["as_of"]) >= since:
         print("\nsummary:\n" + _status_text(doc), flush=True)
@@ -629,7 +662,7 @@ def _add_trading(sp):
     p.add_argument("--fresh", action="store_true", help="start a new paper account at [gateway] start_date (the old account's state is discarded)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard (default: [gui] start_dashboard)")
     p.set_defaults(func=cmd_up)
-    p = sp.add_parser("dashboard", help="serve the dashboards (control, settings, data) on [gui] host:port until Ctrl-C",
+    p = sp.add_parser("dashboard", help="serve the dashboards (control, settings, data, jobs) on [gui] host:port until Ctrl-C",
                       description="What `ats up` starts next to the runner; alone, the control dashboard shows the last stored state, "
                                   "labelled 'not running' with its age.")
     p.set_defaults(func=cmd_dashboard)
@@ -707,7 +740,7 @@ def cmd_jobs(args) -> int:
     if not args.name: raise UserError("name the job to run: ats jobs run NAME [-p key value]; see `ats jobs list`")
     try:   # the progress bar only on a terminal: under cron or a pipe it would fill the log
         run = run_job(args.name, dict(args.p or []), jobs_dir=jobs_dir, runs_dir=runs_dir, store=st, cwd=s.base_dir,
-                      progress=not args.json and sys.stderr.isatty(), by=os.environ.get("USER"))
+                      progress=not args.json and sys.stderr.isatty(), by=os.environ.get("ATS_USER") or os.environ.get("USER"))
     except JobError as e: raise UserError(str(e)) from None
     if args.json: _print_json(dataclasses.asdict(run))
     else: print(f"job {run.job}: {run.status}" + (f" ({run.reason})" if run.status == "success" and run.reason else "")
@@ -721,12 +754,17 @@ def _add_jobs(sp):
                                   "Each run's output notebook is archived under data_and_research/runs/<job>/. "
                                   "Exit status of `run`: 0 success, 1 failed (the notebook raised), 3 partial (some items "
                                   "failed), 4 empty (nothing done), 2 usage error; the reason is one line on stderr and in `history`.")
-    p.add_argument("action", choices=["list", "run", "history"])
-    p.add_argument("name", nargs="?", help="job name (file name without .ipynb)")
-    p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="set a notebook parameter; repeatable")
-    p.add_argument("--limit", type=int, default=20, help="history rows")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_jobs)
+    from ats.scheduler import add_schedule_parser
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for act, hlp in (("list", "the job notebooks and their parameters"), ("run", "run a job now: ats jobs run NAME [-p KEY VALUE]..."),
+                     ("history", "past runs, newest first, with status and reason")):
+        q = acts.add_parser(act, help=hlp, description=p.description)
+        q.add_argument("name", nargs="?", help="job name (file name without .ipynb)")
+        q.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="set a notebook parameter; repeatable")
+        q.add_argument("--limit", type=int, default=20, help="history rows")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=cmd_jobs)
+    add_schedule_parser(acts)                  # ats jobs schedule add|list|pause|resume|remove (ats.scheduler)
 
 def cmd_backtest(args) -> int:
     "Backtest a strategy file on sample, random or stored data."
@@ -885,7 +923,17 @@ def _add_gateway(sp):
     p = sp.add_parser("gateway", help="run the paper gateway: a simulated IB account speaking the TWS API (ats gateway --help)", add_help=False)
     p.set_defaults(func=cmd_gateway)
 
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, _add_backtest, _add_replay, _add_degradation, _add_gateway]
+def _add_alerts(sp):
+    from ats.alerts import add_alerts_parser     # the alerts module owns its command (`ats alerts test|list`)
+    add_alerts_parser(sp)
+
+def _add_cleanup(sp):
+    from ats.retention import add_cleanup_parser     # the retention module owns its command (`ats cleanup`)
+    add_cleanup_parser(sp)
+
+from .health import add_health_parser
+from .scheduler import add_scheduler_parser
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "

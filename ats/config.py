@@ -158,7 +158,7 @@ class MemorySettings:
 
 @dataclass
 class GuiSettings:
-    "The Voila dashboards (control, settings, data): where they are served and how they look and update."
+    "The Voila dashboards (control, settings, data, jobs): where they are served and how they look and update."
     host: str = _f("127.0.0.1", "address the dashboard listens on")
     port: int = _f(8866, "port of the dashboard", lo=1, hi=65535)
     theme: str = _f("dark", "colour theme (auto follows the browser's light/dark preference)", choices=("light", "dark", "auto"))
@@ -513,7 +513,10 @@ class Settings:
 
     def secrets(self) -> list[str]:
         "Non-empty secret values, so log handlers can mask them."
-        return [v for _, _, v, f in self.items() if f.metadata.get("secret") and v]
+        out = []
+        for _, _, v, f in self.items():
+            if f.metadata.get("secret") and v: out += [x for x in v if x] if isinstance(v, list) else [v]   # a list secret: each item (notify_urls)
+        return out
 
 def mask(v: str) -> str:
     "How a secret is shown: whether it is set, never what it is."

@@ -4,11 +4,11 @@
 
 # %% ../nbs/24_control.ipynb #2429bbae
 from __future__ import annotations
-import contextlib, datetime as dt, fcntl, getpass, json, os, time, uuid
+import contextlib, datetime as dt, getpass, json, os, time, uuid
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import pandas as pd
-from .store import Store, lmdb_path
+from .store import Store, symbol_lock
 
 # %% auto #0
 __all__ = ['ACTIONS', 'LIBRARY', 'RESULTS_SYMBOL', 'Command', 'CommandResult', 'send_command', 'command_log', 'wait_for_result',
@@ -42,15 +42,6 @@ def _who() -> str:
     with contextlib.suppress(Exception): return getpass.getuser()
     return "unknown"
 
-@contextlib.contextmanager
-def _lock(store: Store, name: str):
-    "Serialize appends by several processes of one kind (two `ats` commands at once) on a local database."
-    p = lmdb_path(store.uri)
-    if p is None: yield; return
-    with open(p / f".{name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def _append(lib, symbol: str, row: pd.DataFrame):
     if lib.has_symbol(symbol): lib.append(symbol, row, prune_previous_versions=True)
@@ -62,7 +53,7 @@ def send_command(store: Store, action: str, target: str = "*", args: dict | None
     if not source.replace("_", "").isalnum(): raise ValueError(f"source {source!r}: letters, digits and _ only")
     cmd = Command(action, target, dict(args or {}), by or _who(), source)
     lib, sym = store.library(LIBRARY), f"commands.{source}"
-    with _lock(store, sym):
+    with symbol_lock(store, sym):          # two `ats` commands at once append to one symbol
         # stamp inside the lock: the index of an appended symbol must keep increasing
         cmd.at = dt.datetime.now(dt.timezone.utc)
         if lib.has_symbol(sym):

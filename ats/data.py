@@ -16,10 +16,9 @@ import pandas as pd
 __all__ = ['COLUMNS', 'BAR_SIZES', 'BAR_SPAN', 'YAHOO_URL', 'YF_INTERVALS', 'IB_BAR_SIZES', 'SOURCES', 'UNIVERSE_PREFIX',
            'UNIVERSES_DIR', 'DataSourceError', 'SourceUnavailable', 'bar_code', 'bar_symbol', 'normalize_bars',
            'empty_bars', 'RateLimiter', 'FakeClock', 'SampleSource', 'RandomWalkSource', 'ArcticSource', 'parse_chart',
-           'YFinanceSource', 'ib_duration', 'IBSource', 'get_source', 'symbol_lock', 'SymbolIngest', 'IngestReport',
-           'ingest_symbol', 'ingest', 'read_bars', 'adjust_bars', 'read_prices', 'load_prices', 'bundled_universes',
-           'read_universe_csv', 'save_universe', 'load_universe', 'list_universes', 'resolve_universe',
-           'quality_report']
+           'YFinanceSource', 'ib_duration', 'IBSource', 'get_source', 'SymbolIngest', 'IngestReport', 'ingest_symbol',
+           'ingest', 'read_bars', 'adjust_bars', 'read_prices', 'load_prices', 'bundled_universes', 'read_universe_csv',
+           'save_universe', 'load_universe', 'list_universes', 'resolve_universe', 'quality_report']
 
 # %% ../nbs/40_data.ipynb #a6741ec2
 COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -371,22 +370,7 @@ def _as_store(store):
 
 def _market_data(store): return _as_store(store).library("market_data")
 
-_thread_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
-
-@contextlib.contextmanager
-def symbol_lock(store, key: str):
-    "Exclusive right to write one market_data symbol: a file lock per LMDB database and symbol, else a process lock."
-    from ats.store import lmdb_path
-    p = lmdb_path(getattr(store, "uri", ""))
-    if p is None:
-        with _thread_locks[key]: yield
-        return
-    d = Path(tempfile.gettempdir()) / "ats-locks" / hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:16]
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / f"{key}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)                  # released when the file closes, also if the process dies
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+from .store import symbol_lock     # ingest holds it per bar symbol; the clean-up takes the same one
 
 @dataclass
 class SymbolIngest:

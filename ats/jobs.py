@@ -11,8 +11,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['JOBS_DIR', 'RUNS_DIR', 'JOB_RESULT_MIME', 'EXIT_CODES', 'JobError', 'JobRun', 'discover_jobs', 'notebook_parameters',
-           'coerce_parameters', 'JobResult', 'job_result', 'read_job_result', 'exit_code', 'run_job', 'record_run',
-           'job_history', 'parse_cron', 'next_run']
+           'coerce_parameters', 'JobResult', 'job_result', 'read_job_result', 'exit_code', 'run_job', 'JobBusy',
+           'record_run', 'job_history']
 
 # %% ../nbs/50_jobs.ipynb #9ef29eea
 JOBS_DIR = "data_and_research/jobs"
@@ -162,6 +162,30 @@ def run_job(job: str | Path, parameters: dict | None = None, *, jobs_dir: str | 
                  parameters=params, by=by or os.environ.get("USER", ""))
     out_dir = Path(runs_dir) / name
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _one_at_a_time(out_dir / ".running", name, f"pid {os.getpid()} since {start:%Y-%m-%d %H:%M:%S} UTC, by {run.by or 'unknown'}"):
+        return _execute(run, path, params, out_dir, store, cwd, timeout, progress, kernel)
+
+class JobBusy(JobError):
+    "The job is running already (in this or another process): one run of a job at a time."
+
+@contextlib.contextmanager
+def _one_at_a_time(lock_path: Path, job: str, who: str):
+    """Hold the job's lock for the run. A scheduled run, `ats jobs run` and the dashboard's Run now may meet: two runs of
+    one job would download the same data twice and race on its symbols. The OS drops the lock of a killed process."""
+    import fcntl
+    fh = open(lock_path, "a+")
+    try:
+        try: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise JobBusy(f"job {job!r} is already running ({fh.read().strip() or 'another process'}); one run of a job at a time: "
+                          f"wait for it to finish (`ats jobs history {job}`)") from None
+        fh.seek(0); fh.truncate(); fh.write(who); fh.flush()
+        yield
+    finally: fh.close()
+
+def _execute(run: JobRun, path: Path, params: dict, out_dir: Path, store, cwd, timeout, progress, kernel) -> JobRun:
+    import papermill as pm
     out = out_dir / f"{run.run_id}.ipynb"
     run.output_path = str(out)
     kernel_log = out_dir / f"{run.run_id}.kernel.log"
@@ -193,16 +217,25 @@ def record_run(store, run: JobRun) -> None:
                              parameters=json.dumps(run.parameters, default=str, sort_keys=True), output_path=run.output_path,
                              error=run.error, by=run.by, reason=run.reason, counts=json.dumps(run.counts, sort_keys=True))],
                        index=pd.DatetimeIndex([run.started_at], name="started_at"))
-    lib = store.library("jobs")
-    sym = _history_symbol(run.job)
+    from ats.store import symbol_lock
+    with symbol_lock(store, _history_symbol(run.job)):     # the scheduler, `ats jobs run` and the clean-up meet here
+        _append_run(store.library("jobs"), _history_symbol(run.job), row)
+
+def _append_run(lib, sym: str, row: pd.DataFrame) -> None:
     if not lib.has_symbol(sym): lib.write(sym, row); return
-    old_cols = lib.get_description(sym).columns
-    if [c.name for c in old_cols] == list(row.columns): lib.append(sym, row, prune_previous_versions=True)
-    else:   # a history written before reason/counts existed: rewrite it once with the new columns (it is small)
-        old = lib.read(sym).data.assign(reason=lambda d: d["error"].fillna("") if "error" in d else "", counts="{}")
-        if "finished_at" in old and old["finished_at"].dt.tz is None:     # ArcticDB returns the column without its UTC zone
-            old["finished_at"] = old["finished_at"].dt.tz_localize("UTC")
-        lib.write(sym, pd.concat([old.reindex(columns=row.columns), row]), prune_previous_versions=True)
+    desc = lib.get_description(sym)
+    same = [c.name for c in desc.columns] == list(row.columns)
+    end = pd.Timestamp(desc.date_range[1])
+    if same and (pd.isna(end) or (end if end.tzinfo else end.tz_localize("UTC")) <= row.index[0]):
+        lib.append(sym, row, prune_previous_versions=True); return
+    # Otherwise the (small) history is rewritten: it was written before reason/counts existed, or this run started
+    # before the last recorded one (the scheduler records a skipped run while a long one goes on) and ArcticDB
+    # appends only in time order.
+    old = lib.read(sym).data
+    if not same: old = old.assign(reason=lambda d: d["error"].fillna("") if "error" in d else "", counts="{}")
+    if "finished_at" in old and old["finished_at"].dt.tz is None:     # ArcticDB returns the column without its UTC zone
+        old["finished_at"] = old["finished_at"].dt.tz_localize("UTC")
+    lib.write(sym, pd.concat([old.reindex(columns=row.columns), row]).sort_index(kind="stable"), prune_previous_versions=True)
 
 def job_history(store, job: str | None = None, limit: int | None = None) -> pd.DataFrame:
     "Past runs, newest first (all jobs when `job` is None)."
@@ -219,43 +252,3 @@ def job_history(store, job: str | None = None, limit: int | None = None) -> pd.D
     h["reason"] = h["reason"].fillna(h["error"]) if "reason" in h else h["error"]      # histories from before reasons
     h["counts"] = h["counts"].map(lambda s: json.loads(s) if isinstance(s, str) and s else {}) if "counts" in h else [{} for _ in range(len(h))]
     return h.head(limit) if limit else h
-
-# %% ../nbs/50_jobs.ipynb #24f356f7
-_CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-_CRON_NAMES = ["minute", "hour", "day of month", "month", "day of week"]
-
-def parse_cron(expr: str) -> list[set[int]]:
-    "Parse '*/15 9-16 * * 1-5' into the allowed values of each field; ValueError says which field is wrong."
-    parts = expr.split()
-    if len(parts) != 5: raise ValueError(f"cron {expr!r}: expected 5 fields (minute hour day month weekday), got {len(parts)}")
-    out = []
-    for part, (lo, hi), nm in zip(parts, _CRON_RANGES, _CRON_NAMES):
-        vals: set[int] = set()
-        for item in part.split(","):
-            m = re.fullmatch(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?", item)
-            if not m: raise ValueError(f"cron {expr!r}: cannot read {nm} field {item!r}")
-            rng, step = m.group(1), int(m.group(2) or 1)
-            a, b = (lo, hi) if rng == "*" else (int(rng.split("-")[0]), int(rng.split("-")[-1]))
-            if nm == "day of week" and b == 7: b = 6 if a <= 6 else 0; a = 0 if a == 7 else a
-            if not (lo <= a <= hi and lo <= b <= hi and a <= b and step > 0):
-                raise ValueError(f"cron {expr!r}: {nm} {item!r} outside {lo}-{hi}")
-            vals |= set(range(a, b + 1, step))
-        out.append(vals)
-    return out
-
-def next_run(expr: str, after: dt.datetime) -> dt.datetime:
-    "The first time strictly after `after` that matches the cron expression (UTC)."
-    mins, hours, days, months, wdays = parse_cron(expr)
-    dom_any, dow_any = expr.split()[2] == "*", expr.split()[4] == "*"
-    start = after.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-    day = start.replace(hour=0, minute=0)
-    for _ in range(366 * 8):                 # day by day: leap days (29 Feb) recur within 8 years
-        dow = (day.weekday() + 1) % 7        # cron: 0 = Sunday
-        day_ok = (day.day in days and dow in wdays) if (dom_any or dow_any) else (day.day in days or dow in wdays)
-        if day.month in months and day_ok:
-            for h in sorted(hours):
-                for m in sorted(mins):
-                    t = day.replace(hour=h, minute=m)
-                    if t >= start: return t
-        day += dt.timedelta(days=1)
-    raise ValueError(f"cron {expr!r} never matches")

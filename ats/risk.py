@@ -556,6 +556,15 @@ class RiskEngine:
         "The kill switch: HALT one strategy or the account; returns cancel (and flatten) actions for the runtime."
         return self._halt(strategy, flatten, by or "unknown", reason, "kill")
 
+    def reduce(self, strategy: str | None = None, by: str = "", reason: str = "") -> list[RiskAction]:
+        """REDUCING for one strategy or the account (only risk-reducing orders until `ats resume`), e.g. after the runner
+        was restarted by crash recovery in safe mode. A HALTED or REDUCING state is left as it is: this never loosens."""
+        if self.state(strategy) is not TradingState.ACTIVE: return []
+        self._set(strategy, TradingState.REDUCING, by or "unknown", reason or "reduce only")
+        self._save()
+        who = f"strategy {strategy}" if strategy else "account"
+        return [RiskAction("alert", strategy, f"{who} is REDUCING ({reason}): only risk-reducing orders until `ats resume`", "WARNING")]
+
     def resume(self, strategy: str | None = None, by: str = "", snap: PortfolioSnapshot | None = None) -> None:
         "Back to ACTIVE with a fresh loss budget for the rest of the day: one strategy, or the account and every strategy."
         snap = snap or self.last_snapshot

@@ -354,13 +354,14 @@ class Runtime:
         self._progress = self._load_progress()
         self._progress_dirty = False
         self.ledger = Ledger(self.base)
-        self.writer = self.risk = self.stopbook = None
+        self.writer = self.risk = self.stopbook = self.alerter = None
 
     # ---- small helpers ------------------------------------------------------------------------
     def alert(self, level: str, message: str) -> None:
         "Something a trader must see: kept for the dashboard and logged."
         self.alerts.append(dict(time=_utcnow().isoformat(), level=level, message=message))
-        log.log(getattr(logging, level, logging.WARNING), message)
+        if self.s.alerts.log_alerts: log.log(getattr(logging, level, logging.WARNING), message)
+        if self.alerter is not None: self.alerter.alert(level, message)      # e-mail, chat, SMS: queued, never waited for
 
     def _spawn(self, coro) -> asyncio.Task:
         t = asyncio.ensure_future(coro)
@@ -424,11 +425,15 @@ class Runtime:
         from ats.risk import ArcticStateStore
         from ats.stops import StopBook
         from ats.commands import control_loop
+        from ats.alerts import Alerter
+        from ats.health import health_loop
+        from ats.retention import housekeeping_loop
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.started_at = _utcnow()
         self.ledger = load_ledger(self.store, self.base)
         self.writer = LedgerWriter(LedgerStore(self.store))
+        self.alerter = Alerter.from_settings(self.s, self.store, source="runner", log=False)   # alert() logs them itself
         self.main = Connection(RUNTIME, self.cs, self.ids)
         await self.main.connect()
         self.main.reconnectedEvent += lambda c: self._spawn(self._after_reconnect(c))
@@ -441,7 +446,8 @@ class Runtime:
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
         await stop_orders.reattach(self)
-        self._spawn(control_loop(self)); self._spawn(publish_loop(self)); self._spawn(self._watch_loop())
+        for loop in (health_loop, control_loop, publish_loop, housekeeping_loop): self._spawn(loop(self))
+        self._spawn(self._watch_loop())
         self.alert("INFO", f"runtime started: {sum(s.state == 'running' for s in self.slots.values())} of {len(self.slots)} strategies running "
                            f"on {self.cs.host}:{self.cs.port}")
         return self
@@ -1196,6 +1202,7 @@ async def stop(self: Runtime) -> None:
     self.request_stop(self.stop_reason or "stopped")
     if self.risk is not None: await publish(self)
     if self.writer is not None: await asyncio.to_thread(self.writer.close)
+    if self.alerter is not None: await asyncio.to_thread(self.alerter.close)     # the last alerts (why it stopped) go out
     if self.main is not None: await self.main.close()
     for slot in self.slots.values():
         if slot.conn is not None: await slot.conn.close()

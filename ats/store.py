@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #b4a2a0f1
 from __future__ import annotations
-import dataclasses, datetime as dt, getpass, os, re, tempfile
+import collections, contextlib, dataclasses, datetime as dt, fcntl, getpass, hashlib, os, re, tempfile, threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ set_config_int("VersionMap.ReloadInterval", 0)
 
 # %% auto #0
 __all__ = ['LIBRARIES', 'DEFAULT_MAP_SIZE', 'RISK_LIMIT_KEYS', 'CONFIG_PREFIX', 'OVERRIDES_SYMBOL', 'StoreError', 'lmdb_path',
-           'normalize_uri', 'StrategyConfig', 'validate_strategy_config', 'check_strategy_params', 'known_symbols',
-           'Store']
+           'symbol_lock', 'normalize_uri', 'StrategyConfig', 'validate_strategy_config', 'check_strategy_params',
+           'known_symbols', 'Store']
 
 # %% ../nbs/01_store.ipynb #284c2601
 LIBRARIES = ("market_data", "strategies", "portfolios", "jobs", "research", "options_data")
@@ -34,6 +34,24 @@ def lmdb_path(uri: str) -> Path | None:
     "The folder of an lmdb:// URI, or None for other backends."
     if not uri.startswith("lmdb://"): return None
     return Path(uri[len("lmdb://"):].split("?", 1)[0])
+
+_thread_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
+@contextlib.contextmanager
+def symbol_lock(store, key: str):
+    """Exclusive right to write one symbol (`key`: its name) across processes: a file lock per LMDB database and key, else
+    a lock in this process. ArcticDB lets two processes append to one symbol and then fails (NOTES.md); every writer that
+    may meet another one — ingest, the clean-up, commands, alerts, job history — takes this lock first."""
+    p = lmdb_path(getattr(store, "uri", ""))
+    if p is None:
+        with _thread_locks[key]: yield
+        return
+    d = Path(tempfile.gettempdir()) / "ats-locks" / hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:16]
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / f"{key}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)                  # released when the file closes, also if the process dies
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def normalize_uri(uri: str) -> str:
     "Give LMDB URIs a map size large enough for real use (ArcticDB's default fills up quickly)."

@@ -30,6 +30,7 @@ class Child:
     proc: subprocess.Popen
     started: float
     log: object = None
+    family: list = field(default_factory=list)      # its descendants when last seen (psutil processes): what it may leave behind
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     "True if something accepts TCP connections at host:port."
@@ -74,6 +75,32 @@ class Supervisor:
     def dead(self) -> list[Child]:
         "Children that have exited."
         return [c for c in self.children if c.proc.poll() is not None]
+
+    def remember_families(self) -> None:
+        """Note each live child's descendants. A child killed outright leaves them orphaned, and an orphaned notebook
+        kernel of the live runner would go on trading beside its replacement: `reap` stops them by what was noted here."""
+        import psutil
+        for c in self.children:
+            if c.proc.poll() is None:
+                with contextlib.suppress(psutil.Error): c.family = psutil.Process(c.proc.pid).children(recursive=True)
+
+    def reap(self, child: Child, grace: float = 10.0) -> list[int]:
+        "After `child` died: stop what it left behind (SIGTERM: a runtime stops cleanly; SIGKILL after `grace`). Their pids."
+        import psutil
+        left = [p for p in child.family if p.is_running()]       # is_running compares start times: a reused pid is not ours
+        for p in left:
+            with contextlib.suppress(psutil.Error): p.terminate()
+        _, alive = psutil.wait_procs(left, timeout=grace)
+        for p in alive:
+            with contextlib.suppress(psutil.Error): p.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        return [p.pid for p in left]
+
+    def restart(self, child: Child) -> Child:
+        "Start a dead child again from its spec, in its place (it is stopped with the others, newest first)."
+        if child.log: child.log.close()
+        self.children.remove(child)
+        return self.start(child.spec)
 
     def stop(self) -> dict[str, int | None]:
         "Stop all children, newest first: SIGTERM, then SIGKILL after the grace period. Returns exit codes."

@@ -11,7 +11,7 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromi
 
 @contextlib.contextmanager
 def served(project, page: str, env: dict | None = None):
-    "The project's dashboards served as `ats dashboard` serves them, on a free port; yields the URL of `page` (control, settings, data)."
+    "The project's dashboards served as `ats dashboard` serves them, on a free port; yields the URL of `page` (control, settings, data, jobs)."
     from ats.config import load_settings
     from ats.ui.server import voila_spec, dashboard_url
     e = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"ATS_GUI__PORT": str(free_port())} | (env or {})

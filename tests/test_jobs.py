@@ -2,7 +2,7 @@
 import json
 import nbformat
 import pytest
-from ats.jobs import run_job, job_history, JobError, next_run, parse_cron
+from ats.jobs import run_job, job_history, JobError
 from ats.store import Store
 from conftest import run_ats
 
@@ -106,16 +106,6 @@ def test_cli_exit_code_and_one_line_reason_follow_the_reported_status(project, o
     assert h["status"] == outcome and h["reason"] == "2 of 2 items failed: X (gone); Y (gone)"
 
 
-def test_cron():
-    import datetime as dt
-    utc = dt.timezone.utc
-    assert next_run("0 22 * * 1-5", dt.datetime(2026, 11, 21, 12, tzinfo=utc)) == dt.datetime(2026, 11, 23, 22, tzinfo=utc)
-    assert next_run("0 0 29 2 *", dt.datetime(2026, 3, 1, tzinfo=utc)) == dt.datetime(2028, 2, 29, tzinfo=utc)
-    for bad, msg in [("* * *", "expected 5 fields"), ("0 25 * * *", "hour '25' outside 0-23"), ("x * * * *", "cannot read minute field 'x'")]:
-        with pytest.raises(ValueError, match=msg):
-            parse_cron(bad)
-
-
 def test_what_the_kernel_process_prints_goes_to_its_log_not_to_the_user(project):
     """ipykernel writes its own log lines (and, on a busy machine, a shutdown race's traceback) to the kernel process's
     stderr, which used to be the terminal of whoever ran the job: the one-line reason drowned in 20 lines of zmq."""
@@ -129,3 +119,24 @@ def test_what_the_kernel_process_prints_goes_to_its_log_not_to_the_user(project)
     assert r.returncode == 0 and "kernel noise" not in r.stderr + r.stdout, r.stderr
     logs = list((project / "data_and_research" / "runs" / "noisy").glob("*.kernel.log"))
     assert len(logs) == 1 and "kernel noise on fd 2" in logs[0].read_text()
+
+
+def test_one_run_of_a_job_at_a_time_across_processes(project):
+    "A job run by hand while its scheduled run is going (another process) is refused with who holds it, then runs again after."
+    import subprocess, sys, time
+    from ats.jobs import JobBusy
+    make_job(project / "jobs")
+    nb = nbformat.read(project / "jobs" / "squares.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import time\ntime.sleep(n)"))
+    nbformat.write(nb, project / "jobs" / "squares.ipynb")
+    other = subprocess.Popen([sys.executable, "-c", "import sys; from ats.jobs import run_job; "
+                              f"run_job('squares', {{'n': 20}}, jobs_dir={str(project / 'jobs')!r}, runs_dir={str(project / 'runs')!r}, by='scheduler')"])
+    try:
+        lock = project / "runs" / "squares" / ".running"
+        end = time.monotonic() + 60
+        while not (lock.exists() and "by scheduler" in lock.read_text()) and time.monotonic() < end: time.sleep(0.1)
+        with pytest.raises(JobBusy, match=r"job 'squares' is already running \(pid \d+ since .* UTC, by scheduler\); one run of a job at a time"):
+            run_job("squares", {"n": 1}, jobs_dir=project / "jobs", runs_dir=project / "runs")
+    finally:
+        other.kill(); other.wait(10)
+    assert run_job("squares", {"n": 1}, jobs_dir=project / "jobs", runs_dir=project / "runs").status == "success"   # a killed holder frees it

@@ -6,13 +6,16 @@ from ats.logs import setup_logging, get_logger, recent_logs
 
 def test_secrets_never_logged(project, capsys):
     env = {"ALPHA_VANTAGE_API_KEY": "AVK-123456", "QUANDL_API_KEY": "QK-654321", "ATS_ALERTS__SMTP_PASSWORD": "smtp-pass-99",
-           "ATS_SECURITY__PASSWORD": "dash-pass-77", "ATS_LOGGING__CONSOLE": "true"}
+           "ATS_SECURITY__PASSWORD": "dash-pass-77", "ATS_LOGGING__CONSOLE": "true",
+           # alert channels by URL hold tokens: each URL of the list is a secret of its own
+           "ATS_ALERTS__NOTIFY_URLS": "tgram://bot111/chat1, ntfy://topic222, slack://tokA/tokB/tokC, json://h/hook444"}
     s = load_settings(None, env=env, use_file=False)
     setup_logging(s, log_file=project / "logs" / "ats.log")
     log = get_logger("test")
     log.info("av key %s quandl %s", "AVK-123456", "QK-654321")
     log.info("connecting smtp with password=smtp-pass-99 and token: abc.def.ghi")
     log.warning("url https://user:dash-pass-77@host/x and Authorization: Bearer eyJhbGciOi")
+    log.warning("delivery to tgram://bot111/chat1 and slack://tokA/tokB/tokC failed")
     try:
         raise RuntimeError("failed with api_key=AVK-123456")
     except RuntimeError:
@@ -21,7 +24,7 @@ def test_secrets_never_logged(project, capsys):
     outputs = [(project / "logs" / "ats.log").read_text(), capsys.readouterr().err, "\n".join(r["message"] for r in recent_logs())]
     for out in outputs:
         assert "connecting smtp" in out
-        for secret in ("AVK-123456", "QK-654321", "smtp-pass-99", "dash-pass-77", "abc.def.ghi", "eyJhbGciOi"):
+        for secret in ("AVK-123456", "QK-654321", "smtp-pass-99", "dash-pass-77", "abc.def.ghi", "eyJhbGciOi", "tgram://bot111/chat1", "tokA/tokB"):
             assert secret not in out, (secret, out)
 
 

@@ -321,3 +321,17 @@ def test_bad_settings_are_refused_with_a_clear_message(kw, words):
     for w in words: assert w in str(e.value)
     with pytest.raises(RiskError, match="strategy 'x': risk_limits.max_position_value = -5: expected a number > 0"):
         RiskEngine(RiskConfig(), {"x": {"max_position_value": -5}})
+
+
+def test_reduce_after_crash_recovery_never_loosens_a_state_and_survives_a_restart(tmp_path):
+    "Crash recovery in safe mode makes the account REDUCING before the new runner trades; a kill switch's HALT stays HALTED."
+    path = tmp_path / "risk_state.json"
+    E = RiskEngine(RiskConfig(), store=path)
+    snap = snapshot(positions={("s1", "A"): 100})
+    acts = E.reduce(None, by="crash recovery", reason="the runner was restarted")
+    assert E.state() is R and [a.kind for a in acts] == ["alert"] and "ats resume" in acts[0].message
+    assert not E.check(Order("s1", "A", 1, 20.0), snap).allowed and E.check(Order("s1", "A", -100, 20.0), snap).allowed
+    again = RiskEngine(RiskConfig(), store=path)                                             # what the new runner loads
+    assert again.state() is R and again.account["reason"] == "the runner was restarted"
+    E.kill(by="ann")
+    assert E.reduce(None, by="crash recovery", reason="again") == [] and E.state() is H

@@ -11,11 +11,11 @@ from test_up import init_project, _try_status
 pytestmark = pytest.mark.timeout(240)
 
 
-def start_up(project):
+def start_up(project, **extra_env):
     "`ats up` with the live runner under papermill; returns (process, port, its descendants once the runner runs)."
     init_project(project)
     port, gui = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_GUI__PORT": str(gui)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_GUI__PORT": str(gui)} | extra_env
     up = subprocess.Popen([ATS, "up", "--minutes", "5", "--speed", "86400", "--every", "30"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert wait_for(lambda: (d := _try_status(project)) and d.get("running"), 120, every=0.5), "the runner never ran"
@@ -98,8 +98,8 @@ def test_gateway_stopped_with_clients_connected_saves_and_exits_without_a_traceb
 
 
 def test_a_runner_killed_outright_is_reported_not_shown_running(project):
-    "kill -9 of the runner: `ats up` says so, records it in the status, stops the gateway; `ats status` never shows it running."
-    up, port, tree = start_up(project)
+    "kill -9 of the runner without crash recovery: `ats up` says so, records it in the status, stops the gateway; `ats status` never shows it running."
+    up, port, tree = start_up(project, ATS_RECOVERY__AUTO_RECOVERY="false")
     try:
         runner = next(p for p in tree if " run" in " ".join(p.cmdline()) and "ipykernel" not in " ".join(p.cmdline()))
         runner.kill()

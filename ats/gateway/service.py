@@ -153,6 +153,7 @@ class PaperGateway:
         self.server: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stall_until = 0.0
+        self.silenced: set[int] = set()                        # con_ids whose bars and ticks are not sent (fault injection)
         self._tasks: list[asyncio.Task] = []
         self.stats = collections.Counter()
         self._dirty_positions, self._dirty_account = set(), False
@@ -273,6 +274,7 @@ class PaperGateway:
                     "Start a new account with `ats gateway --fresh`, or load more data", self.days[self.day].date())
 
     def _ticks(self, cid: int, b: Bar, ph: int) -> None:
+        if cid in self.silenced: return
         subs = [(s, rid) for s in self.sessions for rid, c in s.mkt.items() if c == cid]
         if not subs: return
         px = self.exchange.last[cid]
@@ -283,6 +285,7 @@ class PaperGateway:
             self.stats["ticks"] += 4
 
     def _bar_update(self, cid: int, day, r) -> None:
+        if cid in self.silenced: return
         for s in self.sessions:
             for rid, (c, size, what) in list(s.hist.items()):
                 if c == cid and size == "1 day":
@@ -655,6 +658,32 @@ class PaperGateway:
     def delay_fills(self, seconds: float) -> None:
         "New orders fill only after `seconds` of real time (0 switches it off)."
         self.exchange.delay_fills(seconds)
+
+    SYSTEM_MESSAGES = {1100: "Connectivity between IB and Trader Workstation has been lost.",
+                       1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
+                       1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
+                       2103: "Market data farm connection is broken:usfarm", 2104: "Market data farm connection is OK:usfarm",
+                       2105: "HMDS data farm connection is broken:ushmds", 2106: "HMDS data farm connection is OK:ushmds",
+                       2107: "HMDS data farm connection is inactive but should be available upon demand.ushmds",
+                       2108: "Market data farm connection is inactive but should be available upon demand.usfarm",
+                       2110: "Connectivity between Trader Workstation and server is broken. It will be restored automatically.",
+                       2157: "Sec-def data farm connection is broken:secdefnj", 2158: "Sec-def data farm connection is OK:secdefnj"}
+
+    def system_message(self, code: int, text: str | None = None) -> int:
+        """Send IB's message `code` (1100 connectivity lost, 2103 a data farm broken, ...) to every client with request id -1,
+        as TWS does; `text` defaults to TWS's own wording. Returns how many clients it reached. Nothing else changes: a
+        broken farm here is only news, so pair it with `silence` to stop the data as well."""
+        n = 0
+        for s in list(self.sessions):
+            if s.client_id is not None: s.send(*m_error(-1, code, text if text is not None else self.SYSTEM_MESSAGES.get(code, ""))); n += 1
+        return n
+
+    def silence(self, symbol: str | int, on: bool = True) -> int:
+        "Stop (on=False: resume) the bar updates and ticks of one symbol (or con_id), as a data outage does; returns its con_id."
+        cid = symbol if isinstance(symbol, int) else next((c for c, i in self.instruments.items() if i.symbol == str(symbol).upper()), None)
+        if cid not in self.instruments: raise KeyError(f"the paper gateway has no instrument {symbol!r}")
+        (self.silenced.add if on else self.silenced.discard)(cid)
+        return cid
 
 # %% ../../nbs/17_gateway_service.ipynb #936bd9f8
 class GatewayThread:

@@ -24,8 +24,8 @@ from jupyter_bokeh import BokehModel
 __all__ = ['LOG_LEVELS', 'STRATEGY_COLS', 'HEAD', 'ACTIONS_ROW', 'CONFIRM', 'PANELS', 'money', 'qty', 'pct', 'signed_class',
            'table_html', 'kpis', 'set_html', 'sparkline', 'read_fills_tail', 'read_equity', 'day_pnl', 'market_rows',
            'processes', 'tail_log', 'Ctx', 'Panel', 'LiveBokeh', 'PortfolioSummary', 'cells_html', 'StrategyRow',
-           'ActiveStrategies', 'RecentTrades', 'SystemStatus', 'MarketOverview', 'Notifier', 'AlertsPanel',
-           'ControlDashboard', 'strategy_detail', 'degradation_chart']
+           'ActiveStrategies', 'RecentTrades', 'health_html', 'SystemStatus', 'MarketOverview', 'Notifier',
+           'AlertsPanel', 'ControlDashboard', 'strategy_detail', 'degradation_chart']
 
 # %% ../../nbs/56_ui_control.ipynb #ca0c5473
 def money(x, dp: int = 2) -> str:
@@ -384,6 +384,21 @@ class RecentTrades(Panel):
                  num=("quantity", "price", "commission"), raw=("side",), cls="ats-trades", empty="no fills yet") + "</div>")
 
 # %% ../../nbs/56_ui_control.ipynb #b6e9cf8b
+_VERDICT = dict(fail="ats-bad", warn="ats-warn", ok="ats-ok")
+
+def health_html(doc: dict) -> str:
+    "The runner's health checks ([monitoring]): what fails or warns first, the rest summed up in one line."
+    checks = doc.get("health") or []
+    if not checks: return "<span class='ats-muted'>no health checks yet ([monitoring] system_health_check; every check_interval)</span>"
+    order = dict(fail=0, warn=1, ok=2)
+    bad = sorted((c for c in checks if c.get("verdict") != "ok"), key=lambda c: order.get(c.get("verdict"), 3))
+    rows = [dict(check=html.escape(str(c.get("name", ""))), verdict=f"<span class='{_VERDICT.get(c.get('verdict'), '')}'>{html.escape(str(c.get('verdict')))}</span>",
+                 value=html.escape(f"{c.get('value')} {c.get('unit') or ''}".strip()), threshold=html.escape(str(c.get("threshold") if c.get("threshold") is not None else "–")),
+                 message=html.escape(str(c.get("message", "")))) for c in bad]
+    ok = len(checks) - len(bad)
+    head = f"<span class='ats-ok'>{ok} of {len(checks)} checks ok</span>"
+    return head + (table_html(rows, ["check", "verdict", "value", "threshold", "message"], raw=("check", "verdict", "value", "threshold", "message"), cls="ats-health") if rows else "")
+
 class SystemStatus(Panel):
     key, name, title = "system", "system_status", "System"
     def __init__(self, dash):
@@ -423,7 +438,7 @@ class SystemStatus(Panel):
                     table_html(rec, ["symbol", "broker", "strategies", "difference"], num=("broker", "strategies", "difference"), cls="ats-recon",
                                empty="not reconciled yet"))
         procs = table_html(d["procs"], ["process", "pid", "cpu", "memory", "up"], num=("cpu", "memory"), cls="ats-procs")
-        set_html(self.info, table_html(rows, ["item", "value"], raw=("value",), cls="ats-system") +
+        set_html(self.info, table_html(rows, ["item", "value"], raw=("value",), cls="ats-system") + "<h4>health</h4>" + health_html(doc) +
                  "<h4>data freshness</h4>" + fresh + "<h4>processes</h4>" + procs + "<h4>reconciliation</h4>" + rec_html)
         self._assign_rows([p for p in doc.get("positions", []) if p.get("strategy") == "_unassigned" and p.get("quantity")], d["names"])
 

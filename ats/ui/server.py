@@ -55,8 +55,8 @@ def voila_spec(s, settings_file: Path | None, log_path: Path | None = None) -> C
             "--VoilaConfiguration.show_tracebacks=False", "--Voila.port_retries=0",
             "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext",      # a JupyterLab-only extension that fails to load in Voila
             # the control page runs in a kernel started (and its notebook executed) before anyone asks: it opens in a fraction of
-            # the time. The settings and data pages read their ?strategy= / ?symbol= query, which only a fresh kernel sees.
-            "--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.preheat_denylist=['settings.ipynb', 'data.ipynb']",
+            # the time. The settings, data and jobs pages read their ?strategy= / ?symbol= / ?run= query, which only a fresh kernel sees.
+            "--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.preheat_denylist=['settings.ipynb', 'data.ipynb', 'jobs.ipynb']",
             # a closed page asks Voila to shut its kernel down without an XSRF token (voila-dashboards/voila#1458): refused, each
             # closed tab left a kernel refreshing the dashboard until the server stopped. The check guards cookie logins, which
             # this server has none of (the security issue brings them, and must then keep closed pages' kernels from leaking).

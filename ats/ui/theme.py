@@ -12,7 +12,7 @@ __all__ = ['THEMES', 'PAGES', 'theme_css', 'style', 'page_url', 'nav', 'page', '
 
 # %% ../../nbs/54_ui_theme.ipynb #2cd3bedf
 THEMES = ("light", "dark", "auto")
-PAGES = {"control": "Control", "settings": "Settings", "data": "Data"}      # notebook stem in dashboards/ -> title
+PAGES = {"control": "Control", "settings": "Settings", "data": "Data", "jobs": "Jobs"}      # notebook stem in dashboards/ -> title
 
 _LIGHT = dict(bg="#ffffff", panel="#f6f8fa", fg="#1f2328", muted="#59636e", border="#d1d9e0", accent="#0969da",
               ok="#1a7f37", warn="#9a6700", bad="#cf222e", badge_paper="#1a7f37", badge_live="#cf222e")
@@ -52,6 +52,9 @@ body, .jp-Notebook, .jp-Cell, .jp-OutputArea-output, #rendered_cells, .jp-LabShe
 .ats-kpi span {color: var(--ats-muted); font-size: 12px;}
 .ats-badge {display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-weight: 600; font-size: 12px;}
 .ats-badge.paper {background: var(--ats-badge-paper);} .ats-badge.live {background: var(--ats-badge-live);}
+.ats-badge.ats-st-success {background: var(--ats-ok);} .ats-badge.ats-st-partial, .ats-badge.ats-st-warning {background: var(--ats-warn);}
+.ats-badge.ats-st-failed, .ats-badge.ats-st-error, .ats-badge.ats-st-critical {background: var(--ats-bad);}
+.ats-badge.ats-st-empty, .ats-badge.ats-st-skipped, .ats-badge.ats-st-info, .ats-badge.ats-st-running {background: var(--ats-muted);}
 .ats-banner {padding: 8px 12px; border-radius: 6px; font-weight: 600; margin: 4px;}
 .ats-banner.stale {background: var(--ats-bad); color: #fff;} .ats-banner.stopped {background: var(--ats-warn); color: #fff;}
 .ats-nav a {margin-right: 14px; color: var(--ats-accent); text-decoration: none; font-weight: 600;}
