@@ -20,7 +20,8 @@ __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBO
            'SettingsError', 'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask',
            'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
            'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
-           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'validate_configuration']
+           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'check_operations',
+           'validate_configuration']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
@@ -955,6 +956,52 @@ def check_strategies(s: Settings, rep: ValidationReport, store=None):
         act = [c.strategy_name for c in cfgs if c.active]
         rep.add("strategies", "ok", f"{len(cfgs)} strateg{'y' if len(cfgs) == 1 else 'ies'} configured, active: {', '.join(act) or 'none'}")
 
+def _is_address(x: str) -> bool: return "://" not in x and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", x) is not None
+
+def check_operations(s: Settings, rep: ValidationReport):
+    "Unattended operation: alerts can reach someone, schedules have a real time zone, thresholds mean something."
+    a, n0 = s.alerts, len(rep.results)
+    def add(status, sec, key, msg): rep.add("operations", status, f"{_loc(s, sec, key)}: {msg}", sec, key)
+    if a.email_alerts and not a.email_to:
+        add("error", "alerts", "email_to", "empty while email_alerts = true: name who gets the e-mails (comma separated), or set email_alerts = false")
+    for x in a.email_to:
+        if not _is_address(x): add("error", "alerts", "email_to", f"{x!r} is not an e-mail address")
+    if a.sms_alerts and not a.notify_urls:
+        add("error", "alerts", "notify_urls", "empty while sms_alerts = true: set ATS_ALERTS__NOTIFY_URLS in .env to apprise URLs "
+                                              "(e.g. tgram://BOT_TOKEN/CHAT_ID, ntfy://topic), or set sms_alerts = false")
+    if a.notify_urls or any("://" in x for x in a.emergency_contacts):
+        import apprise                                  # only when URLs are configured: it takes a moment to import
+        for key, urls in (("notify_urls", a.notify_urls), ("emergency_contacts", [x for x in a.emergency_contacts if "://" in x])):
+            for u in urls:
+                if not apprise.Apprise().add(u):
+                    add("error", "alerts", key, f"{u.split('://')[0]}://… is not a URL apprise can send to; see https://github.com/caronc/apprise/wiki")
+    bad = [x for x in a.emergency_contacts if "://" not in x and not _is_address(x)]
+    if bad: add("error", "alerts", "emergency_contacts", f"{', '.join(map(repr, bad))}: neither an e-mail address nor an apprise URL")
+    mailing = a.email_alerts or any(_is_address(x) for x in a.emergency_contacts)
+    if mailing and a.smtp_user and not a.smtp_password:
+        add("error", "alerts", "smtp_password", f"smtp_user = {a.smtp_user} logs in, but no password is set: put ATS_ALERTS__SMTP_PASSWORD in .env")
+    if mailing and a.smtp_password and a.smtp_security == "none" and a.smtp_host not in ("localhost", "127.0.0.1", "::1"):
+        add("warning", "alerts", "smtp_security", f"none: the SMTP password would cross the network to {a.smtp_host} unencrypted; use starttls or ssl")
+    if not (a.email_alerts or a.sms_alerts or a.emergency_contacts) and s.environment.name == "production":
+        add("warning", "alerts", "email_alerts", "no alert reaches a person away from the dashboard: set email_alerts (with email_to and smtp_*) "
+                                                 "or sms_alerts (with notify_urls); `ats alerts test` tries them")
+    try:
+        from zoneinfo import ZoneInfo
+        ZoneInfo(s.jobs.timezone)
+    except Exception:
+        add("error", "jobs", "timezone", f"{s.jobs.timezone!r} is not a time zone name; use an IANA name such as America/New_York or Europe/London")
+    th = s.monitoring.alert_thresholds
+    for k in ("cpu_usage", "memory_usage", "disk_usage"):
+        if th[k] > 100: add("error", "monitoring", "alert_thresholds", f"{k}: {th[k]:g} is a percentage above 100: the check could never fail")
+        elif 0 < th[k] <= 1: add("warning", "monitoring", "alert_thresholds", f"{k}: {th[k]:g} is a percentage (not a fraction): the check fails above {th[k]:g} %")
+    if th["error_rate"] > 1: add("error", "monitoring", "alert_thresholds", f"error_rate: {th['error_rate']:g} is a fraction of events (0.05 = 5 %): above 1 it could never fail")
+    if not s.recovery.auto_recovery and s.recovery.fallback_mode != "safe":
+        add("warning", "recovery", "fallback_mode", f"{s.recovery.fallback_mode} has no effect while auto_recovery = false (the runner is never restarted)")
+    if len(rep.results) == n0:
+        chans = [c for c, on in (("e-mail", a.email_alerts), ("chat/SMS", a.sms_alerts), ("dashboard", a.gui_alerts), ("log", a.log_alerts)) if on]
+        rep.add("operations", "ok", f"alerts by {', '.join(chans) or 'no channel'} at {', '.join(a.alert_levels)}; schedules in {s.jobs.timezone}; "
+                                    f"recovery {('on, ' + s.recovery.fallback_mode) if s.recovery.auto_recovery else 'off'}")
+
 def validate_configuration(path: str | Path | None = None, *, env: dict | None = None, open_store: bool = True, settings: Settings | None = None) -> tuple[ValidationReport, Settings | None]:
     "Load the settings and run every check; returns (report, settings or None if they could not be loaded)."
     rep = ValidationReport()
@@ -982,4 +1029,5 @@ def validate_configuration(path: str | Path | None = None, *, env: dict | None =
     if store is not False: check_strategies(settings, rep, store or None)
     check_risk(settings, rep)
     check_resources(settings, rep)
+    check_operations(settings, rep)
     return rep, settings

@@ -436,7 +436,7 @@ def cmd_schedule(args) -> int:
     s, st = _open(args)
     act = args.schedule_action
     if act == "add":
-        sc = add_schedule(st, s, args.name, args.job, args.cron, dict(args.p or []), timezone=args.timezone, end=args.until or "",
+        sc = add_schedule(st, s, args.name, args.job or args.name, args.cron, dict(args.p or []), timezone=args.timezone, end=args.until or "",
                           paused=args.paused)
         nxt = fire_after(sc.trigger(), _utcnow())
         print(f"schedule {sc.name}: {sc.job} at '{sc.cron}' {sc.timezone}" + (f" until {sc.end}" if sc.end else "")
@@ -465,7 +465,7 @@ def add_schedule_parser(actions) -> None:
     sa = p.add_subparsers(dest="schedule_action", metavar="ACTION", required=True)
     q = sa.add_parser("add", help="add a schedule (checked first: cron, notebook, parameters)")
     q.add_argument("name", help="schedule name, e.g. us_stock_data_download")
-    q.add_argument("--job", required=True, metavar="NOTEBOOK", help="job notebook name (see `ats jobs list`)")
+    q.add_argument("--job", metavar="NOTEBOOK", help="job notebook name (see `ats jobs list`); default: the schedule's NAME")
     q.add_argument("--cron", required=True, metavar="EXPR", help="five cron fields, e.g. '0 6 * * 1-5' (06:00 weekdays)")
     q.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a notebook parameter; repeatable")
     q.add_argument("--until", metavar="HH:MM", help="trading sessions: end at this time (the live runner gets `minutes` to end then)")

@@ -34,7 +34,13 @@ def mb(n): return f"{n / 2**20:8.2f} MB"
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=int, default=252, help="trading days to play")
+    ap.add_argument("--max-bars", type=int, help="[memory] max_bars_in_memory (small: the caches fill up early, so a flat "
+                                                  "memory after that shows nothing else grows)")
+    ap.add_argument("--max-trades", type=int, help="[memory] max_trades_in_memory")
+    ap.add_argument("--out", default="soak_year.txt", help="file in benchmarks/results/")
     a = ap.parse_args()
+    env = ENV + (f"ATS_MEMORY__MAX_BARS_IN_MEMORY={a.max_bars}\n" if a.max_bars else "") + \
+          (f"ATS_MEMORY__MAX_TRADES_IN_MEMORY={a.max_trades}\n" if a.max_trades else "")
     project = Path(tempfile.mkdtemp(prefix="ats-soak-"))
     os.chdir(project)
     for k in [k for k in os.environ if k.startswith(("ATS_", "IB_"))]: del os.environ[k]
@@ -46,7 +52,7 @@ def main():
     syms = ["AAPL", "GOOG", "IBM", "MSFT"]
     cfgs = [StrategyConfig("probe.py", f"probe{i}", True, dict(symbols=[syms[i % 4]], every=5 + i, hold=2 + i % 3, qty=1 + i), {}, 0.09)
             for i in range(10)]
-    s, st = make_project(project, env=ENV, strategies=dict(probe=PROBE), configs=cfgs)
+    s, st = make_project(project, env=env, strategies=dict(probe=PROBE), configs=cfgs)
     gw = GatewayThread(data="sample", speed=0, start="2011-01-03", state_path=project / "gw.json").start()
     lines, t0 = [], time.monotonic()
     def say(x): print(x, flush=True); lines.append(x)
@@ -80,8 +86,9 @@ def main():
             if r.rows_deleted or r.versions_pruned: say(f"    {r.library}/{r.symbol}: {r.rows_deleted} rows, {r.versions_pruned} versions")
     from ats.ledger import load_ledger
     say(f"fills still stored after both clean-ups: {len(load_ledger(st).fills)} (of {fills})")
-    out = ROOT / "benchmarks" / "results" / "soak_year.txt"
-    out.write_text(f"# benchmarks/soak_year.py --days {a.days}  ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, shared)\n" + "\n".join(lines) + "\n")
+    out = ROOT / "benchmarks" / "results" / a.out
+    args = " ".join(sys.argv[1:]) or f"--days {a.days}"
+    out.write_text(f"# benchmarks/soak_year.py {args}  ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, shared)\n" + "\n".join(lines) + "\n")
     print(f"written to {out}")
     shutil.rmtree(project, ignore_errors=True)
 

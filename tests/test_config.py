@@ -325,3 +325,30 @@ def test_old_operations_names_are_read_as_the_guides_with_the_unit_converted(pro
     assert any("rate_limit" in m and "no longer a setting" in m and "alert_frequency_limit" in m for m in msgs), msgs
     assert any("event_queue_size" in m and "no longer a setting" in m for m in msgs), msgs
     assert all(p.level == "warning" for p in s.problems)
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"ATS_ALERTS__EMAIL_ALERTS": "true"}, "[alerts] email_to: empty while email_alerts = true"),
+    ({"ATS_ALERTS__EMAIL_ALERTS": "true", "ATS_ALERTS__EMAIL_TO": "ops at example"}, "'ops at example' is not an e-mail address"),
+    ({"ATS_ALERTS__SMS_ALERTS": "true"}, "[alerts] notify_urls: empty while sms_alerts = true: set ATS_ALERTS__NOTIFY_URLS"),
+    ({"ATS_ALERTS__NOTIFY_URLS": "nosuchservice://x/y"}, "nosuchservice://… is not a URL apprise can send to"),
+    ({"ATS_ALERTS__EMERGENCY_CONTACTS": "bob"}, "'bob': neither an e-mail address nor an apprise URL"),
+    ({"ATS_ALERTS__EMAIL_ALERTS": "true", "ATS_ALERTS__EMAIL_TO": "a@b.co", "ATS_ALERTS__SMTP_USER": "mailer"},
+     "smtp_user = mailer logs in, but no password is set: put ATS_ALERTS__SMTP_PASSWORD in .env"),
+    ({"ATS_JOBS__TIMEZONE": "New York"}, "[jobs] timezone: 'New York' is not a time zone name"),
+    ({"ATS_MONITORING__ALERT_THRESHOLDS": "cpu_usage: 0.8"}, "cpu_usage: 0.8 is a percentage (not a fraction)"),
+    ({"ATS_MONITORING__ALERT_THRESHOLDS": "disk_usage: 150"}, "disk_usage: 150 is a percentage above 100"),
+])
+def test_check_says_when_alerts_cannot_reach_anyone_or_settings_cannot_work(project, env, expected):
+    rep, _ = validate_configuration(None, env=env, open_store=False)
+    msgs = [r.message for r in rep.results if r.check == "operations" and r.status in ("error", "warning")]
+    assert any(expected in m for m in msgs), msgs
+
+
+def test_check_of_working_alert_settings_is_ok(project):
+    env = {"ATS_ALERTS__EMAIL_ALERTS": "true", "ATS_ALERTS__EMAIL_TO": "desk@example.com", "ATS_ALERTS__SMTP_USER": "mailer",
+           "ATS_ALERTS__SMTP_PASSWORD": "pw", "ATS_ALERTS__SMTP_SECURITY": "starttls", "ATS_ALERTS__SMTP_HOST": "smtp.example.com",
+           "ATS_ALERTS__NOTIFY_URLS": "ntfy://ats-desk", "ATS_ALERTS__SMS_ALERTS": "true", "ATS_ALERTS__EMERGENCY_CONTACTS": "oncall@example.com, tgram://123:abc/456"}
+    rep, _ = validate_configuration(None, env=env, open_store=False)
+    ops = [r for r in rep.results if r.check == "operations"]
+    assert [r.status for r in ops] == ["ok"] and "alerts by e-mail, chat/SMS" in ops[0].message, [r.message for r in ops]

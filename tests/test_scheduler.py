@@ -190,6 +190,9 @@ def test_cli_manages_schedules_and_init_seeds_the_daily_download_once(project):
     assert "schedule session: live_runner at '25 9 * * 1-5' America/New_York until 16:05; next run" in r.stdout
     r = run_ats("jobs", "schedule", "add", "bad", "--job", "live_runner", "--cron", "25 9 * * 1-8", cwd=project)
     assert r.returncode == 2 and "error: cron '25 9 * * 1-8': day-of-week '1-8'" in r.stderr
+    r = run_ats("jobs", "schedule", "add", "live_runner", "--cron", "0 12 * * 6", cwd=project, check=True)   # the job defaults to the name
+    assert "schedule live_runner: live_runner at '0 12 * * 6'" in r.stdout, r.stdout
+    run_ats("jobs", "schedule", "remove", "live_runner", cwd=project, check=True)
     run_ats("jobs", "schedule", "pause", "session", cwd=project, check=True)
     rows = {x["name"]: x for x in json.loads(run_ats("jobs", "schedule", "list", "--json", cwd=project, check=True).stdout)}
     assert set(rows) == {"session", "us_stock_data_download"} and rows["session"]["paused"] and rows["session"]["end"] == "16:05"
