@@ -860,6 +860,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'ats.retention.cmd_cleanup': ('retention.html#cmd_cleanup', 'ats/retention.py'),
                                'ats.retention.disk_bytes': ('retention.html#disk_bytes', 'ats/retention.py'),
                                'ats.retention.expired_run_files': ('retention.html#expired_run_files', 'ats/retention.py'),
+                               'ats.retention.forget_done_orders': ('retention.html#forget_done_orders', 'ats/retention.py'),
                                'ats.retention.housekeeping_loop': ('retention.html#housekeeping_loop', 'ats/retention.py'),
                                'ats.retention.keeps_versions': ('retention.html#keeps_versions', 'ats/retention.py'),
                                'ats.retention.rss_mb': ('retention.html#rss_mb', 'ats/retention.py'),

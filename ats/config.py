@@ -150,7 +150,7 @@ class MemorySettings:
     "How much the processes may hold in memory and how long data is kept."
     max_memory_usage: float = _f(4096.0, "memory the ats processes may use together (4096 or 4GB)", "MB", lo=64)
     max_bars_in_memory: int = _f(10000, "bars kept per instrument in a running strategy", "bars", lo=100)
-    max_trades_in_memory: int = _f(5000, "recent trades kept for the dashboard", "trades", lo=10)
+    max_trades_in_memory: int = _f(5000, "recent trades kept in memory: the dashboard's activity list, and the done orders each IB connection remembers (older ones are forgotten; the ledger keeps every fill)", "trades", lo=10)
     data_retention_days: int = _f(365, "detailed data older than this is deleted on schedule: intraday bars, ticks, status and equity samples, alert and job history (never fills or daily bars)", "days", lo=1)
     cleanup_interval: float = _f(3600.0, "interval between clean-ups: retention, old database versions, archived job outputs", "s", lo=1)
     cache_cleanup_threshold: float = _f(0.8, "memory use (of max_memory_usage) at which in-memory caches are shed", "fraction", lo=0, hi=1, lo_open=True)

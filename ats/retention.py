@@ -15,8 +15,8 @@ log = logging.getLogger("ats.retention")
 __all__ = ['log', 'RULES', 'BYTES_PER_BAR', 'NEED_MARGIN', 'MIN_KEEP', 'MEMORY_CHECK_INTERVAL', 'RetentionRule', 'rule_for',
            'keeps_versions', 'SymbolCleanup', 'CleanupReport', 'disk_bytes', 'stored_bytes', 'clean_symbol',
            'run_started', 'expired_run_files', 'cleanup', 'cmd_cleanup', 'add_cleanup_parser', 'bars_needed',
-           'cache_limits', 'trim_history', 'apply_cache_limits', 'shed_caches', 'rss_mb', 'Housekeeping',
-           'check_memory', 'housekeeping_loop']
+           'cache_limits', 'trim_history', 'apply_cache_limits', 'forget_done_orders', 'shed_caches', 'rss_mb',
+           'Housekeeping', 'check_memory', 'housekeeping_loop']
 
 # %% ../nbs/62_retention.ipynb #f3bfd4d7
 @dataclass(frozen=True)
@@ -299,6 +299,28 @@ def apply_cache_limits(rt, limits: dict[str, int] | None = None) -> int:
     limits = cache_limits(rt) if limits is None else limits
     return sum(trim_history(h, limits[sym]) for sym, h in list(rt.history.items()) if sym in limits)
 
+def forget_done_orders(rt, keep: int | None = None) -> int:
+    """ib_async keeps every order of the session with its fills, log and a ~3 KB Order object, per connection: over weeks
+    of trading that is the runner's main growth (benchmarks/soak_year.py). Keep the newest `keep` done orders per
+    connection ([memory] max_trades_in_memory) and forget older ones with their fills; open orders are never touched.
+    Nothing is lost: every fill is in the ledger, and the broker's own record answers `reqExecutions`."""
+    keep = rt.s.memory.max_trades_in_memory if keep is None else keep
+    conns = [rt.main] + [s.conn for s in rt.slots.values() if s.conn is not None]
+    n = 0
+    for c in conns:
+        w = getattr(getattr(c, "ib", None), "wrapper", None)
+        if w is None: continue
+        done = [(k, t) for k, t in list(w.trades.items()) if t.isDone()]      # insertion order: oldest first
+        for k, t in done[: max(0, len(done) - keep)]:
+            w.trades.pop(k, None)
+            if w.permId2Trade.get(t.order.permId) is t: w.permId2Trade.pop(t.order.permId, None)
+            for f in t.fills: w.fills.pop(f.execution.execId, None)
+            n += 1
+        extra = len(w.fills) - 2 * keep                  # executions learnt from reqExecutions belong to no trade here
+        if extra > 0:
+            for eid in [e for e, f in list(w.fills.items()) if f.execution.permId not in w.permId2Trade][:extra]: w.fills.pop(eid, None)
+    return n
+
 def _trim_deque(d, n: int) -> int:
     k = max(0, len(d) - n)
     for _ in range(k): d.popleft()
@@ -309,8 +331,9 @@ def shed_caches(rt) -> dict:
     bars = apply_cache_limits(rt, bars_needed(rt))
     acts = _trim_deque(rt.activity, max(10, (rt.activity.maxlen or len(rt.activity)) // 10))
     alerts = _trim_deque(rt.alerts, max(10, (rt.alerts.maxlen or len(rt.alerts)) // 10))
+    orders = forget_done_orders(rt, max(10, rt.s.memory.max_trades_in_memory // 10))
     gc.collect()
-    return dict(bars=bars, activity=acts, alerts=alerts)
+    return dict(bars=bars, activity=acts, alerts=alerts, orders=orders)
 
 def rss_mb() -> float:
     "Resident memory of this process, MB."
@@ -359,6 +382,7 @@ async def housekeeping_loop(rt) -> None:
         await asyncio.sleep(MEMORY_CHECK_INTERVAL)
         try:
             apply_cache_limits(rt)
+            forget_done_orders(rt)
             check_memory(rt, hk)
             now = time.monotonic()
             if now >= hk.next_gc:

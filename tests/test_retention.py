@@ -151,3 +151,25 @@ def test_runner_bounds_its_bar_cache_and_sheds_caches_above_the_memory_threshold
         assert wait_for(lambda: len(sess.rt.ledger.fills) > fills)
     finally:
         sess.stop()
+
+
+def test_the_broker_clients_memory_of_done_orders_is_bounded_and_no_fill_is_lost(project, gateway, monkeypatch):
+    "ib_async remembers every order of the session: the runner keeps the newest max_trades_in_memory done ones per connection."
+    from runtime_helpers import Session, make_project, wait_for, PROBE
+    import ats.retention as retention
+    monkeypatch.setattr(retention, "MEMORY_CHECK_INTERVAL", 0.1)
+    s, st = make_project(project, strategies=dict(probe=PROBE), configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2)])
+    s.memory.max_trades_in_memory = 10
+    sess = Session(s, st, gateway).start()
+    try:
+        sess.step(16)                                  # the probe buys every day: a parent and its stop (and target) each time
+        w = sess.rt.slots["probe"].conn.ib.wrapper
+        assert wait_for(lambda: sum(t.isDone() for t in w.trades.values()) <= 10), sum(t.isDone() for t in w.trades.values())
+        assert len(sess.rt.ledger.fills) >= 14                                         # every fill is still in the ledger
+        assert all(not t.isDone() for t in sess.rt.slots["probe"].conn.ib.openTrades())  # working orders (the stops) are kept
+        assert len(sess.rt.slots["probe"].conn.ib.openTrades()) >= 1
+        fills = len(sess.rt.ledger.fills)
+        sess.step(2)
+        assert wait_for(lambda: len(sess.rt.ledger.fills) > fills)                      # and trading goes on
+    finally:
+        sess.stop()
