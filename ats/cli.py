@@ -120,8 +120,38 @@ def cmd_check(args) -> int:
     else: print(rep.to_table())
     return 0 if rep.ok else 1
 
+def _config_export(args) -> int:
+    "Every effective setting (secrets masked) with its source, as JSON (--json) or INI-like text, to stdout or --output."
+    from .config import export_settings, export_text
+    st = None
+    try: st = _store(args)
+    except StoreError: pass
+    s = load_settings(args.settings, store=st, strict=False)
+    text = json.dumps(export_settings(s, sources=True), indent=2, default=str) + "\n" if args.json else export_text(s)
+    if not args.output: print(text, end=""); return 0
+    Path(args.output).write_text(text); print(f"wrote {args.output}: {sum(1 for _ in s.items())} settings (secrets masked)")
+    return 0
+
+def _config_import(args) -> int:
+    "Apply an export's values as runtime overrides, all or nothing (exit 2 naming every bad value; nothing written then)."
+    from .config import import_settings, read_import_file
+    if not args.key: raise UserError("name the file: ats config import FILE (written by `ats config export --json --output FILE`)")
+    data = read_import_file(args.key)
+    st = _store(args)
+    res = import_settings(st, load_settings(args.settings, store=st), data, by=os.environ.get("USER"), where=Path(args.key).name)
+    for p in res.problems:
+        if p.level == "warning": print(f"warning: {p}")
+    if not res.ok:
+        bad = [p for p in res.problems if p.level == "error"]
+        raise UserError(f"nothing imported from {args.key}: {len(bad)} value(s) refused:\n" + "\n".join(f"  - {p}" for p in bad))
+    for (sec, key), (old, new) in res.changed.items(): print(f"[{sec}] {key}: {old!r} -> {new!r}")
+    print(f"imported {args.key}: {len(res.changed)} changed, {res.unchanged} unchanged" + (" (takes effect at the next reload)" if res.changed else ""))
+    return 0
+
 def cmd_config(args) -> int:
-    "Show effective settings and their sources, or set/unset a runtime override."
+    "Show effective settings and their sources, or set/unset a runtime override, or export/import them all."
+    if args.action == "export": return _config_export(args)
+    if args.action == "import": return _config_import(args)
     if args.action in ("set", "unset"):
         if not args.key or "." not in args.key: raise UserError("name the setting as section.key, e.g. risk.max_position_size")
         sec, key = args.key.split(".", 1)
@@ -346,7 +376,7 @@ def _command(st, action: str, target: str = "*", cmd_args: dict | None = None, t
     if _runner_live(st) is None:
         raise UserError(f"no runner is running, so nobody can `{action}`: start one with `ats up` or `ats run` (see `ats status`)")
     res = wait_for_result(st, send_command(st, action, target, cmd_args, by=os.environ.get("USER"), source="cli"), timeout=timeout)
-    if res is None: raise UserError(f"the runner did not answer `{action}` within {timeout:g} s; check `ats status` and logs/ats.log")
+    if res is None: raise UserError(f"the runner did not answer `{action}` within {timeout:g} s; check `ats status` and logs/runner.log")
     if res.status != "done": raise UserError(f"{action} {target}: {res.message}")
     return res.message
 
@@ -430,7 +460,10 @@ def _status_text(doc: dict, dashboard: str | None = None) -> str:
                         mark=f"{p['mark']:,.2f}" if p.get("mark") is not None else "", unrealized=f"{p['unrealized']:,.2f}") for p in pos],
                   ["strategy", "symbol", "quantity", "avg_price", "mark", "unrealized"]) if pos else "(no positions)"
     alerts = [f"  {a['time'][11:19]} {a['level']:<8} {a['message']}" for a in doc.get("alerts", [])[-5:] if a["level"] != "INFO"]
-    return "\n".join([head, "", strat, "", ptab] + (["", "recent alerts:"] + alerts if alerts else []))
+    checks = doc.get("health") or []
+    bad = [f"  {c['verdict'].upper():<5} {c['name']}: {c['message']}" for c in checks if c.get("verdict") in ("fail", "warn")]
+    health = [f"health: {len(checks) - len(bad)} of {len(checks)} checks ok" + (" (`ats health` for all)" if bad else "")] + bad if checks else []
+    return "\n".join([head, "", strat, "", ptab] + (["", *health] if health else []) + (["", "recent alerts:"] + alerts if alerts else []))
 
 def cmd_status(args) -> int:
     "The runner's last published status: strategies, positions, P&L, connections, alerts."
@@ -697,8 +730,10 @@ def _add_config(sp):
     p = sp.add_parser("config", help="show effective settings and their sources; set/unset runtime overrides",
                       description="`ats config` shows every setting, its value (secrets masked) and the layer it came from. "
                                   "`ats config set risk.max_position_size 0.05` stores a runtime override in the database.")
-    p.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
-    p.add_argument("key", nargs="?", help="section.key for set/unset")
+    p.add_argument("action", nargs="?", choices=["show", "set", "unset", "export", "import"], default="show",
+                   help="export: every setting with its source (--json, --output FILE); import FILE: an export's values as overrides, all or nothing")
+    p.add_argument("key", nargs="?", help="section.key for set/unset; FILE for import")
+    p.add_argument("--output", help="export: write to this file instead of the terminal")
     p.add_argument("value", nargs="?", help="value for set")
     p.add_argument("--section", help="show only this section")
     p.add_argument("--json", action="store_true")

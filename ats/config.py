@@ -13,7 +13,7 @@ from urllib.parse import urlparse, parse_qs
 # %% auto #0
 __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'THRESHOLD_KEYS',
            'ALERT_LEVELS', 'SECTIONS', 'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES', 'INI_HEADER',
-           'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings',
+           'MASKED', 'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings',
            'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings', 'MemorySettings',
            'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings', 'BackupSettings',
            'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'JobsSettings', 'GatewaySettings', 'Problem',
@@ -21,7 +21,8 @@ __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBO
            'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
            'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
            'check_database', 'check_risk', 'check_resources', 'check_strategies', 'check_operations',
-           'validate_configuration']
+           'validate_configuration', 'export_settings', 'export_text', 'read_import_file', 'ImportResult',
+           'import_settings']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
@@ -111,13 +112,13 @@ class StopLossSettings:
 @dataclass
 class DataSettings:
     "External market-data sources. API keys come only from the environment or .env."
-    default_source: str = _f("sample", "source used when none is named: sample (bundled, offline), yfinance, ib, random", choices=("sample", "yfinance", "ib", "random", "arctic"))
+    default_source: str = _f("sample", "source used when none is named: sample (bundled, offline), yfinance, alpha_vantage, quandl, ib, random", choices=("sample", "yfinance", "alpha_vantage", "quandl", "ib", "random", "arctic"))
     yfinance_enabled: bool = _f(True, "allow downloads from Yahoo Finance (needs internet)")
     yfinance_rate_limit: int = _f(2000, "most requests to Yahoo Finance", "requests/hour", lo=1)
     yfinance_timeout: float = _f(30.0, "timeout of one Yahoo Finance request", "s", lo=0, lo_open=True)
     yfinance_retries: int = _f(3, "retries with exponential backoff after a failed request", lo=0, hi=20)
     alpha_vantage_enabled: bool = _f(False, "allow Alpha Vantage (needs ALPHA_VANTAGE_API_KEY)")
-    alpha_vantage_rate_limit: int = _f(25, "most requests to Alpha Vantage", "requests/day", lo=1)
+    alpha_vantage_rate_limit: int = _f(500, "most requests to Alpha Vantage, counted across all ats processes; set it to your plan (free keys now get 25/day)", "requests/day", lo=1)
     alpha_vantage_api_key: str = _f("", "Alpha Vantage key (secret: only from environment / .env)", secret=True, env="ALPHA_VANTAGE_API_KEY")
     quandl_enabled: bool = _f(False, "allow Quandl / Nasdaq Data Link (needs QUANDL_API_KEY)")
     quandl_rate_limit: int = _f(300, "most requests to Quandl", "requests/10 s", lo=1)
@@ -138,11 +139,13 @@ class PerformanceSettings:
 class LoggingSettings:
     "Log files, console output and the dashboard's log view."
     level: str = _f("INFO", "lowest level logged", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), env="LOG_LEVEL", profile={"development": "DEBUG", "production": "INFO"})
-    file: str = _f("logs/ats.log", "log file; rotated when it reaches max_file_size")
-    max_file_size: float = _f(10.0, "size at which the log file rotates", "MB", lo=0.01)
+    file_logging: bool = _f(True, "write the log to log_file")
+    log_file: str = _f("logs/ats_system.log", "log file; rotated when it reaches max_file_size")
+    max_file_size: float = _f(10.0, "size at which the log file rotates (10 or 10MB)", "MB", lo=0.01)
     backup_count: int = _f(5, "rotated files kept", lo=0, hi=1000)
-    console: bool = _f(True, "also log to the console")
-    format: str = _f("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "Python logging format")
+    console_logging: bool = _f(True, "also log to the console (stderr)")
+    gui_logging: bool = _f(True, "show the log in the dashboard's Log tab (its last [gui] max_log_entries lines)")
+    log_format: str = _f("%(asctime)s - %(name)s - %(levelname)s - %(message)s", "Python logging format of every line")
     enhanced: bool = _f(False, "add process, thread and source location to every line", profile={"development": False, "production": True})
 
 @dataclass
@@ -302,6 +305,9 @@ RENAMED: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("dashboard", "widgets"): ("dashboard", "default_widgets", _old_widgets),
     ("dashboard", "refresh_interval"): ("dashboard", "refresh_intervals", lambda v: f"portfolio: {v}, strategies: {v}, trades: {v}, system: {v}"),
     ("performance", "worker_threads"): ("performance", "thread_pool_size", None),
+    ("logging", "file"): ("logging", "log_file", None),
+    ("logging", "console"): ("logging", "console_logging", None),
+    ("logging", "format"): ("logging", "log_format", None),
     ("recovery", "auto_restart"): ("recovery", "auto_recovery", None),
     ("monitoring", "enabled"): ("monitoring", "system_health_check", None),
     # fractions became the guide's percentages: 0.8 is read as 80
@@ -1031,3 +1037,118 @@ def validate_configuration(path: str | Path | None = None, *, env: dict | None =
     check_resources(settings, rep)
     check_operations(settings, rep)
     return rep, settings
+
+# %% ../nbs/00_config.ipynb #a70f3d5e
+MASKED = "********"          # how an export shows a secret that is set; on import it means "leave it as it is"
+
+def export_settings(s: Settings, sources: bool = False) -> dict:
+    """Every effective setting as {section: {key: value}}: JSON types, secrets masked (never in clear).
+    With `sources`: {"settings": that, "sources": {section: {key: layer}}}; `import_settings` reads either form."""
+    vals = s.as_dict(mask_secrets=True)
+    if not sources: return vals
+    return dict(settings=vals, sources={sec: {k: str(s.source(sec, k)) for k in kv} for sec, kv in vals.items()})
+
+def export_text(s: Settings) -> str:
+    "The export as INI-like text a person reads: `key = value    ; source` (also readable by `read_import_file`)."
+    out, cur = [f"; effective ats settings of {s.ini_path or '(no settings.ini: defaults)'}; secrets masked"], None
+    for sec, key, v, f in s.items():
+        if sec != cur: out += ["", f"[{sec}]"]; cur = sec
+        out.append(f"{key} = {mask(v) if f.metadata.get('secret') else format_value(v)}    ; {s.source(sec, key)}")
+    return "\n".join(out) + "\n"
+
+def read_import_file(path: str | Path) -> dict:
+    "A file written by `ats config export`: its JSON (--json) or its INI-like text; SettingsError when it is neither."
+    p = Path(path)
+    if not p.is_file(): raise SettingsError([Problem(str(p), "", "", None, "file not found; write one with `ats config export --json --output FILE`")])
+    text = p.read_text()
+    try: return json.loads(text)
+    except json.JSONDecodeError as e:
+        if text.lstrip().startswith(("{", "[")): raise SettingsError([Problem(f"{p.name}:{e.lineno}", "", "", None, f"not valid JSON: {e.msg}")]) from None
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
+    cp.optionxform = str
+    try: cp.read_string(text, source=str(p))
+    except configparser.Error as e:
+        raise SettingsError([Problem(p.name, "", "", None, f"neither JSON nor INI text as `ats config export` writes: {str(e).splitlines()[0]}")]) from None
+    return {sec: dict(cp.items(sec)) for sec in cp.sections()}
+
+@dataclass
+class ImportResult:
+    "What an import changed ((section, key) -> (old, new)), how many values it left as they were, and its problems."
+    changed: dict
+    unchanged: int
+    problems: list
+    @property
+    def ok(self) -> bool: return not any(p.level == "error" for p in self.problems)
+
+def _text(v) -> str: return format_value(v) if isinstance(v, (list, dict, bool)) else str(v)
+
+def _import_values(data, where: str) -> tuple[dict, int, list[Problem]]:
+    "The file's values by (section, key) under today's names, unparsed; how many secrets it leaves alone; problems."
+    if isinstance(data, dict) and isinstance(data.get("settings"), dict): data = data["settings"]    # the --json export
+    if not isinstance(data, dict):
+        return {}, 0, [Problem(where, "", "", None, "expected {section: {key: value}} as written by `ats config export --json`")]
+    fmap = {sec: {f.name: f for f in fields(cls)} for sec, cls in SECTIONS.items()}
+    raws, old, kept, probs = {}, {}, 0, []
+    for sec, kv in data.items():
+        if sec not in SECTIONS:
+            probs.append(Problem(where, sec, "", None, f"unknown section{_suggest(sec, SECTIONS)}; known sections: {', '.join(SECTIONS)}")); continue
+        if not isinstance(kv, dict):
+            probs.append(Problem(where, sec, "", kv, "expected {key: value, ...} for a section")); continue
+        for key, raw in kv.items():
+            if (sec, key) in RETIRED:
+                probs.append(Problem(where, sec, key, raw, f"no longer a setting: {RETIRED[(sec, key)]}")); continue
+            if (sec, key) in RENAMED:                  # read as the new name, as settings.ini does, with the same warning
+                probs.append(Problem(where, sec, key, raw, _renamed_note(sec, key, _text(raw)), "warning"))
+                nsec, nkey, conv = RENAMED[(sec, key)]
+                val = conv(_text(raw)) if conv else raw
+                if (nsec, nkey) in old and _ftype(fmap[nsec][nkey]) is dict: val = f"{_text(old[(nsec, nkey)])}, {val}"
+                old[(nsec, nkey)] = val; continue
+            if key not in fmap[sec]:
+                probs.append(Problem(where, sec, key, raw, f"unknown key{_suggest(key, fmap[sec])}; keys of [{sec}]: {', '.join(fmap[sec])}")); continue
+            f = fmap[sec][key]
+            if f.metadata.get("secret"):
+                if raw in (MASKED, "", None): kept += 1; continue        # the export's placeholder: the secret stays as it is
+                probs.append(Problem(where, sec, key, MASKED, f"secrets are never imported nor stored in the database: secrets belong in .env — "
+                                                              f"put it there as {f.metadata.get('env') or _env_name(sec, key)} and write {MASKED!r} here"))
+                continue
+            raws[(sec, key)] = raw
+    for k, v in old.items(): raws.setdefault(k, v)    # the new name wins when both are given
+    return raws, kept, probs
+
+def _cross_errors(s: Settings, changed: dict, where: str) -> list[Problem]:
+    "Errors `ats check` (IB, risk, operations) finds in the settings with the import applied that the import brings in."
+    cand = dataclasses.replace(s, sources=dict(s.sources))
+    for sec in {sec for sec, _ in changed}: setattr(cand, sec, dataclasses.replace(getattr(s, sec)))
+    for (sec, key), (_, v) in changed.items():
+        setattr(getattr(cand, sec), key, v); cand.sources[(sec, key)] = Source("import", where)
+    def errors(x):
+        rep = ValidationReport()
+        for chk in (check_ib, check_risk, check_operations): chk(x, rep)
+        return rep.errors
+    before = {(r.check, r.section, r.key) for r in errors(s)}
+    out = []
+    for r in errors(cand):
+        if (r.check, r.section, r.key) in before and (r.section, r.key) not in changed: continue    # not the import's doing
+        loc = _loc(cand, r.section, r.key) if r.key else ""
+        msg = r.message[len(loc):] if loc and r.message.startswith(loc) else r.message
+        if msg.startswith(" = "): msg = msg.split(": ", 1)[-1]
+        val = getattr(getattr(cand, r.section), r.key) if r.key else None
+        out.append(Problem(where, r.section, r.key, val, f"with the imported values `ats check` fails: {msg.lstrip(': ')}"))
+    return out
+
+def import_settings(store, s: Settings, data: dict, by: str | None = None, where: str = "import") -> ImportResult:
+    """Apply an export's values as runtime overrides, as `ats config set` does, all or nothing: every value is checked first
+    (type, range, choices, old names, secrets, and `ats check`'s cross-field rules for the whole set); on any error nothing is written.
+    Only values that differ from the effective ones are stored, in one write, each with who, when and the value it replaced."""
+    raws, kept, probs = _import_values(data, where)
+    fmap = {sec: {f.name: f for f in fields(cls)} for sec, cls in SECTIONS.items()}
+    vals = {}
+    for (sec, key), raw in raws.items():
+        try: vals[(sec, key)] = parse_value(fmap[sec][key], raw)
+        except ValueError as e: probs.append(Problem(where, sec, key, raw, str(e)))
+    changed = {k: (getattr(getattr(s, k[0]), k[1]), v) for k, v in vals.items() if v != getattr(getattr(s, k[0]), k[1])}
+    if not any(p.level == "error" for p in probs): probs += _cross_errors(s, changed, where)
+    res = ImportResult(changed, len(vals) + kept - len(changed), probs)
+    if res.ok and changed:
+        store.save_overrides({k: new for k, (_, new) in changed.items()}, by=by, was={k: old for k, (old, _) in changed.items()})
+    return res

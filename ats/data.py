@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['COLUMNS', 'BAR_SIZES', 'BAR_SPAN', 'YAHOO_URL', 'YF_INTERVALS', 'IB_BAR_SIZES', 'SOURCES', 'UNIVERSE_PREFIX',
-           'UNIVERSES_DIR', 'DataSourceError', 'SourceUnavailable', 'bar_code', 'bar_symbol', 'normalize_bars',
-           'empty_bars', 'RateLimiter', 'FakeClock', 'SampleSource', 'RandomWalkSource', 'ArcticSource', 'parse_chart',
-           'YFinanceSource', 'ib_duration', 'IBSource', 'get_source', 'SymbolIngest', 'IngestReport', 'ingest_symbol',
-           'ingest', 'read_bars', 'adjust_bars', 'read_prices', 'load_prices', 'bundled_universes', 'read_universe_csv',
-           'save_universe', 'load_universe', 'list_universes', 'resolve_universe', 'quality_report']
+__all__ = ['COLUMNS', 'BAR_SIZES', 'BAR_SPAN', 'RATE_LIMIT_DIR', 'YAHOO_URL', 'YF_INTERVALS', 'ALPHA_VANTAGE_URL', 'QUANDL_URL',
+           'IB_BAR_SIZES', 'SOURCES', 'UNIVERSE_PREFIX', 'UNIVERSES_DIR', 'DataSourceError', 'SourceUnavailable',
+           'bar_code', 'bar_symbol', 'normalize_bars', 'empty_bars', 'RateLimiter', 'FakeClock', 'RateLimitReached',
+           'SharedRateLimiter', 'SampleSource', 'RandomWalkSource', 'ArcticSource', 'check_reachable', 'parse_chart',
+           'YFinanceSource', 'parse_alpha_vantage', 'AlphaVantageSource', 'parse_quandl', 'QuandlSource', 'ib_duration',
+           'IBSource', 'get_source', 'SymbolIngest', 'IngestReport', 'ingest_symbol', 'ingest', 'read_bars',
+           'adjust_bars', 'read_prices', 'load_prices', 'bundled_universes', 'read_universe_csv', 'save_universe',
+           'load_universe', 'list_universes', 'resolve_universe', 'quality_report']
 
 # %% ../nbs/40_data.ipynb #a6741ec2
 COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
@@ -117,6 +119,64 @@ class FakeClock:
     def sleep(self, s: float) -> None: self.t += max(0.0, s)
     async def asleep(self, s: float) -> None: self.t += max(0.0, s)
 
+# %% ../nbs/40_data.ipynb #b317d8ba
+class RateLimitReached(SourceUnavailable):
+    "The source's request budget is used up for longer than is worth waiting: ingest stops instead of failing every symbol."
+
+RATE_LIMIT_DIR = Path(tempfile.gettempdir()) / "ats-ratelimits"
+
+def _period_text(seconds: float) -> str:
+    return {86400.0: "day", 3600.0: "hour", 60.0: "minute"}.get(float(seconds), f"{seconds:g} s")
+
+class SharedRateLimiter(RateLimiter):
+    """A RateLimiter whose request log is a file under a file lock, so all processes that use the same file share one budget
+    (Alpha Vantage counts a key's requests per day whichever process sends them). Times are wall-clock seconds. A wait longer
+    than max_wait raises RateLimitReached (with `advice`) instead of sleeping for hours."""
+    def __init__(self, max_requests: int, period: float, path, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, max_wait: float = math.inf, what: str = "the source", advice: str = ""):
+        super().__init__(max_requests, period, clock=clock, sleep=sleep)
+        self.path, self.max_wait, self.what, self.advice = Path(path), float(max_wait), what, advice
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)                  # released when the file closes, also if the process dies
+            try: yield
+            finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _load(self) -> None:
+        "Read the shared log into self.sent (a missing or damaged log counts as no requests)."
+        try: raw = json.loads(self.path.read_text())
+        except (OSError, ValueError): raw = []
+        now = self.clock()
+        self.sent = collections.deque(sorted(float(t) for t in raw if isinstance(t, (int, float)) and now - t < self.period))
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(list(self.sent))); os.replace(tmp, self.path)
+
+    def wait_time(self) -> float:
+        with self._locked():
+            self._load(); return super().wait_time()
+
+    def acquire(self) -> float:
+        "Block until a request is allowed by the shared log, record it there, return the seconds waited."
+        waited = 0.0
+        while True:
+            with self._locked():
+                self._load()
+                w = RateLimiter.wait_time(self)
+                if w <= 0:
+                    self.sent.append(self.clock()); self._save()
+                    self.waited += waited
+                    return waited
+            if w > self.max_wait:
+                at = pd.Timestamp(self.clock() + w, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+                raise RateLimitReached(f"{self.what}: all {self.max_requests} requests per {_period_text(self.period)} are used "
+                                       f"(counted across all ats processes in {self.path}); the next is allowed at {at}. {self.advice}".strip())
+            self.sleep(w); waited += w
+
 # %% ../nbs/40_data.ipynb #651485b0
 def _daily_only(source: str, bar_size: str):
     if bar_code(bar_size) != "1d":
@@ -168,6 +228,17 @@ class ArcticSource:
 
 # %% ../nbs/40_data.ipynb #031e1cac
 YAHOO_URL = "https://query2.finance.yahoo.com"
+
+def check_reachable(base_url: str, timeout: float, title: str) -> bool:
+    "True if the host of `base_url` accepts a connection; else SourceUnavailable at once, instead of a long timeout per symbol."
+    u = urllib.parse.urlsplit(base_url)
+    host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5.0)): pass
+    except OSError as e:
+        raise SourceUnavailable(f"no network: cannot reach {host}:{port} ({e.strerror or e}); {title} needs the internet — "
+                                "use the bundled sample instead (--source sample, or -p source sample for the job)") from None
+    return True
 YF_INTERVALS = {"1d": "1d", "1h": "60m", "30m": "30m", "5m": "5m", "1m": "1m"}
 
 def parse_chart(payload: dict | str, symbol: str = "", bar_size: str = "1 day") -> pd.DataFrame:
@@ -219,15 +290,7 @@ class YFinanceSource:
 
     def check_network(self) -> None:
         "Raise SourceUnavailable at once if the host cannot be reached (once per source)."
-        if self._reachable: return
-        u = urllib.parse.urlsplit(self.base_url)
-        host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
-        try:
-            with socket.create_connection((host, port), timeout=min(self.timeout, 5.0)): pass
-        except OSError as e:
-            raise SourceUnavailable(f"no network: cannot reach {host}:{port} ({e.strerror or e}); "
-                                    "Yahoo Finance needs the internet — use the bundled sample instead (--source sample, or -p source sample for the job)") from None
-        self._reachable = True
+        if not self._reachable: self._reachable = check_reachable(self.base_url, self.timeout, "Yahoo Finance")
 
     def _get(self, url: str, params: dict) -> tuple[int, str]:
         "One HTTP GET: (status, body)."
@@ -267,6 +330,182 @@ class YFinanceSource:
 
     def bars(self, symbol: str, start=None, end=None, bar_size: str = "1 day") -> pd.DataFrame:
         return _clip(parse_chart(self.fetch_chart(symbol, start, end, bar_size), symbol, bar_size), start, end)
+
+# %% ../nbs/40_data.ipynb #7756e271
+ALPHA_VANTAGE_URL = "https://www.alphavantage.co"
+QUANDL_URL = "https://data.nasdaq.com/api/v3"
+
+def _http_get(url: str, params: dict, timeout: float) -> tuple[int, str]:
+    "One plain HTTP GET: (status, body); HTTP errors are answers too (the APIs explain them in the body)."
+    req = urllib.request.Request(f"{url}?{urllib.parse.urlencode(params)}", headers={"User-Agent": "ats"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read().decode()
+    except urllib.error.HTTPError as e: return e.code, e.read().decode(errors="replace")
+
+def _json(body: str, who: str, symbol: str) -> dict:
+    try: return json.loads(body)
+    except ValueError: raise DataSourceError(f"{who} answered for {symbol} with something that is not JSON: {body[:80]!r}") from None
+
+class _KeyedHTTPSource:
+    "What Alpha Vantage and Nasdaq Data Link share: enabled switch, API key from .env, network check, shared rate limit, retries."
+    name = title = key_env = setting = signup = ""
+    period = 1.0
+    def __init__(self, api_key: str = "", enabled: bool = True, rate_limit: int = 1, base_url: str = "", timeout: float = 30.0,
+                 retries: int = 2, backoff: float = 2.0, state_dir=None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, max_wait: float = math.inf):
+        if not enabled:
+            raise DataSourceError(f"{self.title} is disabled in the settings ([data] {self.setting}_enabled = false): set it to true in "
+                                  f"settings.ini (or ATS_DATA__{self.setting.upper()}_ENABLED=true) and {self.key_env} in .env, or use another source (-p source sample / yfinance)")
+        if not (api_key or "").strip():
+            raise DataSourceError(f"no {self.title} API key: put {self.key_env}=<your key> in .env (next to settings.ini) or the environment "
+                                  f"(never in settings.ini); get one at {self.signup}")
+        if timeout <= 0: raise ValueError(f"timeout={timeout}: must be > 0 seconds")
+        self.api_key, self.base_url, self.timeout = api_key.strip(), base_url.rstrip("/"), float(timeout)
+        self.retries, self.backoff, self.sleep, self.requests, self._reachable = int(retries), float(backoff), sleep, 0, None
+        self.limiter = SharedRateLimiter(rate_limit, self.period, Path(state_dir or RATE_LIMIT_DIR) / f"{self.name}.json", clock=clock,
+                                         sleep=sleep, max_wait=max_wait, what=f"{self.title} rate limit ([data] {self.setting}_rate_limit)",
+                                         advice=f"Wait until then or fetch fewer symbols per run; raise [data] {self.setting}_rate_limit only if your plan allows more.")
+
+    def symbols(self) -> list[str]: return []
+
+    def check_network(self) -> None:
+        "Raise SourceUnavailable at once if the host cannot be reached (once per source)."
+        if not self._reachable: self._reachable = check_reachable(self.base_url, self.timeout, self.title)
+
+    def _fetch(self, url: str, params: dict, symbol: str) -> tuple[int, str]:
+        "GET within the shared rate limit; retries dropped connections and 5xx answers with exponential backoff."
+        self.check_network()
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt: self.sleep(self.backoff * 2 ** (attempt - 1))
+            self.limiter.acquire(); self.requests += 1
+            try: status, body = _http_get(url, params | {self._key_param: self.api_key}, self.timeout)
+            except (OSError, TimeoutError) as ex:
+                last = f"{type(ex).__name__}: {ex}"; continue
+            if status < 500: return status, body
+            last = f"HTTP {status}: {body[:120]}"
+        raise DataSourceError(f"{self.title} failed for {symbol} after {self.retries + 1} attempt(s): {last}; try again later")
+
+def _av_problem(payload: dict, symbol: str, function: str, outputsize: str) -> DataSourceError | None:
+    "Alpha Vantage's error answers (HTTP 200 with one of these keys) as errors that say what to do."
+    msg = str(payload.get("Error Message") or payload.get("Information") or payload.get("Note") or "")
+    if not msg: return None
+    low = msg.lower()
+    if any(w in low for w in ("rate limit", "call frequency", "requests per day", "calls per day", "per minute")):
+        return RateLimitReached(f"Alpha Vantage's rate limit is used up ({msg[:160]}); wait (free keys: 25 requests/day) and lower "
+                                "[data] alpha_vantage_rate_limit to your plan so ats stops before Alpha Vantage does")
+    if "apikey" in low or ("api key" in low and ("invalid" in low or "missing" in low)):
+        return SourceUnavailable(f"Alpha Vantage rejected the API key ({msg[:160]}); set a valid ALPHA_VANTAGE_API_KEY in .env "
+                                 "(a free key: https://www.alphavantage.co/support/#api-key)")
+    if "outputsize=full" in low:
+        return SourceUnavailable(f"Alpha Vantage gives the full history only to premium keys ({function} outputsize=full); with a free key "
+                                 "ask only for the last 100 trading days (a start within the last ~4 months, e.g. -p start "
+                                 f"{(pd.Timestamp.now() - pd.Timedelta(days=120)).date()}; later runs fetch only new bars) or upgrade at https://www.alphavantage.co/premium/")
+    if "premium endpoint" in low or "premium" in low and "endpoint" in low:
+        return SourceUnavailable(f"{function} is an Alpha Vantage premium endpoint ({msg[:120]}); use adjusted=False (TIME_SERIES_DAILY, "
+                                 "raw prices) or upgrade at https://www.alphavantage.co/premium/")
+    if "Error Message" in payload:
+        return DataSourceError(f"Alpha Vantage has no daily prices for {symbol!r} ({msg[:120]}); check the ticker (US listings as AAPL, others e.g. TSCO.LON)")
+    return DataSourceError(f"Alpha Vantage answered for {symbol}: {msg[:200]}")
+
+def parse_alpha_vantage(payload: dict | str, symbol: str = "", function: str = "TIME_SERIES_DAILY", outputsize: str = "compact") -> pd.DataFrame:
+    "Daily bars from an Alpha Vantage TIME_SERIES_DAILY(_ADJUSTED) answer; DataSourceError for its error answers."
+    if isinstance(payload, (str, bytes)): payload = _json(payload, "Alpha Vantage", symbol)
+    if (err := _av_problem(payload or {}, symbol, function, outputsize)): raise err
+    series = (payload or {}).get("Time Series (Daily)")
+    if series is None: raise DataSourceError(f"Alpha Vantage's answer for {symbol} has no 'Time Series (Daily)': {str(payload)[:120]}")
+    if not series: return empty_bars()
+    names = {"open": "open", "high": "high", "low": "low", "close": "close", "adjusted close": "adj_close", "volume": "volume"}
+    df = pd.DataFrame.from_dict(series, orient="index")
+    df.columns = [c.split(". ", 1)[-1] for c in df.columns]          # "1. open" -> "open"
+    df = df[[c for c in df.columns if c in names]].rename(columns=names).astype("float64")
+    df.index = pd.to_datetime(df.index).tz_localize("UTC")          # the trading date at 00:00 UTC, as the other sources
+    return normalize_bars(df)
+
+class AlphaVantageSource(_KeyedHTTPSource):
+    """Daily bars from Alpha Vantage (TIME_SERIES_DAILY; TIME_SERIES_DAILY_ADJUSTED with adjusted=True, a premium endpoint).
+    Asks for the compact answer (last 100 days) when that covers the range, else the full history (premium for free keys)."""
+    name, title, key_env, setting = "alpha_vantage", "Alpha Vantage", "ALPHA_VANTAGE_API_KEY", "alpha_vantage"
+    signup, period, _key_param = "https://www.alphavantage.co/support/#api-key", 86400.0, "apikey"
+    def __init__(self, api_key: str = "", enabled: bool = True, rate_limit: int = 500, base_url: str = ALPHA_VANTAGE_URL,
+                 adjusted: bool = False, max_wait: float = 60.0, **kw):
+        super().__init__(api_key, enabled, rate_limit, base_url, max_wait=max_wait, **kw)
+        self.adjusted = adjusted
+
+    @classmethod
+    def from_settings(cls, data_settings, **kw) -> "AlphaVantageSource":
+        "A source configured from the [data] settings section (the key comes from ALPHA_VANTAGE_API_KEY / .env)."
+        d = data_settings
+        return cls(**({"api_key": d.alpha_vantage_api_key, "enabled": d.alpha_vantage_enabled, "rate_limit": d.alpha_vantage_rate_limit} | kw))
+
+    def bars(self, symbol: str, start=None, end=None, bar_size: str = "1 day") -> pd.DataFrame:
+        _daily_only(self.name, bar_size)
+        s = _ts(start)
+        # compact = the last 100 trading days (~140 calendar days); ask for the full history only when the range needs it
+        size = "compact" if s is not None and s >= pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=130) else "full"
+        fn = "TIME_SERIES_DAILY_ADJUSTED" if self.adjusted else "TIME_SERIES_DAILY"
+        _, body = self._fetch(f"{self.base_url}/query", dict(function=fn, symbol=symbol.upper(), outputsize=size, datatype="json"), symbol)
+        return _clip(parse_alpha_vantage(body, symbol, fn, size), start, end)
+
+def _quandl_problem(payload: dict, symbol: str, dataset: str) -> DataSourceError | None:
+    "Nasdaq Data Link's {'quandl_error': {'code', 'message'}} as an error that says what to do."
+    err = (payload or {}).get("quandl_error")
+    if not err: return None
+    code, msg = str(err.get("code", "")), str(err.get("message", ""))
+    what = f"({code}: {msg[:140]})"
+    db = dataset.split("/")[0]
+    if code.startswith("QEA"):
+        return SourceUnavailable(f"Nasdaq Data Link does not accept the API key {what}; set a valid QUANDL_API_KEY in .env "
+                                 "(your key: https://data.nasdaq.com/account/profile)")
+    if code.startswith("QEP"):
+        return SourceUnavailable(f"the Nasdaq Data Link database {db} needs a subscription {what}; subscribe at https://data.nasdaq.com/databases/{db} "
+                                 "or use a free database (database='WIKI' ends 2018-03-27) or another source")
+    if code.startswith("QEL") and code in ("QELx06", "QELx07", "QELx08"):
+        return DataSourceError(f"Nasdaq Data Link: the request for {dataset} is too large {what}; ask for a shorter date range")
+    if code.startswith("QEL"):
+        return RateLimitReached(f"Nasdaq Data Link's call limit is exceeded {what}; wait (10-minute limits reset within 10 minutes, "
+                                "daily ones the next day) and lower [data] quandl_rate_limit to your plan")
+    if code.startswith("QEC") or code.startswith("QEI"):
+        return DataSourceError(f"Nasdaq Data Link has no dataset {dataset} {what}; check the ticker {symbol!r} and the database {db!r}")
+    return DataSourceError(f"Nasdaq Data Link refused {dataset} {what}")
+
+def parse_quandl(payload: dict | str, symbol: str = "", dataset: str = "") -> pd.DataFrame:
+    "Daily bars from a Nasdaq Data Link (Quandl) time-series answer (dataset_data or dataset); DataSourceError for its errors."
+    if isinstance(payload, (str, bytes)): payload = _json(payload, "Nasdaq Data Link", symbol)
+    if (err := _quandl_problem(payload, symbol, dataset or symbol)): raise err
+    d = (payload or {}).get("dataset_data") or (payload or {}).get("dataset")
+    if not d or "column_names" not in d: raise DataSourceError(f"Nasdaq Data Link's answer for {dataset or symbol} has no dataset_data: {str(payload)[:120]}")
+    key = lambda c: "".join(ch for ch in c.lower() if ch.isalnum())      # "Adj. Close" / "Adj_Close" -> "adjclose"
+    names = {"date": "time", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume", "adjclose": "adj_close"}
+    cols = [names.get(key(c), "") for c in d["column_names"]]
+    if not d.get("data"): return empty_bars()
+    df = pd.DataFrame(d["data"], columns=[c or f"_{i}" for i, c in enumerate(cols)])
+    df = df[[c for c in cols if c]].set_index("time")
+    df.index = pd.to_datetime(df.index).tz_localize("UTC")
+    return normalize_bars(df.astype("float64").dropna(subset=["close"]))
+
+class QuandlSource(_KeyedHTTPSource):
+    "Daily bars from Nasdaq Data Link (formerly Quandl) time series {database}/{SYMBOL}: EOD (subscription) by default, WIKI is free (to 2018-03)."
+    name, title, key_env, setting = "quandl", "Nasdaq Data Link (Quandl)", "QUANDL_API_KEY", "quandl"
+    signup, period, _key_param = "https://data.nasdaq.com/sign-up", 10.0, "api_key"
+    def __init__(self, api_key: str = "", enabled: bool = True, rate_limit: int = 300, base_url: str = QUANDL_URL,
+                 database: str = "EOD", **kw):
+        super().__init__(api_key, enabled, rate_limit, base_url, **kw)
+        self.database = database.strip().upper()
+
+    @classmethod
+    def from_settings(cls, data_settings, **kw) -> "QuandlSource":
+        "A source configured from the [data] settings section (the key comes from QUANDL_API_KEY / .env)."
+        d = data_settings
+        return cls(**({"api_key": d.quandl_api_key, "enabled": d.quandl_enabled, "rate_limit": d.quandl_rate_limit} | kw))
+
+    def bars(self, symbol: str, start=None, end=None, bar_size: str = "1 day") -> pd.DataFrame:
+        _daily_only(self.name, bar_size)
+        dataset = f"{self.database}/{symbol.upper()}"
+        params = dict(order="asc") | ({"start_date": str(_ts(start).date())} if start is not None else {}) \
+                 | ({"end_date": str(_ts(end).date())} if end is not None else {})
+        _, body = self._fetch(f"{self.base_url}/datasets/{urllib.parse.quote(dataset)}/data.json", params, symbol)
+        return _clip(parse_quandl(body, symbol, dataset), start, end)
 
 # %% ../nbs/40_data.ipynb #7d084401
 def ib_duration(start: pd.Timestamp, end: pd.Timestamp) -> str:
@@ -338,10 +577,10 @@ def _ib_frame(bars, code: str) -> pd.DataFrame:
                              close=[b.close for b in bars], volume=[max(float(b.volume), 0.0) for b in bars]), index=idx)
 
 # %% ../nbs/40_data.ipynb #9e22dd7c
-SOURCES = ("sample", "random", "arctic", "yfinance", "ib")
+SOURCES = ("sample", "random", "arctic", "yfinance", "alpha_vantage", "quandl", "ib")
 
 def get_source(name: str, store=None, ib=None, settings=None, **kw):
-    "A source by name: sample, random, arctic (needs store), yfinance, ib (needs a connected ib_async IB)."
+    "A source by name: sample, random, arctic (needs store), yfinance, alpha_vantage, quandl (keys from .env), ib (needs a connected ib_async IB)."
     n = (name or "").strip().lower()
     if n == "sample": return SampleSource()
     if n == "random": return RandomWalkSource(**kw)
@@ -351,6 +590,12 @@ def get_source(name: str, store=None, ib=None, settings=None, **kw):
     if n == "yfinance":
         if settings is not None: return YFinanceSource.from_settings(settings.data if hasattr(settings, "data") else settings, **kw)
         return YFinanceSource(**kw)
+    if n in ("alpha_vantage", "quandl"):
+        if settings is None:                       # the API key lives in .env / the environment, which the settings read
+            from ats.config import load_settings
+            settings = load_settings()
+        cls = AlphaVantageSource if n == "alpha_vantage" else QuandlSource
+        return cls.from_settings(settings.data if hasattr(settings, "data") else settings, **kw)
     if n == "ib":
         if ib is None: raise DataSourceError("the ib source needs a connected ib_async IB: get_source('ib', ib=ib)")
         if settings is not None and "max_requests" not in kw:

@@ -64,7 +64,7 @@ def setup_logging(settings=None, *, log_file: str | Path | None = None, console:
     from ats.config import load_settings
     s = settings or load_settings(strict=False)
     L = s.logging
-    fmt = L.format + (" [%(processName)s/%(threadName)s %(filename)s:%(lineno)d]" if L.enhanced else "")
+    fmt = L.log_format + (" [%(processName)s/%(threadName)s %(filename)s:%(lineno)d]" if L.enhanced else "")
     formatter = logging.Formatter(fmt)
     secret_filter = SecretFilter(s.secrets())
     log = logging.getLogger("ats")
@@ -72,14 +72,14 @@ def setup_logging(settings=None, *, log_file: str | Path | None = None, console:
         log.removeHandler(h); h.close()
     log.setLevel(L.level); log.propagate = False
     handlers: list[logging.Handler] = []
-    path = Path(log_file) if log_file else s.path(L.file)
+    path = Path(log_file) if log_file else s.path(L.log_file) if L.file_logging else None
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=int(L.max_file_size * 2**20), backupCount=L.backup_count, encoding="utf-8"))
-    if L.console if console is None else console:
+    if L.console_logging if console is None else console:
         handlers.append(logging.StreamHandler(sys.stderr))
-    _ring = RingBufferHandler(s.gui.max_log_entries)     # what the dashboard's log panel can show
-    handlers.append(_ring)
+    _ring = RingBufferHandler(s.gui.max_log_entries) if L.gui_logging else None     # what the dashboard's log panel can show
+    if _ring: handlers.append(_ring)
     for h in handlers:
         h.setFormatter(formatter); h.addFilter(secret_filter); log.addHandler(h)
     return log

@@ -260,19 +260,31 @@ class Store:
         if not lib.has_symbol(OVERRIDES_SYMBOL): return {}
         return lib.read_metadata(OVERRIDES_SYMBOL).metadata or {}
 
-    def save_override(self, section: str, key: str, value, by: str | None = None) -> Any:
-        "Validate and store one runtime override; returns the typed value."
+    def checked_override(self, section: str, key: str, value) -> Any:
+        "The typed value an override would store, or ValueError saying what is allowed (secrets never go to the database)."
         from ats.config import SECTIONS, parse_value
         if section not in SECTIONS: raise ValueError(f"unknown section [{section}]; known: {', '.join(SECTIONS)}")
         fmap = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         if key not in fmap: raise ValueError(f"[{section}] has no key {key!r}; keys: {', '.join(fmap)}")
         if fmap[key].metadata.get("secret"): raise ValueError(f"[{section}] {key} is a secret: set it in .env or the environment, not in the database")
-        try: v = parse_value(fmap[key], value)
+        try: return parse_value(fmap[key], value)
         except ValueError as e: raise ValueError(f"override [{section}] {key} = {value!r}: {e}") from None
-        ov = self.load_overrides()
-        ov.setdefault(section, {})[key] = dict(value=v, by=by or _who(), at=_now().isoformat())
-        self._write_overrides(ov)
-        return v
+
+    def save_override(self, section: str, key: str, value, by: str | None = None) -> Any:
+        "Validate and store one runtime override; returns the typed value."
+        return self.save_overrides({(section, key): value}, by=by)[(section, key)]
+
+    def save_overrides(self, values: dict, by: str | None = None, was: dict | None = None) -> dict:
+        """Validate every override first, then store them all in one write (all or nothing): {(section, key): typed value}.
+        Each entry records who set it and when, and `was` (the value it replaced) when the caller knows it."""
+        typed = {k: self.checked_override(*k, v) for k, v in values.items()}
+        at = _now().isoformat()
+        with symbol_lock(self, OVERRIDES_SYMBOL):      # the dashboard may save one at the same time: do not lose it
+            ov = self.load_overrides()
+            for (sec, key), v in typed.items():
+                ov.setdefault(sec, {})[key] = dict(value=v, by=by or _who(), at=at) | ({"was": was[(sec, key)]} if was and (sec, key) in was else {})
+            self._write_overrides(ov)
+        return typed
 
     def clear_override(self, section: str, key: str) -> bool:
         ov = self.load_overrides()

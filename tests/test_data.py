@@ -198,8 +198,8 @@ def test_read_prices_is_one_batch_and_errors_name_the_missing(store):
 
 def test_sources_by_name_and_bad_arguments():
     assert get_source("sample").name == "sample" and get_source("random", seed=4).seed == 4
-    with pytest.raises(DataSourceError, match="valid sources: sample, random, arctic, yfinance, ib"):
-        get_source("quandl")
+    with pytest.raises(DataSourceError, match="valid sources: sample, random, arctic, yfinance, alpha_vantage, quandl, ib"):
+        get_source("bloomberg")
     with pytest.raises(DataSourceError, match="needs a connected ib_async IB"):
         get_source("ib")
     with pytest.raises(DataSourceError, match="arctic source reads the database"):

@@ -82,6 +82,8 @@ def test_ib_messages_stale_data_status_and_ats_health_against_a_live_runtime(pro
         assert "farm:usfarm" in json.loads(r.stdout)["failed"]
         r = run_ats("health", cwd=project)               # the table names the failed check
         assert r.returncode == 1 and "farm:usfarm" in r.stdout and "FAIL" in r.stdout
+        r = run_ats("status", cwd=project)               # `ats status` (and `ats up`'s live block) lead with what fails
+        assert "FAIL  farm:usfarm: " in r.stdout and "checks ok (`ats health` for all)" in r.stdout, r.stdout
         # ... and is restored
         gw.call(gw.gw.system_message, 2104)
         assert wait_for(lambda: _verdict(rt, "farm:usfarm") == "ok", 10)

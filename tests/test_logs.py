@@ -39,3 +39,30 @@ def test_rotation_and_ring(project):
     ring = recent_logs()
     assert len(ring) == 50 and "00999" in ring[-1]["message"] and "00950" in ring[0]["message"]
     assert recent_logs(level="WARNING") == []
+
+
+def test_the_guides_logging_names_each_do_what_they_say(project, capsys):
+    "file_logging, log_file, max_file_size with a unit, console_logging, gui_logging, log_format: the guide's names and defaults."
+    s = load_settings(None, env={}, use_file=False)
+    L = s.logging
+    assert (L.file_logging, L.log_file, L.max_file_size, L.backup_count, L.console_logging, L.gui_logging) == (True, "logs/ats_system.log", 10, 5, True, True)
+    assert L.log_format == "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    (project / "settings.ini").write_text("[logging]\nlog_file = logs/mine.log\nmax_file_size = 1MB\nconsole_logging = false\n"
+                                          "log_format = %(levelname)s|%(name)s|%(message)s\n")
+    s = load_settings(project / "settings.ini", env={})
+    setup_logging(s)
+    get_logger("test").warning("hello %s", "there")
+    for h in logging.getLogger("ats").handlers: h.flush()
+    assert (project / "logs" / "mine.log").read_text().splitlines()[-1] == "WARNING|ats.test|hello there"
+    assert "hello there" not in capsys.readouterr().err                              # console_logging = false
+    assert recent_logs()[-1]["message"] == "WARNING|ats.test|hello there"          # gui_logging: the dashboard's ring
+    (project / "settings.ini").write_text("[logging]\nfile_logging = false\ngui_logging = false\n")
+    s = load_settings(project / "settings.ini", env={})
+    setup_logging(s)
+    get_logger("test").warning("not kept")
+    assert recent_logs() == [] and not (project / "logs" / "ats_system.log").exists()
+    # the old names still work, with a warning naming the guide's
+    (project / "settings.ini").write_text("[logging]\nfile = logs/old.log\nconsole = false\nformat = %(message)s\n")
+    s = load_settings(project / "settings.ini", env={})
+    assert (s.logging.log_file, s.logging.console_logging, s.logging.log_format) == ("logs/old.log", False, "%(message)s")
+    assert {p.key for p in s.problems} == {"file", "console", "format"} and all("write it as [logging]" in p.message for p in s.problems)

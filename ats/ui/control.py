@@ -180,7 +180,7 @@ def tail_log(path: Path, n: int) -> list[dict]:
     out = []
     for l in reversed(lines):
         m = _LEVEL_RE.search(l[:60])
-        out.append(dict(time=l[:19] if m else "", level=m.group(1) if m else "", message=l[m.end():].strip(" :") if m else l))
+        out.append(dict(time=l[:19] if m else "", level=m.group(1) if m else "", message=l[m.end():].strip(" :-") if m else l))
     return out
 
 # %% ../../nbs/56_ui_control.ipynb #cdd2a9da
@@ -515,7 +515,7 @@ class AlertsPanel:
 
     def load_log(self) -> None:
         s = self.dash.s
-        self._log_rows = tail_log(s.path(s.logging.file), s.gui.max_log_entries)
+        self._log_rows = tail_log(s.path(s.logging.log_file), s.gui.max_log_entries)
 
     def render(self, ctx: Ctx | None) -> None:
         if ctx is None: return
@@ -525,7 +525,11 @@ class AlertsPanel:
         rows = [dict(time=a["time"][:19].replace("T", " "), level=f"<span class='{'ats-bad' if a['level'] in ('ERROR', 'CRITICAL') else 'ats-warn' if a['level'] == 'WARNING' else 'ats-muted'}'>{a['level']}</span>",
                      message=html.escape(a["message"])) for a in alerts if ok(a["level"])]
         set_html(self.alerts, table_html(rows, ["time", "level", "message"], raw=("level", "message"), cls="ats-alerts", empty="no alerts"))
-        set_html(self.log, table_html([r for r in self._log_rows if ok(r["level"])], ["time", "level", "message"], cls="ats-log", empty="log is empty"))
+        L = self.dash.s.logging
+        off = ("the log view is off ([logging] gui_logging = false)" if not L.gui_logging else
+               "no log file to show ([logging] file_logging = false)" if not L.file_logging else "")
+        set_html(self.log, table_html([] if off else [r for r in self._log_rows if ok(r["level"])], ["time", "level", "message"], cls="ats-log",
+                                      empty=off or "log is empty"))
         self._notify(alerts)
 
     def _notify(self, alerts: list[dict]) -> None:

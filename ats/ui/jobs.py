@@ -165,7 +165,7 @@ def run_now_argv(settings, s: Schedule, now: dt.datetime | None = None) -> list[
     for k, v in params.items(): argv += ["-p", k, param_text(v)]
     return argv
 
-def _logs(settings) -> Path: return settings.path(settings.logging.file).parent
+def _logs(settings) -> Path: return settings.path(settings.logging.log_file).parent
 
 def _pid_file(settings, job: str) -> Path: return _logs(settings) / f"jobs-run-now.{slug(job)}.pid"
 
