@@ -12,6 +12,7 @@ from typing import Callable
 from .config import (SettingsError, LiveTradingRefused, load_settings, render_ini, validate_configuration,
                         find_settings_file, DEFAULT_INI, mask)
 from .store import Store, StoreError, StrategyConfig
+from .settings_updates import applies, when_text
 from .broker import BrokerError
 import pandas as pd
 
@@ -145,7 +146,7 @@ def _config_import(args) -> int:
         bad = [p for p in res.problems if p.level == "error"]
         raise UserError(f"nothing imported from {args.key}: {len(bad)} value(s) refused:\n" + "\n".join(f"  - {p}" for p in bad))
     for (sec, key), (old, new) in res.changed.items(): print(f"[{sec}] {key}: {old!r} -> {new!r}")
-    print(f"imported {args.key}: {len(res.changed)} changed, {res.unchanged} unchanged" + (" (takes effect at the next reload)" if res.changed else ""))
+    print(f"imported {args.key}: {len(res.changed)} changed, {res.unchanged} unchanged" + (" (live settings apply within a second in a running runner; the others when it starts again)" if res.changed else ""))
     return 0
 
 def cmd_config(args) -> int:
@@ -158,10 +159,10 @@ def cmd_config(args) -> int:
         st = _store(args)
         if args.action == "set":
             if args.value is None: raise UserError("give a value: ats config set section.key VALUE")
-            v = st.save_override(sec, key, args.value, by=os.environ.get("USER"))
-            print(f"override saved: [{sec}] {key} = {v!r} (takes effect at the next reload)")
+            v = st.save_override(sec, key, args.value, by=os.environ.get("ATS_USER") or os.environ.get("USER"))
+            print(f"override saved: [{sec}] {key} = {v!r} ({when_text(sec, key)})")
         else:
-            print(f"override removed: [{sec}] {key}" if st.clear_override(sec, key) else f"no override for [{sec}] {key}")
+            print(f"override removed: [{sec}] {key} ({when_text(sec, key)})" if st.clear_override(sec, key) else f"no override for [{sec}] {key}")
         return 0
     st = None
     try: st = _store(args)
@@ -169,15 +170,17 @@ def cmd_config(args) -> int:
     s = load_settings(args.settings, store=st, strict=False)
     if args.json:
         _print_json(dict(settings=s.as_dict(), sources={f"{a}.{b}": str(src) for (a, b), src in s.sources.items()},
+                         applies={f"{sec}.{key}": applies(sec, key) for sec, key, _, _ in s.items()},
                          problems=[str(p) for p in s.problems], settings_file=str(s.ini_path or "")))
         return 0
     rows = []
     for sec, key, val, f in s.items():
         if args.section and sec != args.section: continue
         shown = mask(val) if f.metadata.get("secret") else (", ".join(val) if isinstance(val, list) else val)
-        rows.append(dict(setting=f"{sec}.{key}", value=shown, source=str(s.source(sec, key))))
+        rows.append(dict(setting=f"{sec}.{key}", value=shown, source=str(s.source(sec, key)), applies=applies(sec, key)))
     print(f"settings file: {s.ini_path or '(none: defaults; run `ats init`)'}\n")
-    print(_table(rows, ["setting", "value", "source"]))
+    print(_table(rows, ["setting", "value", "source", "applies"]))
+    print("\napplies: live = a running runner uses a change within a second; restart = when `ats up` (or the runner) starts again")
     for p in s.problems: print(f"\n{p.level}: {p}")
     return 0
 
@@ -463,7 +466,9 @@ def _status_text(doc: dict, dashboard: str | None = None) -> str:
     checks = doc.get("health") or []
     bad = [f"  {c['verdict'].upper():<5} {c['name']}: {c['message']}" for c in checks if c.get("verdict") in ("fail", "warn")]
     health = [f"health: {len(checks) - len(bad)} of {len(checks)} checks ok" + (" (`ats health` for all)" if bad else "")] + bad if checks else []
-    return "\n".join([head, "", strat, "", ptab] + (["", *health] if health else []) + (["", "recent alerts:"] + alerts if alerts else []))
+    pend = [f"  [{k.split('.')[0]}] {k.split('.', 1)[1]}: running with {v['running']}, {v['new']} after a restart" for k, v in (doc.get("pending_restart") or {}).items()]
+    return "\n".join([head, "", strat, "", ptab] + (["", *health] if health else []) + (["", "restart pending (restart `ats up` to apply):", *pend] if pend else [])
+                     + (["", "recent alerts:"] + alerts if alerts else []))
 
 def cmd_status(args) -> int:
     "The runner's last published status: strategies, positions, P&L, connections, alerts."
@@ -493,7 +498,10 @@ def cmd_run(args) -> int:
         from ats.logs import setup_logging
         setup_logging(s)
         watch_parent()                       # started by `ats up`: if it dies, SIGTERM ourselves (run_session's clean stop)
-        rep = run_session(s, Store.from_settings(s, create=True), strategies=names or None, minutes=args.minutes, port=args.port)
+        st = Store.from_settings(s, create=True)
+        s = load_settings(args.settings, store=st)     # with the runtime overrides
+        check_live_guard(s)
+        rep = run_session(s, st, strategies=names or None, minutes=args.minutes, port=args.port)
         print(rep.summary())
         if len(rep.pnl): print(rep.pnl.round(2).to_string(index=False))
         return 0 if not len(rep.errors) or rep.stop_reason.startswith(("session length", "shutdown", "signal")) else 1
@@ -578,6 +586,8 @@ def cmd_up(args) -> int:
     s = _settings(args)
     check_live_guard(s)
     st = Store.from_settings(s, create=True)
+    s = load_settings(args.settings, store=st)          # with the runtime overrides (`ats config set`): a restart applies them
+    check_live_guard(s)
     if _runner_live(st): raise UserError("a runner is already running on this database (`ats status`); stop it with `ats shutdown` first")
     alerter = Alerter.from_settings(s, st, source="supervisor")     # what happens to the runner reaches a person
     sup = Supervisor(echo=lambda m: print(m, flush=True))

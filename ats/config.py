@@ -13,16 +13,16 @@ from urllib.parse import urlparse, parse_qs
 # %% auto #0
 __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'THRESHOLD_KEYS',
            'ALERT_LEVELS', 'SECTIONS', 'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES', 'INI_HEADER',
-           'MASKED', 'EnvironmentSettings', 'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings',
-           'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings', 'MemorySettings',
-           'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings', 'BackupSettings',
-           'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'JobsSettings', 'GatewaySettings', 'Problem',
-           'SettingsError', 'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask',
-           'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
-           'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
-           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'check_operations',
-           'validate_configuration', 'export_settings', 'export_text', 'read_import_file', 'ImportResult',
-           'import_settings']
+           'MASKED', 'EnvironmentSettings', 'DevelopmentSettings', 'ProductionSettings', 'profile_defaults',
+           'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings', 'StopLossSettings', 'DataSettings',
+           'PerformanceSettings', 'LoggingSettings', 'MemorySettings', 'GuiSettings', 'DashboardSettings',
+           'SecuritySettings', 'EncryptionSettings', 'BackupSettings', 'RecoverySettings', 'MonitoringSettings',
+           'AlertsSettings', 'JobsSettings', 'GatewaySettings', 'Problem', 'SettingsError', 'LiveTradingRefused',
+           'Source', 'parse_value', 'format_value', 'Settings', 'mask', 'find_settings_file', 'read_dotenv',
+           'env_names', 'load_settings', 'check_live_guard', 'AccountRefused', 'is_paper_account',
+           'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib', 'check_database',
+           'check_risk', 'check_resources', 'check_strategies', 'check_operations', 'validate_configuration',
+           'export_settings', 'export_text', 'read_import_file', 'ImportResult', 'import_settings']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
@@ -43,6 +43,38 @@ class EnvironmentSettings:
     confirm_live_trading: str = _f("", f"explicit opt-in to trade real money: must be exactly '{LIVE_CONFIRMATION}' (and name must be production) before ats connects to a live port")
     base_currency: str = _f("USD", "currency that P&L, NAV and risk limits are expressed in")
     project_dir: str = _f(".", "folder that relative paths in this file are resolved against")
+
+@dataclass
+class DevelopmentSettings:
+    "The development profile (ENVIRONMENT=development): the defaults it gives other settings, as the guide's DEV_CONFIG."
+    paper_trading: bool = _f(True, "trade a paper account: the default of [ib] paper_trading in this profile")
+    debug_mode: bool = _f(True, "log at DEBUG: the default of [logging] level in this profile")
+    mock_data: bool = _f(False, "no broker and no internet: the built-in paper gateway on random prices ([ib] gateway_type = paper, [gateway] data = random, [data] default_source = random)")
+    test_strategies: list = _f(["test_strategy.py"], "strategy files for development only: in production they are never started (comma separated file names in strategies/)")
+    reduced_logging: bool = _f(False, "log only warnings and errors (when debug_mode is off)")
+    development_port: int = _f(7497, "IB API port in this profile (7497 TWS paper, 4002 Gateway paper): the default of [ib] port", lo=1, hi=65535)
+
+@dataclass
+class ProductionSettings:
+    "The production profile (ENVIRONMENT=production): the defaults it gives other settings, as the guide's PROD_CONFIG."
+    paper_trading: bool = _f(False, "trade the live account (still needs [environment] confirm_live_trading): the default of [ib] paper_trading in this profile")
+    debug_mode: bool = _f(False, "log at DEBUG: the default of [logging] level in this profile")
+    mock_data: bool = _f(False, "no broker and no internet: the built-in paper gateway on random prices")
+    enhanced_logging: bool = _f(True, "process, thread and source location on every log line: the default of [logging] enhanced")
+    monitoring_enabled: bool = _f(True, "health checks on: the default of [monitoring] system_health_check")
+    backup_enabled: bool = _f(True, "scheduled backups on: the default of [backup] enabled")
+    production_port: int = _f(7496, "IB API port in this profile (7496 TWS live, 4001 Gateway live): the default of [ib] port", lo=1, hi=65535)
+
+def profile_defaults(profile: str, p) -> dict[tuple[str, str], Any]:
+    "The defaults a profile section (`DevelopmentSettings` / `ProductionSettings`) gives other settings."
+    out = {("ib", "paper_trading"): p.paper_trading,
+           ("ib", "port"): p.development_port if profile == "development" else p.production_port,
+           ("logging", "level"): "DEBUG" if p.debug_mode else "WARNING" if getattr(p, "reduced_logging", False) else "INFO"}
+    for key, target in (("enhanced_logging", ("logging", "enhanced")), ("monitoring_enabled", ("monitoring", "system_health_check")),
+                        ("backup_enabled", ("backup", "enabled"))):
+        if hasattr(p, key): out[target] = getattr(p, key)
+    if p.mock_data: out |= {("ib", "gateway_type"): "paper", ("gateway", "data"): "random", ("data", "default_source"): "random"}
+    return out
 
 @dataclass
 class IBSettings:
@@ -284,7 +316,7 @@ class GatewaySettings:
     state_file: str = _f("data_and_research/db/gateway_state.json", "where the paper account is persisted")
 
 SECTIONS: dict[str, type] = dict(
-    environment=EnvironmentSettings, ib=IBSettings, arctic=ArcticSettings, risk=RiskSettings,
+    environment=EnvironmentSettings, development=DevelopmentSettings, production=ProductionSettings, ib=IBSettings, arctic=ArcticSettings, risk=RiskSettings,
     position_sizing=PositionSizingSettings, stop_loss=StopLossSettings, data=DataSettings,
     performance=PerformanceSettings, logging=LoggingSettings, memory=MemorySettings, gui=GuiSettings,
     dashboard=DashboardSettings, security=SecuritySettings, encryption=EncryptionSettings,
@@ -466,7 +498,8 @@ def format_value(v) -> str:
 @dataclass
 class Settings:
     "Effective settings of one ats installation, with the layer each value came from."
-    environment: EnvironmentSettings; ib: IBSettings; arctic: ArcticSettings; risk: RiskSettings
+    environment: EnvironmentSettings; development: DevelopmentSettings; production: ProductionSettings
+    ib: IBSettings; arctic: ArcticSettings; risk: RiskSettings
     position_sizing: PositionSizingSettings; stop_loss: StopLossSettings; data: DataSettings
     performance: PerformanceSettings; logging: LoggingSettings; memory: MemorySettings; gui: GuiSettings
     dashboard: DashboardSettings; security: SecuritySettings; encryption: EncryptionSettings
@@ -714,6 +747,17 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
             if f.metadata.get("profile") and profile in f.metadata["profile"]:
                 values[(sec, f.name)] = f.metadata["profile"][profile]
                 sources[(sec, f.name)] = Source("profile", profile)
+    # the active profile's own section ([development] / [production], as the guide's DEV_CONFIG / PROD_CONFIG) comes next:
+    # its keys (themselves layered: file, .env, environment) give the defaults of the settings they name
+    if profile in SECTIONS:
+        for f in fields(SECTIONS[profile]):
+            got = layered(profile, f.name)
+            if got: put(profile, f.name, got[0], got[1])
+        try:
+            psec = SECTIONS[profile](**{f.name: values[(profile, f.name)] for f in fields(SECTIONS[profile]) if (profile, f.name) in values})
+            for (sec, key), v in profile_defaults(profile, psec).items():
+                values[(sec, key)], sources[(sec, key)] = v, Source("profile", f"[{profile}]")
+        except (TypeError, ValueError): pass                 # a bad value there is already a reported problem
     for sec, cls in SECTIONS.items():
         for f in fields(cls):
             if (sec, f.name) == ("environment", "name"): continue
@@ -804,10 +848,13 @@ INI_HEADER = """\
 ; dashboard. `ats config` shows every effective value and where it came from; `ats check` validates.
 ; Secrets (API keys, passwords) never go in this file: put them in .env or the environment.
 ; Fractions are written 0.02 for 2 %. Lists are comma separated.
+; When a change takes effect is noted per key: "applies live" (a running runner picks it up within a second, e.g. risk
+; limits bind the next order) or "needs a restart" (of `ats up`; `ats status` lists such changes as restart pending).
 """
 
 def render_ini() -> str:
-    "The default settings.ini, every key commented with meaning, unit and default."
+    "The default settings.ini, every key commented with meaning, unit, default and when a change takes effect."
+    from ats.settings_updates import applies
     out = [INI_HEADER]
     for sec, cls in SECTIONS.items():
         out.append(f"\n[{sec}]\n; {cls.__doc__}")
@@ -816,7 +863,8 @@ def render_ini() -> str:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             unit = f" [{md['unit']}]" if md.get("unit") else ""
             allowed = f"; allowed: {_allowed(f, unit=False)}" if (md.get("choices") or md.get("lo") is not None or _ftype(f) is bool) else ""
-            out.append(f"\n; {md['doc']}{unit}{allowed}")
+            when = "; a change applies live" if applies(sec, f.name) == "live" else "; a change needs a restart"
+            out.append(f"\n; {md['doc']}{unit}{allowed}{when}")
             envn = md.get("env")
             if md.get("secret"):
                 out.append(f";   {f.name} is a secret: set {envn or _env_name(sec, f.name)} in .env or the environment, never here")

@@ -363,6 +363,12 @@ class RiskEngine:
         "One limit for one strategy (the stricter of global and its own)."
         return getattr(self.limits(strategy), key)
 
+    def set_config(self, cfg: RiskConfig) -> None:
+        "New global limits (a setting changed while running): they bind the very next order; strategies' own limits still apply."
+        self.cfg = cfg
+        self._limits = {k: Limits.of(cfg, v, k) for k, v in self.strategy_limits.items()}
+        self._global = Limits.of(cfg, None)
+
     def set_strategy_limits(self, strategy: str, limits: Mapping | None) -> None:
         "Replace one strategy's risk_limits (a parameter change from the dashboard)."
         self._limits[strategy] = Limits.of(self.cfg, limits, strategy)

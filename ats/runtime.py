@@ -417,6 +417,12 @@ class Runtime:
         if self.names:
             missing = sorted(set(self.names) - {c.strategy_name for c in cfgs})
             for n in missing: self.alert("ERROR", f"strategy {n} was asked for but has no active config; `ats strategies list` shows the configured ones")
+        if self.s.environment.name == "production":        # development-only strategy files never trade in production
+            test = set(self.s.development.test_strategies)
+            for c in [c for c in cfgs if c.filename in test]:
+                self.alert("ERROR", f"strategy {c.strategy_name} is not started: its file {c.filename} is listed in [development] "
+                                    "test_strategies (development only); remove it from that list to trade it in production")
+            cfgs = [c for c in cfgs if c.filename not in test]
         return cfgs
 
     async def start(self) -> "Runtime":
@@ -428,6 +434,7 @@ class Runtime:
         from ats.alerts import Alerter
         from ats.health import health_loop
         from ats.retention import housekeeping_loop
+        from ats.settings_updates import settings_loop
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.started_at = _utcnow()
@@ -446,7 +453,7 @@ class Runtime:
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
         await stop_orders.reattach(self)
-        for loop in (health_loop, control_loop, publish_loop, housekeeping_loop): self._spawn(loop(self))
+        for loop in (health_loop, control_loop, publish_loop, housekeeping_loop, settings_loop): self._spawn(loop(self))
         self._spawn(self._watch_loop())
         self.alert("INFO", f"runtime started: {sum(s.state == 'running' for s in self.slots.values())} of {len(self.slots)} strategies running "
                            f"on {self.cs.host}:{self.cs.port}")

@@ -105,7 +105,7 @@ def status_document(rt) -> dict:
                 reconciliation=[{k: str(v) for k, v in r.items()} for r in rt.last_reconciliation.rows] if rt.last_reconciliation else [],
                 latency_ms=dict(n=len(lat), p50=round(lat[len(lat) // 2] * 1000, 3) if lat else None,
                                 p99=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3) if lat else None),
-                counters=dict(rt.counters), health=[c.to_dict() for c in getattr(rt, "health", None) or []], alerts=list(rt.alerts)[-30:] if rt.s.alerts.gui_alerts else [], activity=list(rt.activity)[-50:])
+                counters=dict(rt.counters), health=[c.to_dict() for c in getattr(rt, "health", None) or []], pending_restart=dict(getattr(rt, "pending_restart", {}) or {}), alerts=list(rt.alerts)[-30:] if rt.s.alerts.gui_alerts else [], activity=list(rt.activity)[-50:])
 
 def _account_id(rt) -> str:
     "The account traded: [ib] account, else the first one the broker manages."

@@ -131,7 +131,7 @@ BAD = [
      "settings.ini:1: malformed INI: File contains no section headers. file: '{p}', line: 1 'port = 1\\n'. Each line must be '[section]', 'key = value' or a comment starting with ; or #"),
     ("line without =", "[ib]\nport\n", {},
      None),
-    ("unknown section", "[ibb]\nport = 1\n", {}, "settings.ini: [ibb]: unknown section (did you mean 'ib'?); known sections: environment, ib, arctic, risk, position_sizing, stop_loss, data, performance, logging, memory, gui, dashboard, security, encryption, backup, recovery, monitoring, alerts, jobs, gateway"),
+    ("unknown section", "[ibb]\nport = 1\n", {}, "settings.ini: [ibb]: unknown section (did you mean 'ib'?); known sections: environment, development, production, ib, arctic, risk, position_sizing, stop_loss, data, performance, logging, memory, gui, dashboard, security, encryption, backup, recovery, monitoring, alerts, jobs, gateway"),
     ("unknown key", "[ib]\nprot = 1\n", {}, "settings.ini:2: [ib] prot = '1': unknown key (did you mean 'port'?); keys of [ib]: host, port, client_id_start, connection_timeout, reconnect_attempts, reconnect_backoff, heartbeat_interval, paper_trading, gateway_type, account, max_messages_per_second"),
     ("wrong type int", "[ib]\nport = seven\n", {}, "settings.ini:2: [ib] port = 'seven': expected a whole number from 1 to 65535"),
     ("fraction for int", "[ib]\nreconnect_attempts = 2.5\n", {}, "settings.ini:2: [ib] reconnect_attempts = '2.5': expected a whole number from 0 to 1000"),
@@ -352,3 +352,42 @@ def test_check_of_working_alert_settings_is_ok(project):
     rep, _ = validate_configuration(None, env=env, open_store=False)
     ops = [r for r in rep.results if r.check == "operations"]
     assert [r.status for r in ops] == ["ok"] and "alerts by e-mail, chat/SMS" in ops[0].message, [r.message for r in ops]
+
+
+# ---- the guide's profile sections: DEV_CONFIG and PROD_CONFIG (issue 17) ----------------------------------------------
+
+def test_profile_sections_give_the_defaults_their_keys_name(project):
+    dev = load_settings(None, env={}, use_file=False)
+    assert (dev.development.paper_trading, dev.development.debug_mode, dev.development.mock_data, dev.development.reduced_logging,
+            dev.development.development_port, dev.development.test_strategies) == (True, True, False, False, 7497, ["test_strategy.py"])
+    assert (dev.ib.port, dev.ib.paper_trading, dev.logging.level, dev.backup.enabled) == (7497, True, "DEBUG", False)
+    prod = load_settings(None, env={"ENVIRONMENT": "production"}, use_file=False)
+    p = prod.production
+    assert (p.paper_trading, p.debug_mode, p.enhanced_logging, p.monitoring_enabled, p.backup_enabled, p.production_port) == (False, False, True, True, True, 7496)
+    assert (prod.ib.port, prod.ib.paper_trading, prod.logging.level, prod.logging.enhanced, prod.backup.enabled) == (7496, False, "INFO", True, True)
+    assert str(prod.source("ib", "port")) .startswith("profile")
+    # each key does what its name says
+    (project / "settings.ini").write_text("[development]\ndevelopment_port = 4002\ndebug_mode = false\nreduced_logging = true\nmock_data = true\n"
+                                          "[production]\nproduction_port = 4001\nmonitoring_enabled = false\nbackup_enabled = false\n")
+    s = load_settings(project / "settings.ini", env={})
+    assert (s.ib.port, s.logging.level, s.ib.gateway_type, s.gateway.data, s.data.default_source) == (4002, "WARNING", "paper", "random", "random")
+    s = load_settings(project / "settings.ini", env={"ENVIRONMENT": "production"})
+    assert (s.ib.port, s.monitoring.system_health_check, s.backup.enabled) == (4001, False, False)
+    # a value set for the key itself still wins over the profile's default
+    (project / "settings.ini").write_text("[development]\ndevelopment_port = 4002\n[ib]\nport = 7000\n")
+    assert load_settings(project / "settings.ini", env={}).ib.port == 7000
+
+
+def test_a_development_only_strategy_is_never_started_in_production(project):
+    from ats.runtime import Runtime
+    from ats.store import Store, StrategyConfig
+    from runtime_helpers import make_project, PROBE
+    s, st = make_project(project, strategies=dict(probe=PROBE, test_strategy=PROBE),
+                         configs=[StrategyConfig("probe.py", "probe", True, dict(qty=1), {}, 0.2),
+                                  StrategyConfig("test_strategy.py", "trial", True, dict(qty=1), {}, 0.2)])
+    env = {"ENVIRONMENT": "production", "ATS_PRODUCTION__PAPER_TRADING": "true", "ATS_PRODUCTION__PRODUCTION_PORT": "7497"}
+    rt = Runtime(load_settings(project / "settings.ini", env=env), st)
+    assert [c.strategy_name for c in rt._configs()] == ["probe"]
+    assert any("trial is not started: its file test_strategy.py is listed in [development] test_strategies" in a["message"] for a in rt.alerts)
+    rt = Runtime(load_settings(project / "settings.ini", env={}), st)            # in development it runs
+    assert sorted(c.strategy_name for c in rt._configs()) == ["probe", "trial"]

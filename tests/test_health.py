@@ -64,6 +64,8 @@ def test_ib_messages_stale_data_status_and_ats_health_against_a_live_runtime(pro
                 "error_rate:noop", "bar_to_order_latency", "strategy:noop", "data:AAPL", "data:MSFT"}
         assert wait_for(lambda: want <= set(_health(rt)), 20), sorted(_health(rt))
         assert wait_for(lambda: all(c.verdict != "fail" for c in _health(rt).values()), 10), [c for c in _health(rt).values() if c.verdict == "fail"]
+        from ats.status import read_status                # the runner has published its checks (a busy box may take a while)
+        assert wait_for(lambda: (d := read_status(st)) is not None and want <= {c["name"] for c in d.get("health") or []}, 30)
         r = run_ats("health", "--json", cwd=project)
         out = json.loads(r.stdout)
         assert r.returncode == 0, r.stdout + r.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import ipywidgets as W
 from ..config import load_settings, SECTIONS, format_value, _allowed
 from ..store import Store, StrategyConfig, RISK_LIMIT_KEYS
+from ..settings_updates import applies, when_text
 from ..strategy import FREQUENCIES, Strategy, StrategyLoadError, load_strategy_class, params_from_text
 from .theme import page, user
 
@@ -187,7 +188,9 @@ class SettingRow:
         self.reset = W.Button(description="Reset", layout=W.Layout(width="70px"), tooltip="remove the override; the file/env/default value applies again")
         self.status = W.HTML()
         self.save.on_click(lambda _: self.commit()); self.reset.on_click(lambda _: self.clear())
-        label = W.HTML(f"<code>{key}</code><br><small>{html.escape(f.metadata['doc'])} — {html.escape(_allowed(f))}</small>", layout=W.Layout(width="520px"))
+        when = "applies live" if applies(section, key) == "live" else "needs a restart"
+        label = W.HTML(f"<code>{key}</code> <small class='ats-muted'>({when})</small><br><small>{html.escape(f.metadata['doc'])} — "
+                       f"{html.escape(_allowed(f))}</small>", layout=W.Layout(width="520px"))
         self.widget = W.VBox([_wrap([label, self.input, self.save, self.reset, self.source]), self.status])   # the message below, never beside the buttons
 
     def commit(self) -> bool:
@@ -196,7 +199,7 @@ class SettingRow:
         except ValueError as e:
             self.status.value = _msg(False, str(e)); return False
         self.source.value = f"<small>override (arcticdb by {html.escape(_who())})</small>"
-        self.status.value = _msg(True, f"saved: {format_value(v)}"); return True
+        self.status.value = _msg(True, f"saved: {format_value(v)}; {when_text(self.section, self.key)}"); return True
 
     def clear(self):
         self.store.clear_override(self.section, self.key)
