@@ -693,6 +693,7 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
                             continue
                         base, dotted, sub = key.partition(".")      # the guide's 'alert_thresholds.cpu_usage = 80': one key of a dict setting
                         if dotted and base in fmap[sec] and _ftype(fmap[sec][base]) is dict: key, raw = base, f"{sub}: {raw}"
+                        elif dotted and key.replace(".", "_") in fmap[sec]: key = key.replace(".", "_")   # the guide's nesting: [data] yfinance.rate_limit
                         if key not in fmap[sec]:
                             probs.append(Problem(where, sec, key, raw, f"unknown key{_suggest(key, fmap[sec])}; keys of [{sec}]: {', '.join(fmap[sec])}"))
                             continue
@@ -756,7 +757,7 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
         try:
             psec = SECTIONS[profile](**{f.name: values[(profile, f.name)] for f in fields(SECTIONS[profile]) if (profile, f.name) in values})
             for (sec, key), v in profile_defaults(profile, psec).items():
-                values[(sec, key)], sources[(sec, key)] = v, Source("profile", f"[{profile}]")
+                values[(sec, key)], sources[(sec, key)] = v, Source("profile", profile)
         except (TypeError, ValueError): pass                 # a bad value there is already a reported problem
     for sec, cls in SECTIONS.items():
         for f in fields(cls):

@@ -106,7 +106,9 @@ def test_a_reconnect_to_another_account_stops_the_runner(project):
         assert wait_for(lambda: sess.rt.stop_reason != "", 20), sess.rt.alerts
         assert "U1234567 is a live (real-money) account" in sess.rt.stop_reason
         assert any(a["level"] == "CRITICAL" and "U1234567" in a["message"] for a in sess.rt.alerts)
-        assert sess.rt.main.state.value == "failed" and slot.conn.state.value == "failed"
+        # each connection refuses at its own next login (the strategy's may still be waiting out its reconnect backoff)
+        assert wait_for(lambda: sess.rt.main.state.value == "failed" and slot.conn.state.value == "failed", 20), \
+            (sess.rt.main.state.value, slot.conn.state.value)
         sess.step(2)
         assert len(gw.gw.exchange.orders) == sent                       # nothing was sent after the refusal
     finally:

@@ -365,7 +365,7 @@ def test_profile_sections_give_the_defaults_their_keys_name(project):
     p = prod.production
     assert (p.paper_trading, p.debug_mode, p.enhanced_logging, p.monitoring_enabled, p.backup_enabled, p.production_port) == (False, False, True, True, True, 7496)
     assert (prod.ib.port, prod.ib.paper_trading, prod.logging.level, prod.logging.enhanced, prod.backup.enabled) == (7496, False, "INFO", True, True)
-    assert str(prod.source("ib", "port")) .startswith("profile")
+    assert str(prod.source("ib", "port")) == "profile (production)"
     # each key does what its name says
     (project / "settings.ini").write_text("[development]\ndevelopment_port = 4002\ndebug_mode = false\nreduced_logging = true\nmock_data = true\n"
                                           "[production]\nproduction_port = 4001\nmonitoring_enabled = false\nbackup_enabled = false\n")
@@ -391,3 +391,15 @@ def test_a_development_only_strategy_is_never_started_in_production(project):
     assert any("trial is not started: its file test_strategy.py is listed in [development] test_strategies" in a["message"] for a in rt.alerts)
     rt = Runtime(load_settings(project / "settings.ini", env={}), st)            # in development it runs
     assert sorted(c.strategy_name for c in rt._configs()) == ["probe", "trial"]
+
+
+def test_the_guides_nested_data_source_keys_are_read(project):
+    "EXTERNAL_DATA = {'yfinance': {'rate_limit': ...}} is written `yfinance.rate_limit` (or yfinance_rate_limit) in [data]."
+    (project / "settings.ini").write_text("[data]\nyfinance.enabled = false\nyfinance.rate_limit = 100\nyfinance.timeout = 5\n"
+                                          "alpha_vantage.enabled = true\nalpha_vantage.rate_limit = 25\nquandl.enabled = true\n")
+    d = load_settings(project / "settings.ini", env={}).data
+    assert (d.yfinance_enabled, d.yfinance_rate_limit, d.yfinance_timeout, d.alpha_vantage_enabled, d.alpha_vantage_rate_limit, d.quandl_enabled) \
+        == (False, 100, 5, True, 25, True)
+    (project / "settings.ini").write_text("[data]\nalpha_vantage.api_key = abc123\n")
+    msgs = problems(project / "settings.ini")
+    assert any("secrets must not be written in settings.ini" in m and "ALPHA_VANTAGE_API_KEY" in m for m in msgs), msgs
