@@ -25,9 +25,9 @@ __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBO
            'export_settings', 'export_text', 'read_import_file', 'ImportResult', 'import_settings']
 
 # %% ../nbs/00_config.ipynb #3ff38937
-def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False):
-    "A settings field: default plus what it means, its unit and what is allowed."
-    md = dict(doc=doc, unit=unit, lo=lo, hi=hi, choices=choices, secret=secret, env=env, profile=profile, lo_open=lo_open)
+def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False, units=None):
+    "A settings field: default plus what it means, its unit and what is allowed (`units`: per key of a dict setting)."
+    md = dict(doc=doc, unit=unit, lo=lo, hi=hi, choices=choices, secret=secret, env=env, profile=profile, lo_open=lo_open, units=units)
     if isinstance(default, (list, dict)): return field(default_factory=lambda: type(default)(default), metadata=md)
     return field(default=default, metadata=md)
 
@@ -214,7 +214,7 @@ class DashboardSettings:
     "What the control dashboard shows and how often each part refreshes."
     default_widgets: list = _f(list(DASHBOARD_WIDGETS), "widgets shown, in order (comma separated)", choices=DASHBOARD_WIDGETS)
     refresh_intervals: dict = _f(dict(portfolio=5.0, strategies=10.0, trades=5.0, system=30.0, market=60.0),
-                                 "refresh of each widget: portfolio, strategies, trades, system, market (e.g. 'trades: 2'; keys left out keep their default)",
+                                 "refresh of each widget: portfolio, strategies, trades, system, market (one line per key, e.g. refresh_intervals.trades = 2; keys left out keep their default)",
                                  "s", lo=0.2, choices=REFRESH_KEYS)
     max_trades_shown: int = _f(50, "rows in the recent-trades table", "rows", lo=1)
     market_symbols: list = _f(["SPY", "QQQ", "AAPL", "MSFT"], "symbols in the market overview (comma separated)")
@@ -267,7 +267,8 @@ class MonitoringSettings:
     strategy_monitoring: bool = _f(True, "check strategies (failed, hanging, disabled) and their data (a symbol without bars while its market is open)")
     alert_thresholds: dict = _f(dict(cpu_usage=80.0, memory_usage=85.0, disk_usage=90.0, connection_latency=1000.0, error_rate=0.05),
                                 "a check fails above: cpu_usage, memory_usage (of max_memory_usage), disk_usage in percent; connection_latency in ms; "
-                                "error_rate as a fraction of events (e.g. 'cpu_usage: 90'; keys left out keep their default)", lo=0, choices=THRESHOLD_KEYS)
+                                "error_rate as a fraction of events (one line per key, e.g. alert_thresholds.cpu_usage = 90; keys left out keep their default)", lo=0, choices=THRESHOLD_KEYS,
+                                units=dict(cpu_usage="%", memory_usage="% of max_memory_usage", disk_usage="%", connection_latency="ms", error_rate="fraction of events"))
     check_interval: float = _f(60.0, "interval between health checks (and equity samples)", "s", lo=1)
     stale_data_bars: float = _f(3.0, "a subscribed symbol is stale after this many bar intervals without a bar while its market is open", "bar intervals", lo=1)
     drawdown_alert: float = _f(0.03, "account drawdown that raises an alert (below emergency_stop_loss)", "fraction of NAV", lo=0, hi=1, lo_open=True)
@@ -873,6 +874,9 @@ def render_ini() -> str:
             if md.get("profile"):
                 prof = ", ".join(f"{k}: {format_value(v)}" for k, v in md["profile"].items())
                 out.append(f";   default by profile ({prof})\n;{f.name} = {format_value(default)}")
+            elif isinstance(default, dict):           # one line per key, by the guide's name: alert_thresholds.cpu_usage = 80
+                if md.get("units"): out.append(";   units: " + ", ".join(f"{k} {u}" for k, u in md["units"].items()))
+                out += [f"{f.name}.{k} = {format_value(v)}" for k, v in default.items()]
             else:
                 out.append(f"{f.name} = {format_value(default)}")
         out.append("")

@@ -403,3 +403,17 @@ def test_the_guides_nested_data_source_keys_are_read(project):
     (project / "settings.ini").write_text("[data]\nalpha_vantage.api_key = abc123\n")
     msgs = problems(project / "settings.ini")
     assert any("secrets must not be written in settings.ini" in m and "ALPHA_VANTAGE_API_KEY" in m for m in msgs), msgs
+
+
+def test_settings_ini_names_each_key_of_a_dict_setting_as_the_guide_does():
+    "alert_thresholds.cpu_usage = 80 and refresh_intervals.portfolio = 5 are lines of settings.ini, and read back as the defaults."
+    text = render_ini()
+    for line in ("alert_thresholds.cpu_usage = 80.0", "alert_thresholds.memory_usage = 85.0", "alert_thresholds.disk_usage = 90.0",
+                 "alert_thresholds.connection_latency = 1000.0", "alert_thresholds.error_rate = 0.05", "refresh_intervals.portfolio = 5.0",
+                 "refresh_intervals.strategies = 10.0", "refresh_intervals.trades = 5.0", "refresh_intervals.system = 30.0",
+                 "refresh_intervals.market = 60.0"):
+        assert f"\n{line}\n" in text, line
+    assert "connection_latency ms" in text and "error_rate fraction of events" in text
+    s = load_settings(ROOT / "settings.ini", env={})
+    assert s.monitoring.alert_thresholds["connection_latency"] == 1000 and s.dashboard.refresh_intervals["market"] == 60
+    assert not s.problems
