@@ -349,6 +349,12 @@ def _json(body: str, who: str, symbol: str) -> dict:
 class _KeyedHTTPSource:
     "What Alpha Vantage and Nasdaq Data Link share: enabled switch, API key from .env, network check, shared rate limit, retries."
     name = title = key_env = setting = signup = ""
+
+    @classmethod
+    def from_settings(cls, data_settings, **kw):
+        "A source configured from its [data] keys (<setting>_enabled, _rate_limit; the API key only from the environment / .env)."
+        d, p = data_settings, cls.setting
+        return cls(**({"api_key": getattr(d, f"{p}_api_key"), "enabled": getattr(d, f"{p}_enabled"), "rate_limit": getattr(d, f"{p}_rate_limit")} | kw))
     period = 1.0
     def __init__(self, api_key: str = "", enabled: bool = True, rate_limit: int = 1, base_url: str = "", timeout: float = 30.0,
                  retries: int = 2, backoff: float = 2.0, state_dir=None, clock: Callable[[], float] = time.time,
@@ -432,11 +438,6 @@ class AlphaVantageSource(_KeyedHTTPSource):
         super().__init__(api_key, enabled, rate_limit, base_url, max_wait=max_wait, **kw)
         self.adjusted = adjusted
 
-    @classmethod
-    def from_settings(cls, data_settings, **kw) -> "AlphaVantageSource":
-        "A source configured from the [data] settings section (the key comes from ALPHA_VANTAGE_API_KEY / .env)."
-        d = data_settings
-        return cls(**({"api_key": d.alpha_vantage_api_key, "enabled": d.alpha_vantage_enabled, "rate_limit": d.alpha_vantage_rate_limit} | kw))
 
     def bars(self, symbol: str, start=None, end=None, bar_size: str = "1 day") -> pd.DataFrame:
         _daily_only(self.name, bar_size)
@@ -493,11 +494,6 @@ class QuandlSource(_KeyedHTTPSource):
         super().__init__(api_key, enabled, rate_limit, base_url, **kw)
         self.database = database.strip().upper()
 
-    @classmethod
-    def from_settings(cls, data_settings, **kw) -> "QuandlSource":
-        "A source configured from the [data] settings section (the key comes from QUANDL_API_KEY / .env)."
-        d = data_settings
-        return cls(**({"api_key": d.quandl_api_key, "enabled": d.quandl_enabled, "rate_limit": d.quandl_rate_limit} | kw))
 
     def bars(self, symbol: str, start=None, end=None, bar_size: str = "1 day") -> pd.DataFrame:
         _daily_only(self.name, bar_size)

@@ -63,7 +63,7 @@ def apply_live(rt, new) -> tuple[dict, dict]:
     return applied, pending
 
 def _fmt(v) -> str:
-    from ats.config import format_value, mask
+    from ats.config import format_value
     return format_value(v)
 
 async def settings_loop(rt, every: float = 1.0) -> None:
