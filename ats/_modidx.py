@@ -225,6 +225,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ats.config._cross_errors': ('config.html#_cross_errors', 'ats/config.py'),
                             'ats.config._env_name': ('config.html#_env_name', 'ats/config.py'),
                             'ats.config._f': ('config.html#_f', 'ats/config.py'),
+                            'ats.config._frequency': ('config.html#_frequency', 'ats/config.py'),
                             'ats.config._ftype': ('config.html#_ftype', 'ats/config.py'),
                             'ats.config._import_values': ('config.html#_import_values', 'ats/config.py'),
                             'ats.config._ini_text': ('config.html#_ini_text', 'ats/config.py'),

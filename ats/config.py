@@ -11,18 +11,19 @@ from typing import Any
 from urllib.parse import urlparse, parse_qs
 
 # %% auto #0
-__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'THRESHOLD_KEYS',
-           'ALERT_LEVELS', 'SECTIONS', 'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES', 'INI_HEADER',
-           'MASKED', 'EnvironmentSettings', 'DevelopmentSettings', 'ProductionSettings', 'profile_defaults',
-           'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings', 'StopLossSettings', 'DataSettings',
-           'PerformanceSettings', 'LoggingSettings', 'MemorySettings', 'GuiSettings', 'DashboardSettings',
-           'SecuritySettings', 'EncryptionSettings', 'BackupSettings', 'RecoverySettings', 'MonitoringSettings',
-           'AlertsSettings', 'JobsSettings', 'GatewaySettings', 'Problem', 'SettingsError', 'LiveTradingRefused',
-           'Source', 'parse_value', 'format_value', 'Settings', 'mask', 'find_settings_file', 'read_dotenv',
-           'env_names', 'load_settings', 'check_live_guard', 'AccountRefused', 'is_paper_account',
-           'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib', 'check_database',
-           'check_risk', 'check_resources', 'check_strategies', 'check_operations', 'validate_configuration',
-           'export_settings', 'export_text', 'read_import_file', 'ImportResult', 'import_settings']
+__all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBOARD_WIDGETS', 'REFRESH_KEYS', 'BACKUP_COMPONENTS',
+           'THRESHOLD_KEYS', 'ALERT_LEVELS', 'SECTIONS', 'RENAMED', 'RETIRED', 'DEFAULT_INI', 'PAPER_ACCOUNT_PREFIXES',
+           'INI_HEADER', 'MASKED', 'EnvironmentSettings', 'DevelopmentSettings', 'ProductionSettings',
+           'profile_defaults', 'IBSettings', 'ArcticSettings', 'RiskSettings', 'PositionSizingSettings',
+           'StopLossSettings', 'DataSettings', 'PerformanceSettings', 'LoggingSettings', 'MemorySettings',
+           'GuiSettings', 'DashboardSettings', 'SecuritySettings', 'EncryptionSettings', 'BackupSettings',
+           'RecoverySettings', 'MonitoringSettings', 'AlertsSettings', 'JobsSettings', 'GatewaySettings', 'Problem',
+           'SettingsError', 'LiveTradingRefused', 'Source', 'parse_value', 'format_value', 'Settings', 'mask',
+           'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
+           'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
+           'check_database', 'check_risk', 'check_resources', 'check_strategies', 'check_operations',
+           'validate_configuration', 'export_settings', 'export_text', 'read_import_file', 'ImportResult',
+           'import_settings']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False, units=None):
@@ -62,7 +63,7 @@ class ProductionSettings:
     mock_data: bool = _f(False, "no broker and no internet: the built-in paper gateway on random prices")
     enhanced_logging: bool = _f(True, "process, thread and source location on every log line: the default of [logging] enhanced")
     monitoring_enabled: bool = _f(True, "health checks on: the default of [monitoring] system_health_check")
-    backup_enabled: bool = _f(True, "scheduled backups on: the default of [backup] enabled")
+    backup_enabled: bool = _f(True, "scheduled backups on: the default of [backup] auto_backup")
     production_port: int = _f(7496, "IB API port in this profile (7496 TWS live, 4001 Gateway live): the default of [ib] port", lo=1, hi=65535)
 
 def profile_defaults(profile: str, p) -> dict[tuple[str, str], Any]:
@@ -71,7 +72,7 @@ def profile_defaults(profile: str, p) -> dict[tuple[str, str], Any]:
            ("ib", "port"): p.development_port if profile == "development" else p.production_port,
            ("logging", "level"): "DEBUG" if p.debug_mode else "WARNING" if getattr(p, "reduced_logging", False) else "INFO"}
     for key, target in (("enhanced_logging", ("logging", "enhanced")), ("monitoring_enabled", ("monitoring", "system_health_check")),
-                        ("backup_enabled", ("backup", "enabled"))):
+                        ("backup_enabled", ("backup", "auto_backup"))):
         if hasattr(p, key): out[target] = getattr(p, key)
     if p.mock_data: out |= {("ib", "gateway_type"): "paper", ("gateway", "data"): "random", ("data", "default_source"): "random"}
     return out
@@ -222,26 +223,40 @@ class DashboardSettings:
 @dataclass
 class SecuritySettings:
     "Who may use the dashboard and the control channel."
-    auth_enabled: bool = _f(False, "require a password for the dashboard", profile={"development": False, "production": True})
-    username: str = _f("admin", "dashboard user name")
-    password: str = _f("", "dashboard password (secret: only from ATS_SECURITY__PASSWORD / .env)", secret=True)
-    session_timeout: float = _f(3600.0, "dashboard session lifetime", "s", lo=60)
-    allowed_hosts: list = _f(["127.0.0.1", "localhost"], "hosts allowed to reach the dashboard (comma separated)")
+    enable_authentication: bool = _f(False, "every dashboard page asks for a login (users: `ats users add NAME --role viewer|trader|admin`); off is allowed only while [gui] host is a loopback address", profile={"development": False, "production": True})
+    session_timeout: float = _f(3600.0, "a dashboard session idle this long ends (the next page or button asks for the login again)", "s", lo=60)
+    max_login_attempts: int = _f(3, "wrong passwords (or codes) in a row that lock the user until `ats users unlock NAME` or lockout_time", lo=1, hi=100)
+    lockout_time: float = _f(900.0, "how long a locked user stays locked without `ats users unlock`", "s", lo=0)
+    password_complexity: bool = _f(True, "passwords need 12+ characters with lower and upper case letters, a digit and a symbol")
+    two_factor_auth: bool = _f(False, "a TOTP code (RFC 6238, any authenticator app) after the password; `ats users add` shows the enrolment once")
+    api_rate_limiting: bool = _f(True, "limit login attempts per address and control commands per user (login_rate_limit, command_rate_limit)")
+    login_rate_limit: int = _f(10, "login attempts per address per minute when api_rate_limiting is on", "/min", lo=1)
+    command_rate_limit: int = _f(30, "control commands (start, stop, kill, parameter changes…) per user per minute when api_rate_limiting is on", "/min", lo=1)
+    users_file: str = _f("keys/users.db", "the dashboard's users, argon2 password hashes, sessions and the security audit (SQLite, created 0600)")
 
 @dataclass
 class EncryptionSettings:
-    "Encryption of backups and stored secrets."
-    enabled: bool = _f(False, "encrypt backups")
-    key: str = _f("", "encryption key (secret: only from ATS_ENCRYPTION__KEY / .env)", secret=True)
+    "Encryption of rotated logs and backups (AES-GCM), and TLS for the dashboard."
+    encrypt_database: bool = _f(False, "ArcticDB has no encryption of its own: `ats check` says what protects the database (an encrypted volume, S3 server-side encryption) and what does not")
+    encrypt_logs: bool = _f(False, "rotated log files are encrypted (read them with `ats logs show FILE`)")
+    encrypt_backups: bool = _f(False, "backup archives are encrypted", profile={"development": False, "production": True})
+    encryption_key_file: str = _f("keys/encryption.key", "the key ring (created 0600 by `ats init`, rotated by `ats keys rotate`; never in a backup or a log)")
+    ssl_enabled: bool = _f(False, "serve the dashboard over HTTPS only (plain HTTP is refused)", profile={"development": False, "production": True})
+    certificate_file: str = _f("certs/server.crt", "the dashboard's TLS certificate (PEM; `ats init` makes a self-signed one when it is missing)")
+    certificate_key_file: str = _f("certs/server.key", "the certificate's private key (PEM, 0600)")
+
+BACKUP_COMPONENTS = ("database", "configurations", "logs", "strategies")
 
 @dataclass
 class BackupSettings:
-    "Backups of the ArcticDB database."
-    enabled: bool = _f(False, "take backups on schedule", profile={"development": False, "production": True})
-    path: str = _f("data_and_research/backups", "folder for backups")
-    interval_hours: float = _f(24.0, "interval between backups", "h", lo=0.1)
-    retention_days: int = _f(30, "backups older than this are deleted", "days", lo=1)
-    verify: bool = _f(True, "check each backup by restoring it to a temporary folder")
+    "Backups: one archive of the chosen components, with a manifest of checksums; scheduled, pruned, verified."
+    auto_backup: bool = _f(True, "the scheduler takes a backup every backup_frequency (`ats backup` takes one now)")
+    backup_frequency: str = _f("daily", "hourly (at :15), daily (02:30) or weekly (Sunday 02:30), in [jobs] timezone", choices=("hourly", "daily", "weekly"))
+    backup_location: str = _f("./backups/", "folder the archives are written to")
+    retention_days: int = _f(30, "archives older than this are deleted after each backup", "days", lo=1)
+    compress_backups: bool = _f(True, "gzip the archive")
+    backup_components: list = _f(list(BACKUP_COMPONENTS), "what a backup holds: database (ArcticDB, copied consistently while it is written), configurations (settings.ini, users), logs, strategies (comma separated)", choices=BACKUP_COMPONENTS)
+    verify_backups: bool = _f(True, "check each new archive (checksums, decryption, the database opens and reads)")
 
 @dataclass
 class RecoverySettings:
@@ -351,6 +366,12 @@ RENAMED: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("alerts", "min_level"): ("alerts", "alert_levels", lambda v: ", ".join(ALERT_LEVELS[ALERT_LEVELS.index(str(v).strip().upper()):])
                                                                   if str(v).strip().upper() in ALERT_LEVELS else v),
     ("alerts", "smtp_tls"): ("alerts", "smtp_security", lambda v: "starttls" if str(v).strip().lower() in _TRUE else "none"),
+    ("security", "auth_enabled"): ("security", "enable_authentication", None),
+    ("encryption", "enabled"): ("encryption", "encrypt_backups", None),         # it only ever meant "encrypt backups"
+    ("backup", "enabled"): ("backup", "auto_backup", None),
+    ("backup", "path"): ("backup", "backup_location", None),
+    ("backup", "interval_hours"): ("backup", "backup_frequency", lambda v: _frequency(v)),
+    ("backup", "verify"): ("backup", "verify_backups", None),
 }
 # Settings that no longer exist: (section, key) -> what to do instead. Warned about, never silently ignored.
 RETIRED: dict[tuple[str, str], str] = {
@@ -363,7 +384,20 @@ RETIRED: dict[tuple[str, str], str] = {
     ("alerts", "channels"): "each channel has its own switch now: [alerts] email_alerts, sms_alerts, gui_alerts, log_alerts; delete this line",
     ("alerts", "rate_limit"): "the guide limits repeats instead of a count per hour: [alerts] alert_frequency_limit (seconds between the "
                               "same alert); delete this line",
+    ("security", "username"): "dashboard users are accounts now, each with a role: `ats users add NAME --role admin`; delete this line",
+    ("security", "password"): "passwords are stored only as argon2 hashes: `ats users add NAME` (or `ats users passwd NAME`) asks for it; "
+                              "delete this line and ATS_SECURITY__PASSWORD",
+    ("security", "allowed_hosts"): "the dashboard is reachable wherever [gui] host listens; off loopback it needs [security] "
+                                   "enable_authentication (and [encryption] ssl_enabled); delete this line",
+    ("encryption", "key"): "the key lives in [encryption] encryption_key_file (created 0600 by `ats init`, rotated by `ats keys rotate`), "
+                           "never in settings or the environment; delete this line and ATS_ENCRYPTION__KEY",
 }
+
+def _frequency(v) -> str:
+    "An old backup interval in hours as the guide's backup_frequency."
+    try: h = float(v)
+    except (TypeError, ValueError): return str(v)
+    return "hourly" if h <= 1 else "daily" if h <= 24 else "weekly"
 
 def _pct(v) -> str:
     "An old fraction threshold (0.8) as the guide's percent (80); a value that is not a number is passed on to fail with its message."

@@ -86,13 +86,15 @@ def test_arctic_path_gives_lmdb_uri(project):
 def test_development_profile(project):
     s = load_settings(None, env={}, use_file=False)
     assert (s.environment.name, s.ib.port, s.ib.paper_trading, s.logging.level) == ("development", 7497, True, "DEBUG")
-    assert s.monitoring.system_health_check and not s.backup.enabled and not s.logging.enhanced   # the guide: health checks on by default
+    assert s.monitoring.system_health_check and s.backup.auto_backup and not s.logging.enhanced   # the guide: health checks and backups on by default
+    assert not (s.security.enable_authentication or s.encryption.ssl_enabled or s.encryption.encrypt_backups)
 
 
 def test_production_profile(project):
     s = load_settings(None, env={"ENVIRONMENT": "production"}, use_file=False)
     assert (s.ib.port, s.ib.paper_trading, s.logging.level) == (7496, False, "INFO")
-    assert s.monitoring.system_health_check and s.backup.enabled and s.logging.enhanced and s.security.auth_enabled
+    assert s.monitoring.system_health_check and s.backup.auto_backup and s.logging.enhanced and s.security.enable_authentication
+    assert s.encryption.ssl_enabled and s.encryption.encrypt_backups     # the production dashboard is a login over HTTPS
 
 
 def test_live_guard_refuses_without_both_opt_ins(project):
@@ -360,11 +362,11 @@ def test_profile_sections_give_the_defaults_their_keys_name(project):
     dev = load_settings(None, env={}, use_file=False)
     assert (dev.development.paper_trading, dev.development.debug_mode, dev.development.mock_data, dev.development.reduced_logging,
             dev.development.development_port, dev.development.test_strategies) == (True, True, False, False, 7497, ["test_strategy.py"])
-    assert (dev.ib.port, dev.ib.paper_trading, dev.logging.level, dev.backup.enabled) == (7497, True, "DEBUG", False)
+    assert (dev.ib.port, dev.ib.paper_trading, dev.logging.level, dev.backup.auto_backup) == (7497, True, "DEBUG", True)
     prod = load_settings(None, env={"ENVIRONMENT": "production"}, use_file=False)
     p = prod.production
     assert (p.paper_trading, p.debug_mode, p.enhanced_logging, p.monitoring_enabled, p.backup_enabled, p.production_port) == (False, False, True, True, True, 7496)
-    assert (prod.ib.port, prod.ib.paper_trading, prod.logging.level, prod.logging.enhanced, prod.backup.enabled) == (7496, False, "INFO", True, True)
+    assert (prod.ib.port, prod.ib.paper_trading, prod.logging.level, prod.logging.enhanced, prod.backup.auto_backup) == (7496, False, "INFO", True, True)
     assert str(prod.source("ib", "port")) == "profile (production)"
     # each key does what its name says
     (project / "settings.ini").write_text("[development]\ndevelopment_port = 4002\ndebug_mode = false\nreduced_logging = true\nmock_data = true\n"
@@ -372,7 +374,7 @@ def test_profile_sections_give_the_defaults_their_keys_name(project):
     s = load_settings(project / "settings.ini", env={})
     assert (s.ib.port, s.logging.level, s.ib.gateway_type, s.gateway.data, s.data.default_source) == (4002, "WARNING", "paper", "random", "random")
     s = load_settings(project / "settings.ini", env={"ENVIRONMENT": "production"})
-    assert (s.ib.port, s.monitoring.system_health_check, s.backup.enabled) == (4001, False, False)
+    assert (s.ib.port, s.monitoring.system_health_check, s.backup.auto_backup) == (4001, False, False)
     # a value set for the key itself still wins over the profile's default
     (project / "settings.ini").write_text("[development]\ndevelopment_port = 4002\n[ib]\nport = 7000\n")
     assert load_settings(project / "settings.ini", env={}).ib.port == 7000
