@@ -110,6 +110,14 @@ def cmd_init(args) -> int:
         if not (st.strategies_dir / seed["filename"]).is_file(): continue
         st.save_strategy_config(StrategyConfig.from_dict(seed), by="ats init"); print(f"strategy: {seed['strategy_name']} added (active)")
     for d in ("logs", "data_and_research/runs"): s.path(d).mkdir(parents=True, exist_ok=True)
+    cert, key = s.path(s.encryption.certificate_file), s.path(s.encryption.certificate_key_file)
+    if s.encryption.ssl_enabled and not (cert.exists() or key.exists()):    # HTTPS from the first start; never over someone's own files
+        from ats.ui.auth import self_signed_certificate, certificate_hosts
+        self_signed_certificate(cert, key, certificate_hosts(s))
+        print(f"certificate: wrote a self-signed {cert} (key {key}, 0600) for {', '.join(certificate_hosts(s))}; "
+              "browsers warn until you replace it with one they trust")
+    if s.security.enable_authentication and not s.path(s.security.users_file).exists():
+        print("users: nobody can log in to the dashboard yet: `ats users add NAME --role admin`")
     print("next: `ats check` validates everything; `ats config` shows the effective settings")
     return 0
 
@@ -534,15 +542,24 @@ def _exit_text(code: int | None) -> str:
 
 def _start_dashboard(sup, s) -> str | None:
     "Start the Voila dashboards as a child of `sup`; its URL, or None (with the reason printed) if it could not start."
-    from ats.ui.server import voila_spec, dashboard_url, is_loopback
+    from ats.ui.server import voila_spec, dashboard_url
+    from ats.config import is_loopback
     from ats.supervisor import port_open
     probe = "127.0.0.1" if s.gui.host in ("0.0.0.0", "::", "") else s.gui.host
     if port_open(probe, s.gui.port):
         print(f"the dashboard did not start: [gui] port {s.gui.port} is in use (another `ats up` or `ats dashboard`?); "
               "set [gui] port, or [gui] start_dashboard = false. Trading goes on without it.", flush=True)
         return None
-    if not is_loopback(s.gui.host):
-        print(f"warning: the dashboard listens on {s.gui.host} without a login: anyone who reaches port {s.gui.port} can steer the account", flush=True)
+    if not is_loopback(s.gui.host) and not s.security.enable_authentication:       # `ats check` refuses it too
+        print(f"the dashboard did not start: [gui] host {s.gui.host} would let other machines steer the account without a login; "
+              "set [security] enable_authentication = true (and `ats users add NAME --role admin`), or [gui] host = 127.0.0.1. "
+              "Trading goes on without it.", flush=True)
+        return None
+    if s.encryption.ssl_enabled:
+        from ats.ui.auth import tls_context
+        try: tls_context(s.path(s.encryption.certificate_file), s.path(s.encryption.certificate_key_file))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"the dashboard did not start: {e}. Trading goes on without it.", flush=True); return None
     try: sup.start(voila_spec(s, s.ini_path, s.path("logs/dashboard.log")))
     except (RuntimeError, FileNotFoundError) as e:
         print(f"the dashboard did not start: {e}. Trading goes on without it.", flush=True); return None

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #792cbe5c
 from __future__ import annotations
-import configparser, dataclasses, difflib, json, os, re, shutil, tempfile
+import configparser, dataclasses, difflib, ipaddress, json, os, re, shutil, tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBO
            'find_settings_file', 'read_dotenv', 'env_names', 'load_settings', 'check_live_guard', 'AccountRefused',
            'is_paper_account', 'check_account_guard', 'render_ini', 'CheckResult', 'ValidationReport', 'check_ib',
            'check_database', 'check_risk', 'check_resources', 'check_strategies', 'check_operations',
-           'validate_configuration', 'export_settings', 'export_text', 'read_import_file', 'ImportResult',
-           'import_settings']
+           'validate_configuration', 'is_loopback', 'check_security', 'export_settings', 'export_text',
+           'read_import_file', 'ImportResult', 'import_settings']
 
 # %% ../nbs/00_config.ipynb #3ff38937
 def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False, units=None):
@@ -1123,7 +1123,45 @@ def validate_configuration(path: str | Path | None = None, *, env: dict | None =
     check_risk(settings, rep)
     check_resources(settings, rep)
     check_operations(settings, rep)
+    check_security(settings, rep)
     return rep, settings
+
+def is_loopback(host: str) -> bool:
+    "True if only this machine can reach `host` (a wildcard or a name other than localhost may be reachable from others)."
+    if host == "localhost": return True
+    try: return ipaddress.ip_address(host).is_loopback
+    except ValueError: return False
+
+def check_security(s: Settings, rep: ValidationReport):
+    "Nobody steers the account without a login: the dashboard off loopback needs one (and HTTPS), a login needs users."
+    def add(status, sec, key, msg): rep.add("security", status, f"{_loc(s, sec, key)}: {msg}", sec, key)
+    sec, enc, n0 = s.security, s.encryption, len(rep.results)
+    if not is_loopback(s.gui.host) and not sec.enable_authentication:
+        add("error", "gui", "host", f"{s.gui.host!r} lets other machines reach the dashboard, which can flatten the account, without a login: "
+                                    "set [security] enable_authentication = true and add users (`ats users add NAME --role admin`), "
+                                    "or listen on 127.0.0.1")
+    if not is_loopback(s.gui.host) and sec.enable_authentication and not enc.ssl_enabled:
+        add("warning", "encryption", "ssl_enabled", f"false while the dashboard listens on {s.gui.host!r}: passwords and session cookies "
+                                                    "cross the network in clear text; set ssl_enabled = true (`ats init` makes a certificate)")
+    if enc.ssl_enabled:
+        for key in ("certificate_file", "certificate_key_file"):
+            p = s.path(getattr(enc, key))
+            if not p.is_file(): add("error", "encryption", key, f"{p} does not exist: run `ats init` (it makes a self-signed certificate) or point it at yours")
+    if sec.enable_authentication:
+        p = s.path(sec.users_file)
+        admins = []
+        if p.is_file():
+            try:
+                from ats.auth import UserStore
+                admins = [u.name for u in UserStore.from_settings(s).users() if u.role == "admin"]
+            except Exception as e:
+                add("error", "security", "users_file", f"{p} cannot be read ({e}): restore it from a backup (`ats restore ARCHIVE --components configurations`)")
+                admins = None
+        if admins == []:
+            add("error", "security", "enable_authentication", "true but nobody can log in: add an admin with `ats users add NAME --role admin`")
+    if len(rep.results) == n0:
+        rep.add("security", "ok", "dashboard: " + ("login required" if sec.enable_authentication else "loopback only, no login")
+                + (", HTTPS" if enc.ssl_enabled else ""))
 
 # %% ../nbs/00_config.ipynb #a70f3d5e
 MASKED = "********"          # how an export shows a secret that is set; on import it means "leave it as it is"

@@ -17,6 +17,7 @@ from ..store import Store
 from ..status import read_status, freshness, Freshness
 from ..control import send_command, wait_for_result
 from .theme import page, page_url, user
+from .auth import PageAccess, expired_html
 from bokeh.core.json_encoder import serialize_json
 from jupyter_bokeh import BokehModel
 
@@ -310,6 +311,7 @@ class StrategyRow:
             b = W.Button(description=a, layout=W.Layout(width="52px", flex="0 0 auto"), button_style="danger" if a in CONFIRM else "")
             b.add_class(f"ats-{a}-{name}"); b.add_class("ats-action")
             b.on_click(lambda _, a=a: dash.act(a, name))
+            b.disabled = dash.read_only                 # a viewer sees the buttons and presses none (act refuses it anyway)
             self.buttons.append(b)
         det = W.Button(description="details", layout=W.Layout(width="54px", flex="0 0 auto")); det.add_class(f"ats-details-{name}")
         det.on_click(lambda _: dash.show_detail(name))
@@ -450,7 +452,7 @@ class SystemStatus(Panel):
         rows = []
         for p in unassigned:
             to = W.Dropdown(options=names, layout=W.Layout(width="170px")); to.add_class(f"ats-assign-to-{p['symbol']}")
-            b = W.Button(description="assign", layout=W.Layout(width="70px")); b.add_class(f"ats-assign-{p['symbol']}")
+            b = W.Button(description="assign", layout=W.Layout(width="70px"), disabled=self.dash.read_only); b.add_class(f"ats-assign-{p['symbol']}")
             b.on_click(lambda _, p=p, to=to: self.dash.act("assign", to.value, dict(con_id=p["con_id"], quantity=p["quantity"], to=to.value)))
             rows.append(W.HBox([W.HTML(f"unassigned: <b>{qty(p['quantity'])} {html.escape(p['symbol'])}</b> → ", layout=W.Layout(width="230px")), to, b]))
         self.assign_box.children = rows
@@ -549,6 +551,8 @@ class ControlDashboard:
         base = load_settings(settings_path)
         self.store = store or Store.from_settings(base, create=True)
         self.s = load_settings(settings_path, store=self.store)
+        self.access = PageAccess(self.s)              # who is looking and what they may press (ats.ui.auth)
+        self.read_only = self.access.on and not self.access.may("start")
         self.ctx: Ctx | None = None
         self.panels = {n: PANELS[n](self) for n in self.s.dashboard.default_widgets}
         self.alerts = AlertsPanel(self)
@@ -564,6 +568,7 @@ class ControlDashboard:
         self.kill.on_click(lambda _: self.act("kill", "*", dict(flatten=bool(self.kill_flatten.value), reason="dashboard kill switch")))
         self.resume.on_click(lambda _: self.act("resume", "*"))
         self.refresh_btn.on_click(lambda _: self.refresh_soon(*self.intervals))
+        for b in (self.kill, self.kill_flatten, self.resume): b.disabled = self.read_only
         killbar = W.HBox([self.kill, self.kill_flatten, self.resume, self.refresh_btn], layout=W.Layout(align_items="center", flex_flow="row wrap"))
         ordered = [self.panels[n].widget for n in self.s.dashboard.default_widgets]
         self.widget = page(self.s.gui.theme, "control", self.header, self.banner, killbar, self.confirm, self.message,
@@ -616,11 +621,20 @@ class ControlDashboard:
             f"<span class='ats-t-{p.key}' data-ms='{p.last_ms:.1f}'>{p.key} {p.last_ms:.0f} ms</span>" for p in self.panels.values() if p.last_ms is not None) + "</small>")
 
     async def run(self) -> None:
-        "Refresh forever, every `[gui] update_frequency` ms."
+        "Refresh forever, every `[gui] update_frequency` ms; with logins, until the page's session ends."
+        checked = time.monotonic()
         while True:
+            if self.access.on and time.monotonic() - checked >= 5.0:
+                checked = time.monotonic()
+                if await asyncio.to_thread(self.access.who) is None: return self.end_session()
             try: await self.tick()
             except Exception as e: set_html(self.message, f"<span class='ats-msg error'>refresh failed: {html.escape(str(e))}</span>")
             await asyncio.sleep(self.s.gui.update_frequency / 1000)
+
+    def end_session(self) -> None:
+        "The session ended (idle past session_timeout, or logged out): the page stops showing the account and offers the login."
+        self.read_only = True
+        self.widget.children = [W.HTML(expired_html())]
 
     def start(self) -> None:
         "Start refreshing in the kernel's event loop (Voila and JupyterLab keep it running)."
@@ -642,14 +656,26 @@ class ControlDashboard:
         age = f" · status from {_age(f.age_s)} ago" if f.age_s is not None else ""
         set_html(self.header, f"<div class='ats-header'><span class='ats-badge {'paper' if paper else 'live'}'>{'PAPER' if paper else 'LIVE'}</span> "
                               f"{html.escape(str(a.get('id') or self.s.ib.account or ''))} · {state}{age} · trading day {html.escape(str(a.get('day') or '–'))} · "
-                              f"user <b>{html.escape(user())}</b></div>")
+                              f"{self._user_html()}</div>")
         if f.state == "stale": set_html(self.banner, f"<div class='ats-banner stale'>{html.escape(f.message)}</div>")
         elif f.state in ("stopped", "none"): set_html(self.banner, f"<div class='ats-banner stopped'>not running — {html.escape(f.message)}; what you see is the last stored state</div>")
         else: set_html(self.banner, "")
 
+    def _user_html(self) -> str:
+        if not self.access.on: return f"user <b>{html.escape(user())}</b>"
+        u = self._page_user = getattr(self, "_page_user", None) or self.access.who()
+        if u is None: return "<b class='ats-bad'>session ended</b>"
+        return (f"user <b class='ats-user'>{html.escape(u.name)}</b> <span class='ats-role'>({html.escape(u.role)}"
+                f"{', read-only' if self.read_only else ''})</span> · <a href='/logout' target='_top' class='ats-logout' style='color:var(--ats-accent)'>log out</a>")
+
     # ---- steering ------------------------------------------------------------------------------------------------
     def act(self, action: str, target: str = "*", args: dict | None = None, *, confirmed: bool = False) -> None:
-        "A button press: kill and flatten ask first; then the command goes to the runner and its answer is shown."
+        "A button press: the role must allow it (ats.ui.auth); kill and flatten ask first; then the command goes to the runner."
+        if not self.access.may(action):
+            try: self.access.guard(action, f"{action} {target}")        # refused: says why and records the attempt
+            except ValueError as e:
+                set_html(self.message, f"<span class='ats-msg error'>{html.escape(action)} {html.escape(target)}: {html.escape(str(e))}</span>")
+                return
         if action in CONFIRM and not confirmed:
             what = f"strategy {target}" if target != "*" else "the whole account"
             text = CONFIRM[action] if target != "*" else ("halt every strategy and cancel all orders" + (", then flatten every position" if (args or {}).get("flatten") else ""))
@@ -666,7 +692,8 @@ class ControlDashboard:
         set_html(self.message, f"<span class='ats-muted'>{html.escape(action)} {html.escape(target)}: sent…</span>")
         async def go():
             def send():
-                cmd = send_command(self.store, action, target, args, by=user(), source="dashboard")
+                who = self.access.guard(action, f"{action} {target}")     # the role, the session and the command rate, audited
+                cmd = send_command(self.store, action, target, args, by=who, source="dashboard")
                 return wait_for_result(self.store, cmd, timeout=15.0)
             try: res = await asyncio.to_thread(send)
             except Exception as e: res, err = None, str(e.args[0] if isinstance(e, KeyError) and e.args else e)

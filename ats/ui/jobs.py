@@ -16,6 +16,7 @@ from ..jobs import RUNS_DIR, job_history
 from ..scheduler import Schedule, ScheduleError, get_schedule, next_runs, pause_schedule, resume_schedule, session_minutes, zone
 from ..alerts import alert_history
 from .theme import page, page_url, user
+from .auth import page_access
 
 # %% auto #0
 __all__ = ['SCHEDULE_HINT', 'RUN_NOW_LOG', 'SCHEDULE_COLS', 'badge', 'utc', 'utc_text', 'next_run_text', 'duration_text', 'table',
@@ -345,10 +346,11 @@ class JobsPage:
         "Start a schedule's job now (refused while its previous Run now still runs); the message says what happened."
         self._waiting = None
         try:
+            who = page_access().guard("job", f"run now {name}")       # a trader or an admin (ats.ui.auth), audited
             s = get_schedule(self.store, name)
-            ok, text = start_run_now(self.s, s, user())
+            ok, text = start_run_now(self.s, s, who)
             if run_now_alive(self.s, s.job): self._waiting = s.job
-        except (ScheduleError, OSError) as e: ok, text = False, f"Run now of {name}: {e}"
+        except (ScheduleError, OSError, ValueError) as e: ok, text = False, f"Run now of {name}: {e}"
         set_html(self.message, _msg(ok, text))
         if self.data is not None: self.render({**self.data, "busy": {r["job"]: run_now_alive(self.s, r["job"]) for r in self.data["schedules"]}})
         return ok
@@ -357,9 +359,10 @@ class JobsPage:
         "Pause an active schedule, resume a paused one (what fell in the pause is not caught up)."
         try:
             s = get_schedule(self.store, name)
+            page_access().guard("job", f"{'resume' if s.paused else 'pause'} schedule {name}")
             s = resume_schedule(self.store, name) if s.paused else pause_schedule(self.store, name)
             set_html(self.message, _msg(True, f"schedule {name}: {'paused' if s.paused else 'active again'}"))
-        except ScheduleError as e: set_html(self.message, _msg(False, str(e)))
+        except (ScheduleError, ValueError) as e: set_html(self.message, _msg(False, str(e)))
         self.refresh()
 
     # ---- one run's output notebook -------------------------------------------------------------------------------

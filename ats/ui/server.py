@@ -9,7 +9,7 @@ from pathlib import Path
 from ..supervisor import ChildSpec
 
 # %% auto #0
-__all__ = ['SHIPPED', 'dashboards_dir', 'dashboard_url', 'is_loopback', 'serve', 'voila_spec']
+__all__ = ['SHIPPED', 'dashboards_dir', 'dashboard_url', 'serve', 'voila_spec']
 
 # %% ../../nbs/59_ui_server.ipynb #8b28be5e
 SHIPPED = Path(__file__).resolve().parents[2] / "dashboards" if "__file__" in globals() else Path("..").resolve() / "dashboards"
@@ -26,13 +26,7 @@ def dashboard_url(s, page: str = "control") -> str:
     host = s.gui.host
     if host in ("0.0.0.0", "::", ""): host = "localhost"
     elif ":" in host: host = f"[{host}]"
-    return f"http://{host}:{s.gui.port}/voila/render/{page}.ipynb"
-
-def is_loopback(host: str) -> bool:
-    "True if only this machine can reach `host`."
-    if host in ("localhost", ""): return host == "localhost"
-    try: return ipaddress.ip_address(host).is_loopback
-    except ValueError: return False
+    return f"{'https' if s.encryption.ssl_enabled else 'http'}://{host}:{s.gui.port}/voila/render/{page}.ipynb"
 
 def serve(argv: list[str] | None = None) -> None:
     """Run Voila in this process (the dashboard child of `ats up` / `ats dashboard`): a stop signal stops it like Ctrl-C,
@@ -43,9 +37,12 @@ def serve(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)       # SIGTERM -> KeyboardInterrupt: Voila's own clean stop
     signal.signal(signal.SIGHUP, signal.default_int_handler)
     watch_parent()
-    from voila.app import main
-    sys.argv = ["voila", *(sys.argv[1:] if argv is None else argv)]
-    try: main()
+    from ats.ui.auth import AtsVoila
+    args = list(sys.argv[1:] if argv is None else argv)
+    tls = [a.split("=", 1)[1] for a in args if a.startswith(("--ats-certfile=", "--ats-keyfile="))]
+    AtsVoila.ats_tls = tuple(tls) if len(tls) == 2 else None          # HTTPS only (ats.ui.auth: Voila alone has no TLS)
+    args = [a for a in args if not a.startswith(("--ats-certfile=", "--ats-keyfile="))]
+    try: AtsVoila.launch_instance(args)
     except KeyboardInterrupt: pass
 
 def voila_spec(s, settings_file: Path | None, log_path: Path | None = None) -> ChildSpec:
@@ -56,11 +53,18 @@ def voila_spec(s, settings_file: Path | None, log_path: Path | None = None) -> C
             "--VoilaConfiguration.extension_denylist=jupyterlab-jupytext",      # a JupyterLab-only extension that fails to load in Voila
             # the control page runs in a kernel started (and its notebook executed) before anyone asks: it opens in a fraction of
             # the time. The settings, data and jobs pages read their ?strategy= / ?symbol= / ?run= query, which only a fresh kernel sees.
-            "--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.preheat_denylist=['settings.ipynb', 'data.ipynb', 'jobs.ipynb']",
-            # a closed page asks Voila to shut its kernel down without an XSRF token (voila-dashboards/voila#1458): refused, each
-            # closed tab left a kernel refreshing the dashboard until the server stopped. The check guards cookie logins, which
-            # this server has none of (the security issue brings them, and must then keep closed pages' kernels from leaking).
-            "--Voila.tornado_settings={'disable_check_xsrf': True}"]
+            # Voila's XSRF check stays on; the one request its page sends without a token (the unload beacon that shuts a
+            # closed page's kernel down, voila#1458) is checked for a same-origin Origin instead (ats.ui.auth.SameOriginShutdown).
+            ]
+    if s.security.enable_authentication:
+        # ats's users and sessions (ats.ui.auth); the page's kernel learns the session from a header the server sets, which a
+        # preheated kernel (started before any request) cannot: every page gets its kernel at request time
+        argv += ["--Voila.identity_provider_class=ats.ui.auth.AtsIdentityProvider", "--VoilaConfiguration.http_header_envs=['X-Ats-Session']",
+                 "--preheat_kernel=False"]
+    else:
+        argv += ["--preheat_kernel=True", "--pool_size=1", "--VoilaKernelManager.preheat_denylist=['settings.ipynb', 'data.ipynb', 'jobs.ipynb']"]
+    if s.encryption.ssl_enabled:
+        argv += [f"--ats-certfile={s.path(s.encryption.certificate_file)}", f"--ats-keyfile={s.path(s.encryption.certificate_key_file)}"]
     env = {"ATS_SETTINGS": str(settings_file)} if settings_file else {}
     return ChildSpec("dashboard", argv, ready_port=(s.gui.host if s.gui.host not in ("0.0.0.0", "::") else "127.0.0.1", s.gui.port),
                      ready_timeout=60.0, env=env, log_path=log_path)

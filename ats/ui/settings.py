@@ -13,6 +13,7 @@ from ..store import Store, StrategyConfig, RISK_LIMIT_KEYS
 from ..settings_updates import applies, when_text
 from ..strategy import FREQUENCIES, Strategy, StrategyLoadError, load_strategy_class, params_from_text
 from .theme import page, user
+from .auth import page_access
 
 # %% auto #0
 __all__ = ['ENTER_KINDS', 'RISK_SECTIONS', 'PAGE_CSS', 'param_kind', 'ParamField', 'param_field', 'strategy_fields',
@@ -88,7 +89,10 @@ def params_to_store(cls: type[Strategy], stored: dict, values: dict) -> dict:
     return {k: v for k, v in values.items() if k in stored or k not in cls.params or v != cls.params[k]}
 
 # %% ../../nbs/55_ui_settings.ipynb #f567fea7
-_who = user          # who changes a setting, for the audit log
+def _who(action: str, detail: str = "") -> str:
+    """Who makes this change, for the audit log, once their role allows it: a trader edits a strategy, only an admin
+    changes risk limits and global settings (ats.ui.auth; raises ats.auth.AuthError, a ValueError, saying what to do)."""
+    return page_access().guard(action, detail)
 
 def _msg(ok: bool, text: str) -> str:
     "A status line in the theme's colours; on its own line and wrapping, so it never pushes a button out of view."
@@ -166,7 +170,8 @@ class StrategyRow:
                                       parameters=self.parameters(old.parameters), risk_limits=self.risk_limits())
             if new == old:
                 self.status.value = _msg(True, "no change: the stored config already holds these values"); return True
-            self.store.save_strategy_config(new, by=_who())
+            self.store.save_strategy_config(new, by=_who("risk_limits" if new.risk_limits != old.risk_limits else "strategy_config",
+                                                         f"strategy {self.name}"))
         except ValueError as e:
             self.status.value = _msg(False, str(e)); return False
         self.status.value = _msg(True, f"saved ({'active' if new.active else 'inactive'}); the runner applies it at the next bar")
@@ -195,13 +200,17 @@ class SettingRow:
 
     def commit(self) -> bool:
         try:
-            v = self.store.save_override(self.section, self.key, self.input.value, by=_who())
+            who = _who("risk_limits", f"[{self.section}] {self.key} = {self.input.value}")
+            v = self.store.save_override(self.section, self.key, self.input.value, by=who)
         except ValueError as e:
             self.status.value = _msg(False, str(e)); return False
-        self.source.value = f"<small>override (arcticdb by {html.escape(_who())})</small>"
+        self.source.value = f"<small>override (arcticdb by {html.escape(who)})</small>"
         self.status.value = _msg(True, f"saved: {format_value(v)}; {when_text(self.section, self.key)}"); return True
 
     def clear(self):
+        try: _who("risk_limits", f"[{self.section}] {self.key}: override removed")
+        except ValueError as e:
+            self.status.value = _msg(False, str(e)); return
         self.store.clear_override(self.section, self.key)
         self.status.value = _msg(True, "override removed (reload to see the value now in force)")
 
