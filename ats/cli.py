@@ -118,13 +118,19 @@ def cmd_init(args) -> int:
               "browsers warn until you replace it with one they trust")
     if s.security.enable_authentication and not s.path(s.security.users_file).exists():
         print("users: nobody can log in to the dashboard yet: `ats users add NAME --role admin`")
+    from ats.crypto import encryption_needed, key_ring
+    if encryption_needed(s) and not s.path(s.encryption.encryption_key_file).exists():   # encrypt_logs / encrypt_backups need it
+        r = key_ring(s, create=True); print(f"keys: created {r.path} (mode 0600, key {r.current}); keep a copy somewhere safe")
     print("next: `ats check` validates everything; `ats config` shows the effective settings")
     return 0
 
 # %% ../nbs/09_cli.ipynb #b8e42b46
 def cmd_check(args) -> int:
     "Validate the configuration; exit 1 on errors."
-    rep, _ = validate_configuration(args.settings)
+    rep, s = validate_configuration(args.settings)
+    if s is not None:
+        from ats.crypto import encryption_checks          # the key file, and what protects the database at rest
+        for status, msg in encryption_checks(s): rep.add("encryption", status, msg, "encryption")
     if args.json: _print_json(rep.to_dict())
     else: print(rep.to_table())
     return 0 if rep.ok else 1
@@ -995,7 +1001,8 @@ def _add_cleanup(sp):
 
 from .health import add_health_parser
 from .scheduler import add_scheduler_parser
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser]
+from .crypto import add_keys_parser, add_logs_parser
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser, add_keys_parser, add_logs_parser]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "

@@ -75,7 +75,11 @@ def setup_logging(settings=None, *, log_file: str | Path | None = None, console:
     path = Path(log_file) if log_file else s.path(L.log_file) if L.file_logging else None
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=int(L.max_file_size * 2**20), backupCount=L.backup_count, encoding="utf-8"))
+        fh = logging.handlers.RotatingFileHandler(path, maxBytes=int(L.max_file_size * 2**20), backupCount=L.backup_count, encoding="utf-8")
+        if s.encryption.encrypt_logs:               # rotated files are stored as FILE.1.enc …; the live file stays plain (tail -f)
+            from ats.crypto import encrypt_rotated
+            encrypt_rotated(fh, s)
+        handlers.append(fh)
     if L.console_logging if console is None else console:
         handlers.append(logging.StreamHandler(sys.stderr))
     _ring = RingBufferHandler(s.gui.max_log_entries) if L.gui_logging else None     # what the dashboard's log panel can show
