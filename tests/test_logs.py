@@ -6,7 +6,7 @@ from ats.logs import setup_logging, get_logger, recent_logs
 
 def test_secrets_never_logged(project, capsys):
     env = {"ALPHA_VANTAGE_API_KEY": "AVK-123456", "QUANDL_API_KEY": "QK-654321", "ATS_ALERTS__SMTP_PASSWORD": "smtp-pass-99",
-           "ATS_SECURITY__PASSWORD": "dash-pass-77", "ATS_LOGGING__CONSOLE": "true",
+           "ATS_LOGGING__CONSOLE": "true",
            # alert channels by URL hold tokens: each URL of the list is a secret of its own
            "ATS_ALERTS__NOTIFY_URLS": "tgram://bot111/chat1, ntfy://topic222, slack://tokA/tokB/tokC, json://h/hook444"}
     s = load_settings(None, env=env, use_file=False)
