@@ -160,9 +160,17 @@ class AtsVoila(Voila):
         return [(h[0], SameOriginShutdown, *h[2:]) if h[1] is VoilaShutdownKernelHandler else h for h in super().init_handlers()]
 
     def listen(self):
+        "Voila's listen, with TLS: bind the one port HTTPS-only, then run the loop (Voila's own listen runs it too)."
         if not self.ats_tls: return super().listen()
-        self.app.listen(self.port, self.ip, ssl_options=tls_context(*self.ats_tls))    # one port, HTTPS only
+        try: self.app.listen(self.port, self.ip, ssl_options=tls_context(*self.ats_tls))
+        except OSError as e:
+            self.log.critical("the dashboard could not listen on %s:%s: %s", self.ip, self.port, e); self.exit(1)
         self.log.info("Voila is running at https://%s:%s/", self.ip, self.port)
+        import tornado.ioloop
+        self.ioloop = tornado.ioloop.IOLoop.current()
+        try: self.ioloop.start()
+        except KeyboardInterrupt: self.log.info("Stopping...")
+        finally: self.stop()
 
 # %% ../../nbs/67_ui_auth.ipynb #bc529c93
 @dataclass
