@@ -93,7 +93,7 @@ def page(theme: str, current: str, *children, title: str = "") -> W.VBox:
     return box
 
 def user() -> str:
-    "Who is using the dashboard, for the audit log (until logins exist: ATS_USER, else the OS user)."
+    "Who is using the dashboard, for the audit log when logins are off (ATS_USER, else the OS user); with logins, ats.ui.auth names the session's user."
     return os.environ.get("ATS_USER") or os.environ.get("USER") or "dashboard"
 
 def bokeh_inline() -> None:
