@@ -1003,7 +1003,8 @@ from .health import add_health_parser
 from .scheduler import add_scheduler_parser
 from .crypto import add_keys_parser, add_logs_parser
 from .auth import add_users_parser
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser, add_users_parser, add_keys_parser, add_logs_parser]
+from .backup import add_backup_parser
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser, add_users_parser, add_keys_parser, add_logs_parser, add_backup_parser]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "

@@ -254,6 +254,13 @@ class Scheduler:
     def reload(self, force: bool = False) -> None:
         "Read the schedules again (add/pause/remove from the CLI take effect here)."
         if not force and self._loaded is not None and time.monotonic() - self._loaded < self.reload_every: return
+        if self._loaded is None:            # the settings decide the `backup` schedule ([backup] auto_backup, backup_frequency)
+            from ats.backup import sync_backup_schedule
+            try: done = sync_backup_schedule(self.store, self.settings)
+            except Exception as e: done = f"schedule backup: could not be brought in line with [backup]: {type(e).__name__}: {e}"
+            if "not added" in done: _log.warning(done)      # a project from before backups: `ats init` copies the job
+            elif "could not" in done: self.on_alert("WARNING", done)
+            elif done: self.on_event(dict(event="info", message=done))
         self.schedules = {s.name: s for s in list_schedules(self.store)}
         self._loaded = time.monotonic()
 

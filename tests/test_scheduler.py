@@ -218,9 +218,10 @@ def test_scheduler_command_stops_on_sigterm_and_records_the_job_it_stopped(proje
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))}
     p = subprocess.Popen([ATS, "scheduler"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = [p.stdout.readline(), p.stdout.readline()]
-        assert "scheduler started: 2 schedule(s), 4 at once" in lines[0], (lines, p.poll())
-        assert "start   nap (sleepy)" in lines[1]              # the latest missed minute, due when the scheduler came up
+        lines = [p.stdout.readline(), p.stdout.readline(), p.stdout.readline()]
+        assert "schedule backup: added, daily ('30 2 * * *' America/New_York)" in lines[0], (lines, p.poll())   # [backup] auto_backup
+        assert "scheduler started: 3 schedule(s), 4 at once" in lines[1], (lines, p.poll())
+        assert "start   nap (sleepy)" in lines[2]              # the latest missed minute, due when the scheduler came up
         for _ in range(600):                                           # the job's kernel is running its cell
             if (project / "started").exists() or p.poll() is not None: break
             time.sleep(0.1)
