@@ -35,7 +35,7 @@ run: install
 	$(BIN)/ats up
 
 test: install /usr/bin/chromium
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests    # two workers: most tests wait on sockets and subprocesses
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests    # two workers: most tests wait on sockets and subprocesses; the slowest listed
 	$(BIN)/nbdev-test --n-workers 2
 
 export: install

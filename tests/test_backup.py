@@ -44,14 +44,14 @@ def _snapshot(root: Path) -> dict:
 
 
 APPENDER = r"""
-import sys, time, pandas as pd
+import os, sys, time, pandas as pd
 from ats.store import Store
 st = Store(sys.argv[1]); lib = st.library("market_data"); i = 0
 lib.write("TICK", pd.DataFrame({"n": [0]}, index=pd.DatetimeIndex([pd.Timestamp("2024-01-01")])))
 while True:
     i += 1
     lib.append("TICK", pd.DataFrame({"n": [i]}, index=pd.DatetimeIndex([pd.Timestamp("2024-01-01") + pd.Timedelta(seconds=i)])))
-    open(sys.argv[2], "w").write(str(i))
+    open(sys.argv[2] + ".tmp", "w").write(str(i)); os.replace(sys.argv[2] + ".tmp", sys.argv[2])   # never read half-written
 """
 
 
