@@ -1518,6 +1518,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'ats/ui/auth.py'),
                              'ats.ui.auth._page_settings': ('ui_auth.html#_page_settings', 'ats/ui/auth.py'),
                              'ats.ui.auth.certificate_hosts': ('ui_auth.html#certificate_hosts', 'ats/ui/auth.py'),
+                             'ats.ui.auth.disable_all': ('ui_auth.html#disable_all', 'ats/ui/auth.py'),
                              'ats.ui.auth.expired_html': ('ui_auth.html#expired_html', 'ats/ui/auth.py'),
                              'ats.ui.auth.login_page': ('ui_auth.html#login_page', 'ats/ui/auth.py'),
                              'ats.ui.auth.page_access': ('ui_auth.html#page_access', 'ats/ui/auth.py'),

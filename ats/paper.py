@@ -15,7 +15,9 @@ def acted_on(rt, day, due: set[str] | None = None) -> bool:
     """True when every running strategy of runtime `rt` has handled its bars up to `day`. `due`: the strategies that
     have a bar on `day` (they must have received it; the others may have none that day, e.g. their exchange's holiday)."""
     slots = [s for s in rt.slots.values() if s.state == "running" and s.last_bar is not None]
+    hung = rt.s.performance.bar_timeout if hasattr(rt, "s") else float("inf")
     def done(s):
+        if getattr(s, "worker", None) is not None and s.worker.busy_for() > hung: return True     # hanging (alerted): it holds no one's clock
         if due is not None and s.name in due and s.last_bar < day: return False      # its bar has not arrived yet
         return rt._progress.get(s.name) == s.last_bar or s.last_bar < day
     return all(done(s) for s in slots)

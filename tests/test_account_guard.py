@@ -1,7 +1,7 @@
 """The account guard: ats checks the account TWS is logged into, not only the port. The paper gateway pretends to be a live
 account (`ats gateway --account U1234567`); `ats run` with paper settings and [ib] gateway_type = tws must refuse it before
 any order, and live settings must refuse a paper (DU…) account. The broker's side is read with a separate ib_async client."""
-import contextlib, signal, subprocess
+import contextlib, signal, subprocess, time
 from ib_async import IB
 from ats.config import LIVE_CONFIRMATION
 from ats.supervisor import free_port, port_open
@@ -89,6 +89,13 @@ def test_ats_up_prints_the_refusal(project):
         assert broker_side(port)[1:] == ([], [], [])
 
 
+def play(gw, days):
+    """Trading days on the gateway's clock, without waiting for the runtime to act on each: as from TWS
+    (gateway_type = tws), a day's bar reaches the runtime when the next day starts, which `Session.step` would wait out."""
+    for _ in range(days):
+        gw.call(gw.gw.step, 1); time.sleep(0.3)
+
+
 def test_a_reconnect_to_another_account_stops_the_runner(project):
     "The same port, a different login after a reconnect (TWS restarted into a live account): the runner stops, no order goes out."
     s, st = make_project(project, env="ATS_IB__GATEWAY_TYPE=tws\n", strategies=dict(probe=PROBE),
@@ -98,7 +105,7 @@ def test_a_reconnect_to_another_account_stops_the_runner(project):
     try:
         slot = sess.rt.slots["probe"]
         assert slot.state == "running"
-        sess.step(2)
+        play(gw, 2)
         assert wait_for(lambda: len(gw.gw.exchange.orders) > 0)       # trades on the paper account
         sent = len(gw.gw.exchange.orders)
         gw.gw.account = "U1234567"                                      # the next login answers as a live account
@@ -109,7 +116,7 @@ def test_a_reconnect_to_another_account_stops_the_runner(project):
         # each connection refuses at its own next login (the strategy's may still be waiting out its reconnect backoff)
         assert wait_for(lambda: sess.rt.main.state.value == "failed" and slot.conn.state.value == "failed", 20), \
             (sess.rt.main.state.value, slot.conn.state.value)
-        sess.step(2)
+        play(gw, 2); time.sleep(1.0)
         assert len(gw.gw.exchange.orders) == sent                       # nothing was sent after the refusal
     finally:
         sess.stop()

@@ -142,6 +142,11 @@ def test_a_viewer_sees_the_account_but_cannot_press_the_kill_switch_and_the_atte
         kill.evaluate("b => { b.disabled = false; }")
         kill.click()
         page.wait_for_selector(".ats-message:has-text('may not')", timeout=20000)
+        # the settings window: everything shown, nothing editable
+        page.goto(site["url"].replace("control.ipynb", "settings.ipynb"), timeout=60000)
+        page.wait_for_selector("[class*='ats-set-risk-'] input", state="attached", timeout=60000)
+        inputs = page.locator("[class*='ats-set-'] input, [class*='ats-override-']")
+        assert inputs.count() > 0 and all(inputs.nth(i).is_disabled() for i in range(inputs.count()))
     refused = [a for a in site["users"].audit_log(200, user="vic") if a["action"] == "kill"]
     assert refused and refused[-1]["outcome"].startswith("refused"), refused
 

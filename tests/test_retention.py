@@ -142,6 +142,7 @@ def test_runner_bounds_its_bar_cache_and_sheds_caches_above_the_memory_threshold
         need = retention.bars_needed(sess.rt)["MSFT"]
         assert need < cap
         assert wait_for(lambda: len(h) == need), len(h)
+        assert wait_for(lambda: any("cache_cleanup_threshold" in a["message"] for a in sess.rt.alerts), 10)   # said (a busy box: later)
         time.sleep(0.5)                               # several more checks above the threshold: still one alert
         warn = [a for a in sess.rt.alerts if "cache_cleanup_threshold" in a["message"]]
         assert len(warn) == 1 and warn[0]["level"] == "WARNING" and "64 MB" in warn[0]["message"]

@@ -14,7 +14,8 @@ log = logging.getLogger("ats.security")
 # %% auto #0
 __all__ = ['log', 'SESSION_COOKIE', 'SESSION_HEADER', 'SESSION_ENV', 'LOGIN_CSS', 'safe_next', 'login_page',
            'AtsIdentityProvider', 'LoginHandler', 'LogoutHandler', 'SameOriginShutdown', 'tls_context', 'AtsVoila',
-           'PageUser', 'PageAccess', 'page_access', 'expired_html', 'self_signed_certificate', 'certificate_hosts']
+           'PageUser', 'PageAccess', 'page_access', 'disable_all', 'expired_html', 'self_signed_certificate',
+           'certificate_hosts']
 
 # %% ../../nbs/67_ui_auth.ipynb #dcaae1bb
 SESSION_COOKIE = "ats_session"
@@ -225,6 +226,17 @@ def page_access() -> PageAccess:
     global _access
     if _access is None: _access = PageAccess()
     return _access
+
+def disable_all(widget, keep: tuple = ()) -> int:
+    "Grey out every control under `widget` (what a role may not use), but those in `keep`; how many were switched off."
+    n, stack = 0, [widget]
+    while stack:
+        w = stack.pop()
+        if any(w is k for k in keep): continue
+        if isinstance(getattr(w, "disabled", None), bool) and not w.disabled:
+            w.disabled = True; n += 1
+        stack.extend(getattr(w, "children", ()) or ())
+    return n
 
 def expired_html() -> str:
     return ("<div class='ats-banner stale ats-session-ended'>Your session ended (idle longer than [security] session_timeout, or logged out). "

@@ -221,6 +221,7 @@ class ScheduleRow:
         self.toggle = W.Button(description="Pause", layout=W.Layout(width="72px", flex="0 0 auto"))
         self.run.add_class(f"ats-run-now-{slug(name)}"); self.toggle.add_class(f"ats-pause-{slug(name)}")
         self.run.on_click(lambda _: jp.run_now(name)); self.toggle.on_click(lambda _: jp.toggle(name))
+        self.run.disabled = self.toggle.disabled = jp.read_only
         self.widget = W.HBox([self.cells, self.run, self.toggle], layout=W.Layout(align_items="center", overflow="visible", flex="0 0 auto"))
         self.widget.add_class("ats-srow"); self.widget.add_class(f"ats-schedule-{slug(name)}")
 
@@ -245,6 +246,7 @@ class JobsPage:
     def __init__(self, settings_path: str | None = None, store: Store | None = None, run: str | None = None, *,
                  start: bool = True, refresh_s: float = 3.0, history_limit: int = 50, alerts_limit: int = 50):
         self.s = load_settings(settings_path)
+        self.read_only = not page_access().may("job")        # a viewer sees the jobs and presses nothing (ats.ui.auth)
         self.theme, self.refresh_s = self.s.gui.theme, refresh_s
         self.history_limit, self.alerts_limit = history_limit, alerts_limit
         self.store, self.problem = store, ""

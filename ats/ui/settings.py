@@ -13,7 +13,7 @@ from ..store import Store, StrategyConfig, RISK_LIMIT_KEYS
 from ..settings_updates import applies, when_text
 from ..strategy import FREQUENCIES, Strategy, StrategyLoadError, load_strategy_class, params_from_text
 from .theme import page, user
-from .auth import page_access
+from .auth import page_access, disable_all
 
 # %% auto #0
 __all__ = ['ENTER_KINDS', 'RISK_SECTIONS', 'PAGE_CSS', 'param_kind', 'ParamField', 'param_field', 'strategy_fields',
@@ -242,6 +242,9 @@ class SettingsPanel:
         self.setting_rows = {(s, f.name): SettingRow(self.store, self.settings, s, f.name)
                              for s in RISK_SECTIONS for f in dataclasses.fields(SECTIONS[s])}
         risk = W.VBox([W.VBox([W.HTML(f"<h4>[{s}]</h4>")] + [r.widget for (sec, _), r in self.setting_rows.items() if sec == s]) for s in RISK_SECTIONS])
+        acc = page_access()                  # what the role may change is usable, the rest greyed (saving checks it anyway)
+        if not acc.may("strategy_config"): disable_all(strategies)
+        if not acc.may("risk_limits"): disable_all(risk)
         self.tabs = W.Tab(children=[strategies, risk, W.HTML(self.effective_html())])
         for i, t in enumerate(["Strategies", "Risk & sizing", "All settings"]): self.tabs.set_title(i, t)
         info = W.HTML(f"<small class='ats-muted'>database {html.escape(self.store.uri.split('?')[0])} · settings file {html.escape(str(self.settings.ini_path or '(defaults)'))} · profile <b>{self.settings.environment.name}</b></small>")
