@@ -19,7 +19,7 @@ def acted_on(rt, day, due: set[str] | None = None) -> bool:
     def done(s):
         if getattr(s, "worker", None) is not None and s.worker.busy_for() > hung: return True     # hanging (alerted): it holds no one's clock
         if due is not None and s.name in due and s.last_bar < day: return False      # its bar has not arrived yet
-        return rt._progress.get(s.name) == s.last_bar or s.last_bar < day
+        return rt._progress.get(s.name) == s.last_bar or getattr(s, "handled", None) == s.last_bar or s.last_bar < day
     return all(done(s) for s in slots)
 
 def due_on(gateway, rt, day) -> set[str]:

@@ -267,6 +267,7 @@ class Slot:
     pending_params: dict | None = None              # validated new parameters, applied before the next bar
     rejected_params: dict | None = None             # the last stored parameters that did not validate (reported once)
     hang_reported: bool = False
+    handled: pd.Timestamp | None = None               # the last bar it finished with, successfully or by raising
 
     @property
     def name(self) -> str: return self.cfg.strategy_name
@@ -698,10 +699,12 @@ def _dispatch(self: Runtime, slot: Slot, strat, ev) -> None:
             except Exception as e:
                 self.alert("WARNING", f"strategy {slot.name}: new parameters refused ({e}); it keeps running with {json.dumps(strat.p, default=str)}")
         ctx._now, ctx._received = ev.time, getattr(ev, "received", None)
-        if strat.is_rebalancing and strat.is_rebalance_bar(ev.time):
-            strat.rebalance(pd.DataFrame({s: self.history[s].frame["close"].loc[:ev.time] for s in strat.symbols}))
-        strat.on_bar(ev)
-        self._progress[slot.name] = ev.time
+        try:
+            if strat.is_rebalancing and strat.is_rebalance_bar(ev.time):
+                strat.rebalance(pd.DataFrame({s: self.history[s].frame["close"].loc[:ev.time] for s in strat.symbols}))
+            strat.on_bar(ev)
+        finally: slot.handled = ev.time            # done with this bar, even by raising (the paper clock waits for it)
+        self._progress[slot.name] = ev.time         # progress only on success: a restart hands a failed bar over again
         self._progress_dirty = True
     elif isinstance(ev, Fill): strat.on_fill(ev)
     elif isinstance(ev, OrderUpdate): strat.on_order_status(ev)
