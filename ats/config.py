@@ -910,7 +910,7 @@ def render_ini() -> str:
                 out.append(f";   default by profile ({prof})\n;{f.name} = {format_value(default)}")
             elif isinstance(default, dict):           # one line per key, by the guide's name: alert_thresholds.cpu_usage = 80
                 if md.get("units"): out.append(";   units: " + ", ".join(f"{k} {u}" for k, u in md["units"].items()))
-                out += [f"{f.name}.{k} = {format_value(v)}" for k, v in default.items()]
+                out += [f"{f.name}.{k} = {v:g}" if isinstance(v, float) else f"{f.name}.{k} = {format_value(v)}" for k, v in default.items()]   # 5, 80 as the guide writes them (the one-line dict form does the same)
             else:
                 out.append(f"{f.name} = {format_value(default)}")
         out.append("")

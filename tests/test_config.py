@@ -408,12 +408,12 @@ def test_the_guides_nested_data_source_keys_are_read(project):
 
 
 def test_settings_ini_names_each_key_of_a_dict_setting_as_the_guide_does():
-    "alert_thresholds.cpu_usage = 80 and refresh_intervals.portfolio = 5 are lines of settings.ini, and read back as the defaults."
+    "alert_thresholds.cpu_usage = 80 and refresh_intervals.portfolio = 5 are lines of settings.ini, written as the guide writes them, and read back as the defaults."
     text = render_ini()
-    for line in ("alert_thresholds.cpu_usage = 80.0", "alert_thresholds.memory_usage = 85.0", "alert_thresholds.disk_usage = 90.0",
-                 "alert_thresholds.connection_latency = 1000.0", "alert_thresholds.error_rate = 0.05", "refresh_intervals.portfolio = 5.0",
-                 "refresh_intervals.strategies = 10.0", "refresh_intervals.trades = 5.0", "refresh_intervals.system = 30.0",
-                 "refresh_intervals.market = 60.0"):
+    for line in ("alert_thresholds.cpu_usage = 80", "alert_thresholds.memory_usage = 85", "alert_thresholds.disk_usage = 90",
+                 "alert_thresholds.connection_latency = 1000", "alert_thresholds.error_rate = 0.05", "refresh_intervals.portfolio = 5",
+                 "refresh_intervals.strategies = 10", "refresh_intervals.trades = 5", "refresh_intervals.system = 30",
+                 "refresh_intervals.market = 60"):
         assert f"\n{line}\n" in text, line
     assert "connection_latency ms" in text and "error_rate fraction of events" in text
     s = load_settings(ROOT / "settings.ini", env={})
