@@ -206,9 +206,9 @@ class PageAccess:
     def may(self, action: str) -> bool:
         "Whether the role allows `action` (for greying out buttons; `guard` is what decides)."
         if not self.on: return True
-        from ats.auth import ROLES, ACTIONS
+        from ats.auth import ACTIONS, role_rank
         u = self.who()
-        return u is not None and ROLES.index(u.role) >= ROLES.index(ACTIONS[action])
+        return u is not None and role_rank(u.role) >= role_rank(ACTIONS[action])
 
     def guard(self, action: str, detail: str = "") -> str:
         "The name to record for `action` now; raises ats.auth.AuthError (ended session, role, rate) with what to do."
