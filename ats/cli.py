@@ -127,10 +127,7 @@ def cmd_init(args) -> int:
 # %% ../nbs/09_cli.ipynb #b8e42b46
 def cmd_check(args) -> int:
     "Validate the configuration; exit 1 on errors."
-    rep, s = validate_configuration(args.settings)
-    if s is not None:
-        from ats.crypto import encryption_checks          # the key file, and what protects the database at rest
-        for status, msg in encryption_checks(s): rep.add("encryption", status, msg, "encryption")
+    rep, _ = validate_configuration(args.settings)
     if args.json: _print_json(rep.to_dict())
     else: print(rep.to_table())
     return 0 if rep.ok else 1

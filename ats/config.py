@@ -1124,6 +1124,8 @@ def validate_configuration(path: str | Path | None = None, *, env: dict | None =
     check_resources(settings, rep)
     check_operations(settings, rep)
     check_security(settings, rep)
+    from ats.crypto import encryption_checks          # the key file, and what protects the database at rest
+    for status, msg in encryption_checks(settings): rep.add("encryption", status, msg, "encryption")
     return rep, settings
 
 def is_loopback(host: str) -> bool:

@@ -264,7 +264,8 @@ def database_protection(s, *, sys_root: str = "/sys", mounts: str = "/proc/self/
     if scheme != "lmdb":
         return [("warning", f"encrypt_database is on but ArcticDB cannot encrypt and ats cannot tell what protects {uri.split('?')[0]}: "
                  "use an encrypted volume or storage-side encryption; backups are encrypted when encrypt_backups is on")]
-    folder = _existing(Path(uri[len("lmdb://"):].split("?", 1)[0]))
+    from ats.store import lmdb_path
+    folder = _existing(lmdb_path(uri))
     dev, _, fstype = _mount_of(folder, mounts)
     st = folder.stat()
     block = Path(sys_root) / "dev" / "block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
