@@ -134,6 +134,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ats.backup._child': ('backup.html#_child', 'ats/backup.py'),
                             'ats.backup._confirm': ('backup.html#_confirm', 'ats/backup.py'),
                             'ats.backup._copy_tree': ('backup.html#_copy_tree', 'ats/backup.py'),
+                            'ats.backup._ended': ('backup.html#_ended', 'ats/backup.py'),
                             'ats.backup._ini': ('backup.html#_ini', 'ats/backup.py'),
                             'ats.backup._inside': ('backup.html#_inside', 'ats/backup.py'),
                             'ats.backup._is_encrypted': ('backup.html#_is_encrypted', 'ats/backup.py'),

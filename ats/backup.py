@@ -4,7 +4,7 @@
 
 # %% ../nbs/68_backup.ipynb #c626291a
 from __future__ import annotations
-import dataclasses, datetime as dt, hashlib, json, logging, os, re, shutil, socket, subprocess, sys, tarfile, tempfile, time, zlib
+import dataclasses, datetime as dt, hashlib, json, logging, os, re, shutil, signal, socket, subprocess, sys, tarfile, tempfile, time, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,11 +89,12 @@ for name in sorted(os.listdir(src)):
         env.copy(os.path.join(dst, name), compact=True)
     finally: env.close()
     out.append(name)
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
+os._exit(0)
 """
 
 _READ_SCRIPT = r"""
-import json, sys
+import json, os, sys
 import arcticdb as adb
 a = adb.Arctic("lmdb://" + sys.argv[1])
 libs = {}
@@ -103,13 +104,20 @@ for name in sorted(a.list_libraries()):
         d = lib.read(sym).data
         syms[sym] = len(d) if hasattr(d, "__len__") else 1
     libs[name] = syms
-print(json.dumps(libs))
+print(json.dumps(libs), flush=True)
+os._exit(0)    # not ArcticDB's interpreter teardown, which can crash (SIGSEGV) after the work is done, as in ats.cli.console
 """
+
+def _ended(code: int) -> str:
+    "How a child process ended, for a message: 'exit code 2' or 'signal SIGSEGV'."
+    if code >= 0: return f"exit code {code}"
+    try: return f"signal {signal.Signals(-code).name}"
+    except ValueError: return f"signal {-code}"
 
 def _child(script: str, *args, what: str, timeout: float = 600) -> str:
     r = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        last = (r.stderr.strip().splitlines() or [f"the checking process ended with {_ended(r.returncode)} and said nothing"])[-1]
         raise BackupError(f"{what}: {last}")
     return r.stdout.strip().splitlines()[-1]
 
@@ -410,12 +418,13 @@ def _runner_live(s) -> str:
             "(and stop `ats up`), then restore")
 
 _STATUS_SCRIPT = r"""
-import json, sys
+import json, os, sys
 from ats.status import freshness, read_status
 from ats.store import Store
 doc = read_status(Store(sys.argv[1], create=False))
 f = freshness(doc)
-print(json.dumps(dict(state=f.state, age_s=f.age_s, pid=(doc or {}).get("pid"))))
+print(json.dumps(dict(state=f.state, age_s=f.age_s, pid=(doc or {}).get("pid"))), flush=True)
+os._exit(0)
 """
 
 def _confirm(plan_text: str, yes: bool, ask) -> None:
