@@ -6,7 +6,7 @@ import pandas as pd
 from ats.supervisor import free_port
 from conftest import ATS, run_ats
 from runtime_helpers import wait_for
-from test_up import init_project, status
+from test_up import init_project, project_store, status
 
 
 def _fills_seen(project) -> int:
@@ -20,9 +20,7 @@ def test_a_backup_taken_while_ats_up_trades_restores_exactly_into_a_fresh_direct
     from ats.store import Store
     init_project(project)
     from ats.data import ingest, get_source          # market data in the database, as the daily job leaves it
-    st0 = Store.from_settings(load_settings(project / "settings.ini", env={}), create=False)
-    assert not ingest(st0, get_source("sample"), ["AAPL", "IBM", "MSFT"], progress=False).errors
-    del st0
+    assert not ingest(project_store(project), get_source("sample"), ["AAPL", "IBM", "MSFT"], progress=False).errors
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(free_port()), "ATS_GUI__START_DASHBOARD": "false"}
     up = subprocess.Popen([ATS, "up", "--no-notebook", "--speed", "432000", "--every", "5"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -46,7 +44,7 @@ def test_a_backup_taken_while_ats_up_trades_restores_exactly_into_a_fresh_direct
     finally:
         if up.poll() is None: up.kill(); up.wait()
     src_s = load_settings(project / "settings.ini", env={})
-    src = Store.from_settings(src_s, create=False)
+    src = project_store(project)
     # fills: exactly the source's first n, n at least what was booked when the backup started
     src_fills, new_fills = LedgerStore(src).fills(), LedgerStore(new).fills()
     assert before <= len(new_fills) < len(src_fills) and new_fills == src_fills[:len(new_fills)]

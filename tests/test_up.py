@@ -17,8 +17,24 @@ def init_project(project, probe=False):
     if probe: run_ats("strategies", "add", "probe", 'symbols=["IBM"]', "qty=5", "--active", cwd=project, check=True)
 
 
-def status(project) -> dict:
-    return json.loads(run_ats("status", "--json", cwd=project).stdout)
+_stores: dict = {}
+
+def project_store(project):
+    """The project's database, opened once in this test process; ArcticDB reloads version maps on every read here, so it
+    sees what the runner writes."""
+    from ats.config import load_settings
+    from ats.store import Store
+    if str(project) not in _stores:
+        _stores[str(project)] = Store.from_settings(load_settings(project / "settings.ini", env={}), create=False)
+    return _stores[str(project)]
+
+
+def status(project) -> dict | None:
+    """What `ats status --json` prints, read in this process: tests poll it in loops, and a subprocess per poll cost a
+    second of CPU each, taken from the processes under test (the command itself is checked in the first test)."""
+    from ats.status import freshness, read_status
+    doc = read_status(project_store(project))
+    return json.loads(json.dumps(None if doc is None else {**doc, "freshness": freshness(doc).to_dict()}, default=str))
 
 
 def broker(port):
@@ -44,6 +60,8 @@ def test_ats_up_trades_the_shipped_strategies_and_ends_with_a_reconciled_summary
     rows = {l.split()[0]: l.split() for l in summary.splitlines() if l.startswith(("ma_crossover", "long_term_momentum"))}
     assert {"ma_crossover", "long_term_momentum"} <= set(rows)
     doc = status(project)
+    printed = json.loads(run_ats("status", "--json", cwd=project).stdout)          # the command prints the same
+    assert printed.pop("freshness")["state"] == doc.pop("freshness")["state"] == "stopped" and printed == doc
     strat = {s["strategy"]: s for s in doc["strategies"]}
     assert strat["ma_crossover"]["orders"] > 0 and strat["long_term_momentum"]["orders"] > 0, summary     # both traded
     assert strat["ma_crossover"]["fills"] > 0 and strat["long_term_momentum"]["fills"] > 0
@@ -68,6 +86,9 @@ def test_ats_up_trades_the_shipped_strategies_and_ends_with_a_reconciled_summary
 
 def test_kill_flatten_halts_and_flattens_within_2_s_then_resume_trades_again(project):
     init_project(project, probe=True)
+    # and a holder: two strategies hold positions at once from the first bars (the shipped ones hold one only now and then)
+    (project / "strategies" / "holder.py").write_text(HOLDER)
+    run_ats("strategies", "add", "holder", 'symbols=["MSFT"]', "qty=3", "--active", cwd=project, check=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port)}
     # one simulated day every 0.2 s: the probe buys on every bar
@@ -98,9 +119,17 @@ def test_kill_flatten_halts_and_flattens_within_2_s_then_resume_trades_again(pro
     assert not port_open("127.0.0.1", port)
 
 
+HOLDER = """from ats.strategy import Strategy
+class Holder(Strategy):
+    params = dict(symbols=["MSFT"], qty=1)
+    def on_bar(self, bar):
+        if not self.position(self.symbols[0]): self.buy(self.symbols[0], self.p["qty"])
+"""
+
+
 def _try_status(project):
     try: return status(project)
-    except json.JSONDecodeError: return None
+    except Exception: return None        # e.g. the database not created yet
 
 
 def test_trading_commands_without_a_runner_say_what_to_do_and_keep_the_state(project):
