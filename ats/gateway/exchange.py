@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ORDER_TYPES', 'FINAL', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position', 'Exchange']
+__all__ = ['ORDER_TYPES', 'FINAL', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position', 'OrderBook', 'Exchange']
 
 # %% ../../nbs/16_gateway_exchange.ipynb #59e35007
 @dataclass
@@ -83,6 +83,61 @@ class Position:
     "Signed quantity and average cost (per unit × multiplier, commissions included, as IB reports)."
     con_id: int; qty: Decimal = Decimal(0); avg_cost: float = 0.0; realized: float = 0.0
 
+# %% ../../nbs/16_gateway_exchange.ipynb #36ac296c
+class OrderBook(dict):
+    """The account's orders by (client id, order id), in the order they were placed, with the two indexes matching needs:
+    the orders that may still work, per instrument, and the children of each parent. Scanning every order ever placed on
+    each price, placement and fill made the gateway slower the longer it ran. Results come in placement order, as a scan of
+    the dict would give them; an order that reached a final state leaves the working index for good."""
+    def __init__(self, orders=()):
+        super().__init__()
+        self.seq: dict = {}                        # key -> placement number (a modification keeps its place, as in a dict)
+        self.live: dict = {}                       # con_id -> {key: None} of orders that may still be working there
+        self.kids: dict = {}                       # (client_id, parent_id) -> {key: None}
+        for k, o in dict(orders).items(): self[k] = o
+
+    def __setitem__(self, key, o) -> None:
+        if key not in self: self.seq[key] = len(self.seq)
+        super().__setitem__(key, o)
+        if not o.done: self.live.setdefault(o.con_id, {})[key] = None
+        if o.parent_id: self.kids.setdefault((key[0], o.parent_id), {})[key] = None
+
+    def _placed(self, pairs) -> list:
+        return [o for _, o in sorted(pairs, key=lambda kv: self.seq[kv[0]])]
+
+    def working(self, con_id: int | None = None) -> list:
+        "Orders not in a final state (of one instrument, or all), in placement order."
+        pairs = []
+        for cid in ([con_id] if con_id is not None else list(self.live)):
+            keys = self.live.get(cid) or {}
+            for k in list(keys):
+                o = self.get(k)
+                if o is None or o.done or o.con_id != cid: del keys[k]     # final, replaced on another contract, or removed
+                else: pairs.append((k, o))
+        return self._placed(pairs)
+
+    def _kids(self, client_id: int, parent_id: int) -> list:
+        keys = self.kids.get((client_id, parent_id)) or {}
+        return [(k, o) for k in keys if (o := self.get(k)) is not None and o.parent_id == parent_id]
+
+    def children(self, client_id: int, parent_id: int) -> list:
+        "A client's orders whose parent is `parent_id`, in placement order."
+        return self._placed(self._kids(client_id, parent_id))
+
+    def family(self, client_id: int, root: int) -> list:
+        "The parent `root` of a client and its children, in placement order."
+        pairs = dict(self._kids(client_id, root))
+        if (o := self.get((client_id, root))) is not None: pairs[(client_id, root)] = o
+        return self._placed(pairs.items())
+
+def _plain(x) -> dict:
+    "A record's fields, ready for JSON (Decimals as their exact text)."
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in x.__dict__.items()}
+
+def _fill_fields(d: dict) -> dict:
+    "The Fill fields of a journal line (a line also carries the orders the fill changed, the clock and the counters)."
+    return {k: d[k] for k in Fill.__dataclass_fields__}
+
 # %% ../../nbs/16_gateway_exchange.ipynb #2f67cc88
 class Exchange:
     "Matching engine and paper account of one IB-style account."
@@ -92,7 +147,7 @@ class Exchange:
         self.by_symbol = {(i.symbol, i.currency): i for i in instruments}
         self.account, self.base, self.cfg = account, base_currency, config or EngineConfig()
         self.cash: dict[str, float] = {base_currency: float(cash)}
-        self.orders: dict[tuple[int, int], Order] = {}
+        self.orders: OrderBook = OrderBook()         # (client_id, order_id) -> Order
         self.fills: list[Fill] = []
         self.positions: dict[int, Position] = {}
         self.last: dict[int, float] = {}           # last price per con_id
@@ -108,7 +163,16 @@ class Exchange:
         self.fill_delay = 0.0                      # fault injection: seconds (real time) before a new order may fill
         self.held_until: dict[tuple[int, int], float] = {}
         self.clock: str | None = None              # the market time the account has reached (ISO, UTC); the gateway keeps it
-        if self.state_path and self.state_path.exists(): self.load()
+        self._unjournaled: list = []               # fills (with the orders they changed) not yet in the journal
+        self._journal_lock = threading.Lock()      # one writer of the journal at a time, lines in fill order
+        # a journal without a snapshot: fills acknowledged before the first snapshot was written (then a crash)
+        if self.state_path and (self.state_path.exists() or self.journal_path.exists()): self.load()
+
+    @property
+    def orders(self) -> OrderBook: return self._orders
+
+    @orders.setter
+    def orders(self, v) -> None: self._orders = v if isinstance(v, OrderBook) else OrderBook(v)
 
     # ---- market ----------------------------------------------------------------------
     def price(self, con_id: int) -> float | None: return self.last.get(con_id)
@@ -145,7 +209,7 @@ class Exchange:
         instrument whose exchange was closed keeps its DAY orders for its next session."""
         with self.lock:
             ev = []
-            for o in list(self.orders.values()):
+            for o in self.orders.working():
                 if not o.done and o.tif == "DAY" and o.status != "PendingSubmit" and (traded is None or o.con_id in traded):
                     o.status = "Cancelled"; ev += [("status", o)]; self.dirty = True
             self.day_start_nlv = self.net_liquidation()
@@ -204,14 +268,14 @@ class Exchange:
             o = self.orders.get((client_id, order_id))
             if o is None or o.done: return [("error", order_id, 10147, f"(order {order_id})")]
             ev = self._cancel(o, reason)
-            for child in [c for c in self.orders.values() if c.parent_id == o.order_id and c.client_id == client_id and not c.done]:
+            for child in [c for c in self.orders.children(client_id, o.order_id) if not c.done]:
                 ev += self._cancel(child, "parent cancelled")
             return ev
 
     def global_cancel(self, now: dt.datetime) -> list:
         with self.lock:
             ev = []
-            for o in list(self.orders.values()):
+            for o in self.orders.working():
                 if not o.done: ev += self._cancel(o, "global cancel")
             return ev
 
@@ -236,7 +300,7 @@ class Exchange:
         with self.lock: self.reject_next_n, self.reject_reason = n, reason
 
     def open_orders(self, client_id: int | None = None) -> list[Order]:
-        return [o for o in self.orders.values() if not o.done and (client_id is None or o.client_id == client_id)]
+        return [o for o in self.orders.working() if not o.done and (client_id is None or o.client_id == client_id)]
 
     # ---- internals -------------------------------------------------------------------
     def _perm(self) -> int:
@@ -253,8 +317,7 @@ class Exchange:
         return None
 
     def _family(self, o: Order) -> list[Order]:
-        root = o.parent_id or o.order_id
-        return [x for x in self.orders.values() if x.client_id == o.client_id and (x.order_id == root or x.parent_id == root)]
+        return self.orders.family(o.client_id, o.parent_id or o.order_id)
 
     def _parent_filled(self, o: Order) -> bool:
         p = self.orders.get((o.client_id, o.parent_id))
@@ -290,7 +353,7 @@ class Exchange:
         """Fill what the price `px` reaches. After a gap (an open, a jump) limits fill at the better of price and limit and
         stops at the (worse) price; on a continuous path both fill at their own price level."""
         ev = []
-        cands = [only] if only else [o for o in self.orders.values() if o.con_id == con_id]
+        cands = [only] if only else self.orders.working(con_id)
         for o in sorted(cands, key=lambda x: x.perm_id):
             if o.done or o.status == "PendingSubmit" or o.why_held or (o.parent_id and not self._parent_filled(o)): continue
             if (o.client_id, o.order_id) in self.held_until: continue
@@ -346,19 +409,20 @@ class Exchange:
         self.fills.append(f); self.dirty = True
         ev = [("exec", f), ("commission", f), ("status", o), ("position", o.con_id), ("account",)]
         if o.status == "Filled":
-            for ch in [c for c in self.orders.values() if c.client_id == o.client_id and c.parent_id == o.order_id and not c.done]:
+            for ch in [c for c in self.orders.children(o.client_id, o.order_id) if not c.done]:
                 ch.status = "PreSubmitted" if ch.order_type in ("STP", "STP LMT", "TRAIL", "TRAIL LIMIT") else "Submitted"
                 ev.append(("status", ch))
             if o.parent_id:                 # bracket children of one parent are one OCA group at IB
-                for sib in [c for c in self.orders.values() if c.client_id == o.client_id and c.parent_id == o.parent_id and c is not o and not c.done]:
+                for sib in [c for c in self.orders.children(o.client_id, o.parent_id) if c is not o and not c.done]:
                     ev += self._cancel(sib, f"bracket sibling of order {o.order_id} filled")
             if o.oca_group:
-                for sib in [c for c in self.orders.values() if c.oca_group == o.oca_group and c is not o and c.client_id == o.client_id and not c.done]:
+                for sib in [c for c in self.orders.working() if c.oca_group == o.oca_group and c is not o and c.client_id == o.client_id and not c.done]:
                     if o.oca_type in (2, 3):    # reduce the others by the filled quantity
                         sib.total_quantity = max(sib.filled, sib.total_quantity - qty)
                         if sib.remaining <= 0: ev += self._cancel(sib, f"OCA group {o.oca_group} filled")
                         else: ev.append(("status", sib))
                     else: ev += self._cancel(sib, f"OCA group {o.oca_group} filled")
+        if self.state_path: self._unjournaled.append(self._journal_record(f, o, ev, inst))
         return ev
 
     def _book(self, con_id: int, dq: Decimal, price: float, comm: float, inst: Instrument) -> float | None:
@@ -459,43 +523,80 @@ class Exchange:
     # ---- persistence -------------------------------------------------------------------
     def snapshot(self) -> dict:
         "Everything but the fills (those go to an append-only journal)."
-        enc = lambda d: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in d.items()}
         return dict(account=self.account, cash=self.cash, next_perm=self.next_perm, next_exec=self.next_exec, last=self.last,
                     day_start_nlv=self.day_start_nlv, fills_saved=len(self.fills), clock=self.clock,
-                    orders=[enc(asdict(o)) for o in self.orders.values() if not o.done or o.filled],
-                    positions=[enc(asdict(p)) for p in self.positions.values()])
+                    orders=[_plain(o) for o in self.orders.values() if not o.done or o.filled],
+                    positions=[_plain(p) for p in self.positions.values()])
 
     @property
     def journal_path(self) -> Path: return self.state_path.with_suffix(".fills.jsonl")
+
+    def _journal_record(self, f: Fill, o: Order, ev: list, inst: Instrument) -> tuple:
+        """What a journal line needs to replay a fill onto an older snapshot: the fill, the orders it changed as they are
+        now (the filled one, children it released, siblings it cancelled), the account's clock and counters."""
+        changed = {id(o): o} | {id(e[1]): e[1] for e in ev if e[0] == "status"}
+        return (_plain(f), [_plain(x) for x in changed.values()], self.clock, self.next_perm, self.next_exec, inst.multiplier)
+
+    def journal(self) -> int:
+        """Append the fills not yet on disk to the journal and fsync it; returns how many it wrote. The gateway calls it
+        before it sends a batch of messages, so a fill a client has heard of is on disk (group commit: one fsync for all
+        the fills of a batch)."""
+        if not self.state_path: return 0
+        with self._journal_lock:
+            with self.lock: recs, self._unjournaled = self._unjournaled, []
+            if not recs: return 0
+            lines = "".join(json.dumps(f | dict(orders_after=orders, clock=clock, next_perm=perm, next_exec=ex, multiplier=m)) + "\n"
+                            for f, orders, clock, perm, ex, m in recs)
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.journal_path, "a") as fh: fh.write(lines); fh.flush(); os.fsync(fh.fileno())
+            return len(recs)
 
     def save(self) -> None:
         """Persist: new fills are appended to the journal first, then the rest is written atomically (temp file +
         rename), so a crash never leaves half a file and never loses a fill the snapshot counts."""
         if not self.state_path: return
-        enc = lambda d: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in d.items()}
         with self.lock:
-            new = self.fills[getattr(self, "_fills_saved", 0):]
-            lines = "".join(json.dumps(enc(asdict(f))) + "\n" for f in new)
             data = json.dumps(self.snapshot())
-            self._fills_saved = len(self.fills)
             self.dirty = False
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        if lines:
-            with open(self.journal_path, "a") as fh: fh.write(lines); fh.flush(); os.fsync(fh.fileno())
+        self.journal()                             # every fill the snapshot counts is in the journal before the snapshot is
         fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".gateway-state")
         with os.fdopen(fd, "w") as fh: fh.write(data); fh.flush(); os.fsync(fh.fileno())
         os.replace(tmp, self.state_path)
 
     def load(self) -> None:
-        s = json.loads(self.state_path.read_text())
+        "The snapshot (if any), then the fills journaled after it, replayed onto it."
         dec = lambda d, keys: {k: (Decimal(v) if k in keys else v) for k, v in d.items()}
-        self.account, self.cash = s["account"], s["cash"]
-        self.next_perm, self.next_exec, self.day_start_nlv = s["next_perm"], s["next_exec"], s["day_start_nlv"]
-        self.clock = s.get("clock")                # absent in state files written before the clock was kept
-        self.last = {int(k): v for k, v in s["last"].items()}
-        self.orders = {(o["client_id"], o["order_id"]): Order(**dec(o, {"total_quantity", "filled"})) for o in s["orders"]}
-        self.positions = {p["con_id"]: Position(**dec(p, {"qty"})) for p in s["positions"]}
-        lines = self.journal_path.read_text().splitlines() if self.journal_path.exists() else []
-        # fills journaled after the last snapshot belong to state the snapshot does not have: keep the snapshot's view
-        self.fills = [Fill(**dec(json.loads(x), {"shares", "cum_qty"})) for x in lines[:s["fills_saved"]]]
-        self._fills_saved = len(self.fills)
+        s = json.loads(self.state_path.read_text()) if self.state_path.exists() else dict(fills_saved=0)
+        if "account" in s:
+            self.account, self.cash = s["account"], s["cash"]
+            self.next_perm, self.next_exec, self.day_start_nlv = s["next_perm"], s["next_exec"], s["day_start_nlv"]
+            self.clock = s.get("clock")            # absent in state files written before the clock was kept
+            self.last = {int(k): v for k, v in s["last"].items()}
+            self.orders = OrderBook({(o["client_id"], o["order_id"]): Order(**dec(o, {"total_quantity", "filled"})) for o in s["orders"]})
+            self.positions = {p["con_id"]: Position(**dec(p, {"qty"})) for p in s["positions"]}
+        lines = self._journal_lines()
+        self.fills = [Fill(**_fill_fields(dec(json.loads(x), {"shares", "cum_qty"}))) for x in lines[:s["fills_saved"]]]
+        for x in lines[s["fills_saved"]:]:         # fills journaled after the snapshot: replay them onto it
+            rec = json.loads(x)
+            if "orders_after" not in rec: break    # a journal written before fills carried their orders: keep the snapshot's view
+            self._replay(Fill(**_fill_fields(dec(rec, {"shares", "cum_qty"}))), rec)
+
+    def _journal_lines(self) -> list[str]:
+        "The journal's complete lines; a line cut short by a crash (never fsynced, never acknowledged) is cut off the file."
+        if not self.journal_path.exists(): return []
+        raw = self.journal_path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            raw = raw[:raw.rfind(b"\n") + 1]
+            with open(self.journal_path, "r+b") as fh: fh.truncate(len(raw))
+        return raw.decode().splitlines()
+
+    def _replay(self, f: Fill, rec: dict) -> None:
+        "Book a journaled fill again (the same arithmetic as when it happened) and restore the orders it changed."
+        inst = self.instruments.get(f.con_id) or Instrument(f.con_id, "", currency=f.currency, multiplier=rec.get("multiplier", 1.0))
+        self._book(f.con_id, (1 if f.side == "BOT" else -1) * f.shares, f.price, f.commission, inst)
+        for o in rec["orders_after"]:
+            self.orders[(o["client_id"], o["order_id"])] = Order(**{k: (Decimal(v) if k in ("total_quantity", "filled") else v) for k, v in o.items()})
+        self.fills.append(f)
+        self.next_perm, self.next_exec = max(self.next_perm, rec["next_perm"]), max(self.next_exec, rec["next_exec"])
+        t = dt.datetime.fromisoformat
+        if rec.get("clock") and (self.clock is None or t(rec["clock"]) > t(self.clock)): self.clock = rec["clock"]

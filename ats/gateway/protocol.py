@@ -68,6 +68,13 @@ class ProtocolError(ValueError):
 
 def fmt(v) -> str:
     "One field as IB writes it: bools as 1/0, unset numbers and None as empty, floats without noise."
+    t = type(v)                                  # fast paths first: every field of every message comes through here
+    if t is str: return v
+    if t is int: return "" if v == UNSET_INTEGER else str(v)
+    if t is float:
+        if v == UNSET_DOUBLE or v != v: return ""
+        if v.is_integer() and abs(v) < 1e15: return repr(int(v))
+        return "Infinite" if math.isinf(v) else repr(v)
     if v is None: return ""
     if isinstance(v, bool): return "1" if v else "0"
     if isinstance(v, Decimal): v = float(v) if v != v.to_integral_value() else int(v)
@@ -82,25 +89,25 @@ def fmt(v) -> str:
 
 def frame(*fields) -> bytes:
     "A length-prefixed message of NUL-terminated fields."
-    body = "".join(fmt(f) + "\0" for f in fields).encode()
+    body = ("\0".join(map(fmt, fields)) + "\0").encode()
     return struct.pack(">I", len(body)) + body
 
 MAX_FRAME = 1 << 24    # a length above 16 MB is garbage, not a message
 
 def split_frames(buf: bytes) -> tuple[list[list[str]], bytes]:
     "Complete messages in `buf` as field lists, and the unconsumed rest."
-    out = []
-    while len(buf) >= 4:
-        n = struct.unpack(">I", buf[:4])[0]
+    out, i, end = [], 0, len(buf)
+    while end - i >= 4:                           # an offset, not re-slicing the rest: linear in the buffer's size
+        n = struct.unpack_from(">I", buf, i)[0]
         if n > MAX_FRAME: raise ProtocolError(f"message length {n} is not plausible")
-        if len(buf) < 4 + n: break
-        body, buf = buf[4:4 + n], buf[4 + n:]
+        if end - i < 4 + n: break
+        body, i = buf[i + 4:i + 4 + n], i + 4 + n
         try: text = body.decode()
         except UnicodeDecodeError: raise ProtocolError("message is not UTF-8 text") from None
         fields = text.split("\0")
         if fields and fields[-1] == "": fields.pop()
         out.append(fields)
-    return out, buf
+    return out, buf[i:]
 
 def parse_greeting(buf: bytes) -> tuple[tuple[int, int, str], bytes] | None:
     "The client's `API\\0` + prefixed 'vMIN..MAX [options]'; None until complete. Raises ProtocolError on garbage."

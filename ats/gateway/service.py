@@ -118,9 +118,23 @@ class Session:
     multi: set = field(default_factory=set)
     times: collections.deque = field(default_factory=collections.deque)
     closed: bool = False
+    out: list = field(default_factory=list)           # encoded messages of this batch, written together by `flush`
+    on_output: object = None                          # the gateway's hook, told when a batch starts (None: write at once)
 
-    def send(self, *fields) -> None:
-        if not self.closed and not self.writer.is_closing(): self.writer.write(frame(*fields))
+    def send(self, *fields) -> None: self.send_bytes(frame(*fields))
+
+    def send_bytes(self, data: bytes) -> None:
+        "Queue encoded messages. The gateway writes them once the fills they report are on disk (`PaperGateway.commit`)."
+        if self.closed or self.writer.is_closing(): return
+        if self.on_output is None: self.writer.write(data); return
+        if not self.out: self.on_output(self)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        "Write the queued messages in one go (one system call instead of one per message)."
+        if not self.out: return
+        data, self.out = b"".join(self.out), []
+        if not self.writer.is_closing(): self.writer.write(data)
 
 # %% ../../nbs/17_gateway_service.ipynb #52c724da
 class PaperGateway:
@@ -157,6 +171,9 @@ class PaperGateway:
         self._tasks: list[asyncio.Task] = []
         self.stats = collections.Counter()
         self._dirty_positions, self._dirty_account = set(), False
+        self._outbox: list[Session] = []                       # sessions with queued messages, written by `commit`
+        self._commit_soon, self._loop_thread = False, None
+        self._rows_cache: dict = {}
         self._set_day(self.day)
 
     # ---- data ---------------------------------------------------------------------------
@@ -182,7 +199,20 @@ class PaperGateway:
 
     def now(self, inst: Instrument | None = None) -> dt.datetime:
         "The simulated time: the current phase (open, extremes, close) of the current session, on `inst`'s exchange (default New York)."
-        return session_time(self.days[self.day], self.phase, inst.time_zone if inst else HOME_TZ)
+        key = (self.days[self.day], self.phase, inst.time_zone if inst else HOME_TZ)
+        memo = self.__dict__.setdefault("_now_memo", {})      # pandas time zone arithmetic on every request and tick was a
+        if key not in memo:                                    # good part of the gateway's time
+            if len(memo) > 64: memo.clear()
+            memo[key] = session_time(*key)
+        return memo[key]
+
+    def _day_rows(self, cid: int) -> dict:
+        "A symbol's bars by day as plain rows (indexing its DataFrame for every symbol and phase cost more than the phase's work)."
+        df = self.bars[cid]
+        cached = self._rows_cache.get(cid)
+        if cached is None or cached[0] is not df:
+            cached = self._rows_cache[cid] = (df, dict(zip(df.index, df.itertuples(index=False))))
+        return cached[1]
 
     def _set_day(self, k: int) -> None:
         self.day = max(self._first_day, k)
@@ -234,9 +264,10 @@ class PaperGateway:
         if ph == 3: ex.dirty = True
         ev = []
         day = self.days[self.day]
-        for cid, df in self.bars.items():
-            if day not in df.index: continue
-            r = df.loc[day]
+        subs = self._subscribers()
+        for cid in list(self.bars):
+            r = self._day_rows(cid).get(day)
+            if r is None: continue
             b = Bar(day.date(), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume))
             path = [b.low, b.high] if b.close >= b.open else [b.high, b.low]
             t = self.now(self.instruments[cid])         # fills carry the time of this phase on their exchange
@@ -250,7 +281,7 @@ class PaperGateway:
                 else:
                     ex.last[cid] = b.close
                     ev += ex._match(cid, b.close, t, gap=False, at_close=True)
-            self._ticks(cid, b, ph)
+            self._ticks(cid, b, ph, subs.get(cid))
             if ph == 3: self._bar_update(cid, day, r)
         if ph == 3:
             ev += ex.end_of_day(now, traded={cid for cid, df in self.bars.items() if day in df.index})
@@ -273,16 +304,26 @@ class PaperGateway:
         log.warning("the clock reached the last day of the market data (%s) and stopped: orders wait for an open that will not come. "
                     "Start a new account with `ats gateway --fresh`, or load more data", self.days[self.day].date())
 
-    def _ticks(self, cid: int, b: Bar, ph: int) -> None:
-        if cid in self.silenced: return
-        subs = [(s, rid) for s in self.sessions for rid, c in s.mkt.items() if c == cid]
-        if not subs: return
+    def _subscribers(self) -> dict[int, list[tuple[Session, int]]]:
+        "con_id -> the (session, request id) pairs streaming it, in session order."
+        subs = {}
+        for s in self.sessions:
+            for rid, c in s.mkt.items(): subs.setdefault(c, []).append((s, rid))
+        return subs
+
+    def _ticks(self, cid: int, b: Bar, ph: int, subs: list | None) -> None:
+        "Bid, ask, last and volume of one phase to every subscriber: encoded once per request id, the same bytes to all that use it."
+        if cid in self.silenced or not subs: return
         px = self.exchange.last[cid]
         bid, ask = quote(px, self.instruments[cid])
+        vol, encoded = b.volume * (ph + 1) / 4, {}
         for s, rid in subs:
-            s.send(*m_tick_price(rid, Tick.BID, bid, 100)); s.send(*m_tick_price(rid, Tick.ASK, ask, 100))
-            s.send(*m_tick_price(rid, Tick.LAST, px, 100)); s.send(*m_tick_size(rid, Tick.VOLUME, b.volume * (ph + 1) / 4))
-            self.stats["ticks"] += 4
+            data = encoded.get(rid)
+            if data is None:
+                data = encoded[rid] = b"".join([frame(*m_tick_price(rid, Tick.BID, bid, 100)), frame(*m_tick_price(rid, Tick.ASK, ask, 100)),
+                                                frame(*m_tick_price(rid, Tick.LAST, px, 100)), frame(*m_tick_size(rid, Tick.VOLUME, vol))])
+            s.send_bytes(data)
+        self.stats["ticks"] += 4 * len(subs)
 
     def _bar_update(self, cid: int, day, r) -> None:
         if cid in self.silenced: return
@@ -322,6 +363,22 @@ class PaperGateway:
         # like TWS, position and account updates are batched rather than sent after every fill
         self._dirty_positions |= positions
         self._dirty_account |= account_dirty or bool(positions)
+
+    def _queued(self, s: Session) -> None:
+        "A session started a batch of messages: write it (`commit`) once the current step of the loop is done."
+        self._outbox.append(s)
+        if self._commit_soon or self.loop is None: return
+        self._commit_soon = True
+        if threading.get_ident() == self._loop_thread: self.loop.call_soon(self.commit)
+        else: self.loop.call_soon_threadsafe(self.commit)
+
+    def commit(self) -> None:
+        """Group commit: the fills not yet on disk go to the journal (one fsync for all of them), then each client's queued
+        messages go out in one write. So a fill a client hears of is on disk, whatever kills the gateway after."""
+        self._commit_soon = False
+        self.exchange.journal()
+        out, self._outbox = self._outbox, []
+        for s in out: s.flush()
 
     async def _updates(self) -> None:
         "Send batched position and account updates every 100 ms."
@@ -551,7 +608,7 @@ class PaperGateway:
     # ---- connections ---------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
-        s = Session(writer, peer)
+        s = Session(writer, peer, on_output=self._queued)
         self._handlers.add(asyncio.current_task())     # stop() waits for it
         buf = b""
         try:
@@ -576,6 +633,7 @@ class PaperGateway:
                     self.handle(s, m)
                     self.stats["requests"] += 1
                     if s.closed: break
+                self.commit()                                    # the answers to this batch: journal, then one write
                 await writer.drain()
                 if s.closed: break
                 chunk = await reader.read(65536)
@@ -588,6 +646,7 @@ class PaperGateway:
         except asyncio.CancelledError:       # stop() gave up waiting for this client: end quietly (Python 3.11 logs a
             pass                             # cancelled connection handler as an error with a traceback)
         finally:
+            with contextlib.suppress(ConnectionError): self.commit()      # what the client is owed (an error 326, say) first
             s.closed = True
             if s in self.sessions: self.sessions.remove(s)
             with contextlib.suppress(Exception): writer.close()
@@ -606,7 +665,7 @@ class PaperGateway:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> "PaperGateway":
-        self.loop = asyncio.get_running_loop()
+        self.loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         self._handlers: set[asyncio.Task] = set()      # one task per connected client
         self.server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -641,6 +700,7 @@ class PaperGateway:
     # ---- fault injection -----------------------------------------------------------------
     def drop(self, client_id: int | None = None) -> int:
         "Close one client's connection (or all); returns how many were dropped."
+        self.commit()                                          # what was sent before the drop reaches the client
         n = 0
         for s in list(self.sessions):
             if client_id is None or s.client_id == client_id:
