@@ -17,7 +17,8 @@ import pandas as pd
 # %% auto #0
 __all__ = ['OrderRequest', 'Snapshot', 'RiskError', 'TradingState', 'RiskConfig', 'Limits', 'WhatIf', 'Order',
            'return_correlations', 'PortfolioSnapshot', 'Reason', 'Decision', 'RiskEvent', 'RiskAction',
-           'RiskStateStore', 'JsonFileStore', 'ArcticStateStore', 'as_state_store', 'RiskEngine']
+           'RiskStateStore', 'JsonFileStore', 'ArcticStateStore', 'as_state_store', 'BackgroundStateStore',
+           'RiskEngine']
 
 # %% ../nbs/31_risk.ipynb #1a6bdc88
 class RiskError(ValueError):
@@ -162,9 +163,12 @@ def _unit(p) -> float | None:
 
 def return_correlations(returns: Mapping[str, Sequence | pd.Series], min_days: int = 20) -> dict[tuple[str, str], float]:
     "Pairwise correlation of strategies' daily returns (Series on their common dates; plain arrays aligned at their ends); pairs with fewer than `min_days` common days are left out."
+    # fewer values than min_days can never give min_days common days: left out before any pandas work (the runtime
+    # calls this on every new trading day, on the bar's way to the strategy; one strategy needs no pandas at all)
+    returns = {k: r for k, r in returns.items() if r is not None and len(r) >= min_days}
+    if len(returns) < 2: return {}
     cols = {}
     for k, r in returns.items():
-        if r is None: continue
         cols[k] = pd.Series(r, dtype=float) if isinstance(r, pd.Series) else pd.Series(np.asarray(r, dtype=float), index=range(-len(r), 0))
     if len(cols) < 2: return {}
     c = pd.DataFrame(cols).corr(min_periods=min_days)
@@ -322,6 +326,71 @@ def as_state_store(x) -> RiskStateStore | None:
     if x is None or (hasattr(x, "load") and hasattr(x, "save")): return x
     if isinstance(x, (str, Path)): return JsonFileStore(x)
     raise RiskError(f"state store must be a path, a RiskStateStore (load/save) or None, got {type(x).__name__}")
+
+# %% ../nbs/31_risk.ipynb #f6edc654
+class BackgroundStateStore:
+    """Saves through `inner` (e.g. an `ArcticStateStore`) from a background thread, so the runner's event loop never waits
+    on storage (an ArcticDB write takes 10–80 ms: the next order would wait behind it). Each state is the whole state, so
+    only the newest one waiting is written. `load` sees a state not written yet; `flush` waits until it is written (a
+    trading-state change does, so a kill survives a crash right after it); `close` writes the last one and stops."""
+    def __init__(self, inner: RiskStateStore, retry: float = 1.0):
+        import threading
+        self.inner, self.retry = inner, retry
+        self._cv = threading.Condition()
+        self._pending: str | None = None          # JSON of the newest state not written yet
+        self._seq = self._written = 0
+        self._closed = False
+        self.errors, self.last_error = 0, ""
+        self._thread = threading.Thread(target=self._run, name=f"state-writer {inner!r}", daemon=True)
+        self._thread.start()
+
+    def __repr__(self): return f"BackgroundStateStore({self.inner!r})"
+
+    def load(self) -> dict | None:
+        with self._cv: p = self._pending
+        return json.loads(p) if p is not None else self.inner.load()
+
+    def save(self, state: dict) -> None:
+        s = json.dumps(state)                     # taken now: the caller goes on changing its dicts
+        with self._cv:
+            if not self._closed:
+                self._seq += 1; self._pending = s; self._cv.notify_all(); return
+        self.inner.save(json.loads(s))            # after close: written at once, as without this wrapper
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        "Wait until every state saved so far is written; False if that did not happen within `timeout` (see `last_error`)."
+        with self._cv:
+            target = self._seq
+            return self._cv.wait_for(lambda: self._written >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        "Write the last state, then stop the thread; raises RiskError if it could not be written."
+        ok = self.flush(timeout)
+        with self._cv: self._closed = True; self._cv.notify_all()
+        self._thread.join(timeout)
+        if not ok:
+            raise RiskError(f"{self.inner!r}: the last state was not written within {timeout:g} s ({self.last_error or 'still writing'}); "
+                            "check the store's disk or bucket, then `ats risk status` and every position's stops before trading again")
+
+    def _run(self) -> None:
+        import logging
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None: return
+                s, seq = self._pending, self._seq
+            try: self.inner.save(json.loads(s))
+            except Exception as e:                # kept and tried again: the newest state must reach the store
+                self.errors += 1; self.last_error = f"{type(e).__name__}: {e}"
+                logging.getLogger("ats.risk").error("%r: state not written (%s); trying again in %g s", self.inner, self.last_error, self.retry)
+                with self._cv:
+                    if self._closed: return
+                    self._cv.wait(self.retry)
+                continue
+            with self._cv:
+                if self._seq == seq: self._pending = None
+                self._written = seq
+                self._cv.notify_all()
 
 # %% ../nbs/31_risk.ipynb #701fc53a
 def _dec(x) -> Decimal:
@@ -546,12 +615,12 @@ class RiskEngine:
         if dd > self.cfg.emergency_stop_loss and self.state() is not TradingState.HALTED:
             acts += self._halt(None, self.cfg.flatten_on_emergency, "emergency stop", f"drawdown {dd:.2%} from today's peak; limit {self.cfg.emergency_stop_loss:.2%}")
             changed = False                                # _halt saved
-        if changed: self._save()
+        if changed: self._save(durable=True)
         return acts
 
     def _halt(self, strategy: str | None, flatten: bool, by: str, reason: str, kind: str = "state") -> list[RiskAction]:
         self._set(strategy, TradingState.HALTED, by, reason, kind)
-        self._save()
+        self._save(durable=True)
         who = f"strategy {strategy}" if strategy else "account"
         acts = [RiskAction("cancel_orders", strategy, f"cancel every open order of {who if strategy else 'every strategy'}")]
         if flatten: acts.append(RiskAction("flatten", strategy, f"close every position of {who if strategy else 'every strategy'}"))
@@ -567,7 +636,7 @@ class RiskEngine:
         was restarted by crash recovery in safe mode. A HALTED or REDUCING state is left as it is: this never loosens."""
         if self.state(strategy) is not TradingState.ACTIVE: return []
         self._set(strategy, TradingState.REDUCING, by or "unknown", reason or "reduce only")
-        self._save()
+        self._save(durable=True)
         who = f"strategy {strategy}" if strategy else "account"
         return [RiskAction("alert", strategy, f"{who} is REDUCING ({reason}): only risk-reducing orders until `ats resume`", "WARNING")]
 
@@ -586,7 +655,7 @@ class RiskEngine:
                 self.account_base = min(0.0, snap.account_pnl_today)
                 self.strategy_base = {s: min(0.0, float(p)) for s, p in snap.strategy_pnl_today.items()}
                 self.peak, self.peak_reset = float(snap.nav), True
-        self._save()
+        self._save(durable=True)
 
     # ---- persistence ------------------------------------------------------------------------
     def to_state(self) -> dict:
@@ -594,8 +663,16 @@ class RiskEngine:
         return dict(version=1, day=self.day, account=self.account, strategies=self.strategies, peak=self.peak, peak_reset=self.peak_reset,
                     account_base=self.account_base, strategy_base=self.strategy_base, history=self.history)
 
-    def _save(self) -> None:
-        if self.store: self.store.save(self.to_state())
+    def _save(self, durable: bool = False) -> None:
+        if not self.store: return
+        self.store.save(self.to_state())
+        # a trading-state change is on disk before the caller goes on (a kill must survive a crash right after it); a
+        # write-behind store (BackgroundStateStore) writes the rest (daily baselines, peaks) off the event loop. A store
+        # that cannot write keeps trying in its thread: the kill still cancels and flattens (actions are not held back)
+        if durable and hasattr(self.store, "flush") and not self.store.flush():
+            import logging
+            logging.getLogger("ats.risk").critical("%r: the trading state is not written yet (%s); it holds in this process: check the store, "
+                                                   "then `ats risk status`", self.store, getattr(self.store, "last_error", ""))
 
     def _restore(self, d: dict) -> None:
         try:

@@ -154,7 +154,7 @@ class StrategyWorker:
 # %% ../nbs/22_runtime.ipynb #bb188758
 from .strategy import load_strategy_class, OrderIntent, BarEvent, order_key, StrategyLoadError, StrategyParamError
 from .ledger import Ledger, Fill, dec, UNASSIGNED
-from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError
+from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError, working_quantities
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
 from . import stop_orders
@@ -429,7 +429,7 @@ class Runtime:
     async def start(self) -> "Runtime":
         "Connect, re-synchronise with the broker, start every active strategy."
         from ats.ledger import LedgerStore, LedgerWriter, load_ledger
-        from ats.risk import ArcticStateStore
+        from ats.risk import ArcticStateStore, BackgroundStateStore
         from ats.stops import StopBook
         from ats.commands import control_loop
         from ats.alerts import Alerter
@@ -448,9 +448,10 @@ class Runtime:
         self.main.stateEvent += self._on_conn_state
         cfgs = self._configs()
         lib = self.store.library("portfolios")
-        self.risk = RiskEngine(RiskConfig.from_settings(self.s), {c.strategy_name: c.risk_limits for c in cfgs}, ArcticStateStore(lib, "risk.state"))
+        self.risk = RiskEngine(RiskConfig.from_settings(self.s), {c.strategy_name: c.risk_limits for c in cfgs},
+                               BackgroundStateStore(ArcticStateStore(lib, "risk.state")))   # written off the event loop: orders never wait on it
         self.risk.subscribe(self._on_risk_event)
-        self.stopbook = StopBook(ArcticStateStore(lib, "stops.state"))
+        self.stopbook = StopBook(BackgroundStateStore(ArcticStateStore(lib, "stops.state")))
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
         await stop_orders.reattach(self)
@@ -730,13 +731,7 @@ def _reject(self: Runtime, slot: Slot, intent: OrderIntent | None, reason: str) 
 def _working(self: Runtime, slot: Slot, con_id: int) -> Decimal:
     "Signed quantity of the strategy's orders still working on this contract."
     if slot.conn is None: return Decimal(0)
-    out = Decimal(0)
-    for t in slot.conn.ib.openTrades():
-        # stops and targets (an `ats-` OCA group) protect the position: they are not orders to reach a target with
-        if t.contract.conId == con_id and t.order.orderType in ("MKT", "LMT", "MOC", "LOC") and not t.order.parentId \
-                and not t.order.ocaGroup.startswith("ats-"):
-            out += (dec(t.order.totalQuantity) - dec(t.orderStatus.filled)) * (1 if t.order.action == "BUY" else -1)
-    return out
+    return working_quantities(slot.conn.ib.openTrades()).get(con_id, Decimal(0))
 
 @patch
 def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | None = None) -> None:
@@ -823,8 +818,10 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
     for (s, cid), p in self.ledger.positions.items():
         if p.quantity: positions[(s, p.symbol)] = positions.get((s, p.symbol), 0.0) + float(p.quantity)
     for slot in self.slots.values():
+        # one pass over the connection's trades per strategy, not one per symbol (the list grows all session)
+        working = working_quantities(slot.conn.ib.openTrades()) if slot.conn is not None and slot.contracts else {}
         for sym, c in slot.contracts.items():
-            w = self._working(slot, c.conId)
+            w = working.get(c.conId)
             if w: positions[(slot.name, sym)] = positions.get((slot.name, sym), 0.0) + float(w)
     for sym, px in self.last_price.items():
         c = self.contracts.get(sym)
@@ -1212,6 +1209,10 @@ async def stop(self: Runtime) -> None:
     self.request_stop(self.stop_reason or "stopped")
     if self.risk is not None: await publish(self)
     if self.writer is not None: await asyncio.to_thread(self.writer.close)
+    for book in (self.risk, self.stopbook):           # their last states (written off the event loop while trading)
+        if book is not None and hasattr(book.store, "close"):
+            try: await asyncio.to_thread(book.store.close)
+            except Exception as e: self.alert("CRITICAL", str(e))
     if self.alerter is not None: await asyncio.to_thread(self.alerter.close)     # the last alerts (why it stopped) go out
     if self.main is not None: await self.main.close()
     for slot in self.slots.values():

@@ -13,8 +13,8 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['METHODS', 'SizingError', 'SizingConfig', 'round_to_increment', 'daily_volatility', 'TradeStats', 'kelly_fraction',
-           'Sized', 'size_order', 'target_quantities', 'intent_delta', 'capital_share', 'strategy_capital',
-           'target_quantities_frame', 'sized_weights']
+           'Sized', 'size_order', 'target_quantities', 'intent_delta', 'working_quantities', 'capital_share',
+           'strategy_capital', 'target_quantities_frame', 'sized_weights']
 
 # %% ../nbs/30_sizing.ipynb #d250c48d
 METHODS = ("fixed", "volatility_adjusted", "kelly")
@@ -227,6 +227,26 @@ def intent_delta(intent, *, price: float, capital: float, current=0, working=0, 
     if intent.target_quantity is not None: return round_to_increment(float(intent.target_quantity), cfg.position_increment) - held
     if intent.quantity is not None: return Decimal(str(intent.quantity))
     raise SizingError(f"strategy {intent.strategy!r}: the intent for {intent.symbol} names no quantity, target quantity or target weight")
+
+# %% ../nbs/30_sizing.ipynb #71d2c994
+def _exact(x) -> Decimal:
+    "IB's float quantities as exact Decimals (as `ats.ledger.dec`: 7.0 shares read as 7, 0.1 stays 0.1)."
+    if isinstance(x, Decimal): return x
+    if isinstance(x, float): return Decimal(int(x)) if x.is_integer() else Decimal(repr(x))
+    return Decimal(str(x))
+
+def working_quantities(trades) -> dict:
+    """Signed quantity still working per contract id, over ib_async Trades (e.g. `ib.openTrades()`): what `intent_delta`
+    counts as `working`. Stops and targets (an `ats-` OCA group) and bracket children protect a position: they are not
+    orders to reach a target with. One pass over the trades for every contract (the trade list grows all session)."""
+    out: dict = {}
+    for t in trades:
+        o = t.order
+        if o.orderType in ("MKT", "LMT", "MOC", "LOC") and not o.parentId and not o.ocaGroup.startswith("ats-"):
+            left = _exact(o.totalQuantity) - _exact(t.orderStatus.filled)
+            cid = t.contract.conId
+            out[cid] = out.get(cid, Decimal(0)) + (left if o.action == "BUY" else -left)
+    return out
 
 # %% ../nbs/30_sizing.ipynb #3e592e24
 def capital_share(allocation: float, others: Iterable[float] = ()) -> float:

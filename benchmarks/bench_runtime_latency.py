@@ -8,6 +8,9 @@ Both sides run in this process against one paper gateway in a separate process (
   loop, sizing, the pre-trade risk chain, `placeOrder` on the strategy's own connection.
 
 The strategy does nothing but buy, so the difference is what the runtime adds. Target: ≤ 1 ms at p99.
+On a loaded machine p99 measures the scheduler more than ats: compare ats and raw of the same run, over several runs, and
+an unmodified checkout (`git archive HEAD | tar -x -C DIR`, run with PYTHONPATH=DIR) in the same minutes for a "before".
+Results and where the time goes: benchmarks/results/runtime_latency.txt.
 
     .venv/bin/python benchmarks/bench_runtime_latency.py [--bars 300] [--days-per-second 10]
 """

@@ -335,3 +335,28 @@ def test_reduce_after_crash_recovery_never_loosens_a_state_and_survives_a_restar
     assert again.state() is R and again.account["reason"] == "the runner was restarted"
     E.kill(by="ann")
     assert E.reduce(None, by="crash recovery", reason="again") == [] and E.state() is H
+
+
+def test_runner_state_store_writes_off_the_event_loop_and_a_kill_before_it_returns(tmp_path):
+    "The runner's risk and stop state go through a write-behind store: saving never waits on ArcticDB, a kill is on disk when kill() returns."
+    import threading, time
+    from ats.store import Store
+    from ats.risk import ArcticStateStore, BackgroundStateStore
+    lib = Store(f"lmdb://{tmp_path / 'db'}?map_size=64MB").library("portfolios")
+    writing = threading.Event()
+    class Gated(ArcticStateStore):                  # the real ArcticDB store, held at the door until the test lets it write
+        def save(self, state): writing.wait(10); super().save(state)
+    bg = BackgroundStateStore(Gated(lib, "stops.state"))
+    t0 = time.perf_counter()
+    for i in range(50): bg.save({"n": i, "plans": [i] * 10})
+    assert time.perf_counter() - t0 < 1.0           # 50 saves while the store cannot write: none of them waited for it
+    assert bg.load() == {"n": 49, "plans": [49] * 10} and not lib.has_symbol("stops.state")
+    writing.set()
+    assert bg.flush(10)
+    assert ArcticStateStore(lib, "stops.state").load() == {"n": 49, "plans": [49] * 10}     # the newest state, from a fresh reader
+    bg.close()
+    # a trading-state change does not wait in the queue: the next process sees the kill as soon as kill() returned
+    E = RiskEngine(RiskConfig(), store=BackgroundStateStore(ArcticStateStore(lib, "risk.state")))
+    E.kill("s1", by="cli", reason="test")
+    assert RiskEngine(RiskConfig(), store=ArcticStateStore(lib, "risk.state")).state("s1") is H
+    E.store.close()

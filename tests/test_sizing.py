@@ -153,3 +153,21 @@ def test_backtest_weights_after_sizing():
     assert Q.values.tolist() == [[150.0, 710.0], [75.0, -330.0]]                 # 5,000/33 = 151.5 -> 150; 3,000/9 = 333.3 -> 330
     SW = sized_weights(Q, P, pd.Series([10_000.0, 12_000.0], index=idx))
     assert np.allclose(SW.values, [[0.495, 0.497], [0.25, -0.2475]])
+
+
+def test_working_quantities_count_only_orders_that_reach_a_target():
+    "What the runtime counts as still working, per contract, in one pass: entries count (less what filled), protection does not."
+    from decimal import Decimal
+    from ib_async import Trade, Order, OrderStatus, Stock
+    from ats.sizing import working_quantities
+    msft, aapl = Stock("MSFT", "SMART", "USD", conId=1), Stock("AAPL", "SMART", "USD", conId=2)
+    def trade(c, action, qty, filled=0.0, **kw):
+        return Trade(c, Order(action=action, totalQuantity=qty, **{"orderType": "MKT", **kw}), OrderStatus(filled=filled))
+    trades = [trade(msft, "BUY", 10.0, 3.0), trade(msft, "SELL", 2.5, orderType="LMT", lmtPrice=1.0),
+              trade(aapl, "SELL", 5.0, orderType="MOC"),
+              trade(msft, "SELL", 7.0, orderType="STP", auxPrice=1.0),                   # a plain stop: not an entry
+              trade(msft, "SELL", 7.0, orderType="LMT", ocaGroup="ats-abc"),             # an ats target: protection
+              trade(aapl, "BUY", 4.0, parentId=9)]                                        # a bracket child
+    w = working_quantities(trades)
+    assert w == {1: Decimal("4.5"), 2: Decimal(-5)} and str(w[2]) == "-5"             # exact: 7 − 2.5, whole shares stay whole
+    assert working_quantities([]) == {}
