@@ -95,8 +95,10 @@ class IBSettings:
 @dataclass
 class ArcticSettings:
     "Where ArcticDB keeps market data, configs, portfolios, jobs and research."
-    uri: str = _f("", "any ArcticDB URI (lmdb://…, s3://…, azure://…); empty = LMDB at path")
+    uri: str = _f("", "any ArcticDB URI (lmdb://…, s3://HOST:BUCKET?port=…&path_prefix=…, s3s://… for HTTPS, azure://…), never with access keys (they go in .env: s3_access_key); empty = LMDB at path")
     path: str = _f("data_and_research/db", "LMDB folder used when uri is empty", env="ARCTIC_DB_PATH")
+    s3_access_key: str = _f("", "access key of an s3:// / s3s:// uri (secret: only from ATS_ARCTIC__S3_ACCESS_KEY in .env / environment; unset = AWS's own credential chain)", secret=True)
+    s3_secret_key: str = _f("", "secret key of an s3:// / s3s:// uri (secret: only from ATS_ARCTIC__S3_SECRET_KEY in .env / environment)", secret=True)
     map_size_gb: float = _f(20.0, "LMDB map size: the most the database may grow to (sparse on disk)", "GB", lo=0.1)
     market_data_library: str = _f("market_data", "library of OHLCV bars, one symbol per instrument and bar size")
     strategies_library: str = _f("strategies", "library of strategy configs and runtime setting overrides")
@@ -812,6 +814,7 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
             raw, who = (ov.get("value"), ov.get("by", "")) if isinstance(ov, dict) else (ov, "")
             put(sec, key, raw, Source("override", f"arcticdb{' by ' + who if who else ''}"))
 
+    _refuse_keys_in_uri(values, sources, probs)
     sections = {}
     for sec, cls in SECTIONS.items():
         kw = {f.name: values[(sec, f.name)] for f in fields(cls) if (sec, f.name) in values}
@@ -825,6 +828,17 @@ def load_settings(path: str | Path | None = None, *, env: dict | None = None, do
 
 def _env_name(sec, key) -> str:
     return f"ATS_{sec.upper()}__{key.upper()}"
+
+def _refuse_keys_in_uri(values: dict, sources: dict, probs: list) -> None:
+    "S3 keys written in [arctic] uri are refused (an error) and masked, so no layer can print or log them."
+    from ats.s3 import keys_in_uri, mask_uri
+    uri = values.get(("arctic", "uri"))
+    if not keys_in_uri(uri): return
+    src = sources.get(("arctic", "uri"), Source("default"))
+    values[("arctic", "uri")] = mask_uri(uri)
+    probs.append(Problem(src.where or src.layer, "arctic", "uri", mask_uri(uri),
+                         f"access keys must not be written in the URI ({', '.join(k + '=' for k in keys_in_uri(uri))}): remove them and put them in "
+                         f".env or the environment as {_env_name('arctic', 's3_access_key')} and {_env_name('arctic', 's3_secret_key')}"))
 
 # %% ../nbs/00_config.ipynb #6c04a19e
 def check_live_guard(s: Settings) -> None:
@@ -992,6 +1006,13 @@ def check_database(s: Settings, rep: ValidationReport):
         q = parse_qs(urlparse(uri).query)
         free = shutil.disk_usage(probe).free / 2**30
         rep.add("database", "ok", f"LMDB at {p}{' (will be created)' if not p.exists() else ''}, map size {q.get('map_size', ['default'])[0]}, {free:.0f} GB free")
+    elif scheme in ("s3", "s3s"):
+        from ats.s3 import probe_bucket
+        if any(p.key == "uri" and p.section == "arctic" and p.level == "error" for p in s.problems):   # keys in the URI: explained under settings
+            rep.add("database", "error", f"{_loc(s, 'arctic', 'uri')}: not opened while the URI holds access keys (see settings)", "arctic", "uri"); return
+        try: ok, msg = probe_bucket(uri, (s.arctic.s3_access_key, s.arctic.s3_secret_key))
+        except ValueError as e: ok, msg = False, str(e)
+        rep.add("database", "ok" if ok else "error", msg if ok else f"{_loc(s, 'arctic', 'uri')}: {msg}", "arctic", "uri")
     else:
         rep.add("database", "ok", f"{scheme} URI {uri.split('?')[0]} (reachability is checked on first use)")
 

@@ -11,6 +11,7 @@ from typing import Any
 import arcticdb as adb
 import pandas as pd
 from arcticdb.config import set_config_int
+from .s3 import S3Locks, is_s3, keys_in_uri, mask_uri, open_uri
 
 # Several ats processes share one database (runner writes, dashboard and CLI read and send
 # commands). ArcticDB caches each symbol's version list for a while; a reader would then miss
@@ -39,12 +40,13 @@ _thread_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Loc
 
 @contextlib.contextmanager
 def symbol_lock(store, key: str):
-    """Exclusive right to write one symbol (`key`: its name) across processes: a file lock per LMDB database and key, else
-    a lock in this process. ArcticDB lets two processes append to one symbol and then fails (NOTES.md); every writer that
+    """Exclusive right to write one symbol (`key`: its name) across processes: a file lock per LMDB database and key, a
+    lease object in the bucket on S3 (across hosts: ats.s3), else a lock in this process. ArcticDB lets two processes append to one symbol and then fails (NOTES.md); every writer that
     may meet another one — ingest, the clean-up, commands, alerts, job history — takes this lock first."""
     p = lmdb_path(getattr(store, "uri", ""))
     if p is None:
-        with _thread_locks[key]: yield
+        locks = getattr(store, "s3_locks", None)     # S3: a lease object in the bucket, since file locks do not cross hosts
+        with _thread_locks[key], (locks.hold(key) if locks else contextlib.nullcontext()): yield
         return
     d = Path(tempfile.gettempdir()) / "ats-locks" / hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:16]
     d.mkdir(parents=True, exist_ok=True)
@@ -174,8 +176,10 @@ def _who() -> str:
 class Store:
     "The ArcticDB database of one ats installation."
     def __init__(self, uri: str, *, libraries: dict[str, str] | None = None, create: bool = True,
-                 strategies_dir: str | Path | None = None, known_symbols: set[str] | None = None):
-        self.uri = normalize_uri(uri)
+                 strategies_dir: str | Path | None = None, known_symbols: set[str] | None = None,
+                 credentials: tuple[str, str] | None = None):
+        self.uri = normalize_uri(uri)             # S3: without keys (ats.s3 adds them from `credentials` / the environment at open)
+        self._credentials, self._s3_locks = credentials, None
         self.known_symbols = known_symbols        # what the broker trades, when known offline (strategy configs are checked against it)
         self.names = {n: n for n in LIBRARIES} | dict(libraries or {})
         self.strategies_dir = Path(strategies_dir) if strategies_dir else None
@@ -186,8 +190,8 @@ class Store:
             try: p.mkdir(parents=True, exist_ok=True)
             except OSError as e: raise StoreError(f"cannot create the database folder {p}: {e.strerror}; choose a writable ARCTIC_DB_PATH") from None
             if not os.access(p, os.W_OK): raise StoreError(f"database folder {p} is not writable; choose a writable ARCTIC_DB_PATH")
-        try: self.arctic = adb.Arctic(self.uri)
-        except Exception as e: raise StoreError(f"cannot open ArcticDB at {self.uri}: {e}") from None
+        try: self.arctic = adb.Arctic(open_uri(self.uri, credentials))
+        except Exception as e: raise StoreError(f"cannot open ArcticDB at {mask_uri(self.uri)}: {mask_uri(str(e))}") from None
         self._libs: dict[str, Any] = {}
         if create:
             for n in LIBRARIES: self.library(n)
@@ -198,7 +202,13 @@ class Store:
         a = settings.arctic
         libs = {n: getattr(a, f"{n}_library") for n in LIBRARIES}
         return cls(settings.arctic_uri, libraries=libs, create=create, strategies_dir=settings.base_dir / "strategies",
-                   known_symbols=known_symbols(settings))
+                   known_symbols=known_symbols(settings), credentials=(a.s3_access_key, a.s3_secret_key))
+
+    @property
+    def s3_locks(self) -> S3Locks | None:
+        "The bucket's write leases (one writer per symbol across hosts); None when the database is not on S3."
+        if self._s3_locks is None and is_s3(self.uri): self._s3_locks = S3Locks(self.uri, self._credentials)
+        return self._s3_locks
 
     def library(self, name: str):
         "The arcticdb Library for a logical name (market_data, strategies, portfolios, jobs, research, options_data)."
@@ -208,7 +218,7 @@ class Store:
             self._libs[name] = self.arctic.get_library(self.names[name], create_if_missing=True)
         return self._libs[name]
 
-    def __repr__(self): return f"Store({self.uri!r})"
+    def __repr__(self): return f"Store({mask_uri(self.uri)!r})"
 
     # ---- strategy configs -------------------------------------------------------------
     def validate_strategy_config(self, cfg: StrategyConfig) -> StrategyConfig:
@@ -267,6 +277,8 @@ class Store:
         fmap = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         if key not in fmap: raise ValueError(f"[{section}] has no key {key!r}; keys: {', '.join(fmap)}")
         if fmap[key].metadata.get("secret"): raise ValueError(f"[{section}] {key} is a secret: set it in .env or the environment, not in the database")
+        if (section, key) == ("arctic", "uri") and keys_in_uri(str(value)):
+            raise ValueError("[arctic] uri: access keys never go in the URI nor the database: put them in .env as ATS_ARCTIC__S3_ACCESS_KEY / ATS_ARCTIC__S3_SECRET_KEY")
         try: return parse_value(fmap[key], value)
         except ValueError as e: raise ValueError(f"override [{section}] {key} = {value!r}: {e}") from None
 
