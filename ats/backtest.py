@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['TRADING_DAYS', 'TRADE_COLUMNS', 'BacktestResult', 'performance_stats', 'backtest', 'sweep', 'heatmap', 'to_json',
+__all__ = ['TRADING_DAYS', 'TRADE_COLUMNS', 'SWEEP_STATS', 'BacktestResult', 'performance_stats', 'backtest', 'sweep', 'heatmap',
+           'SweepError', 'parse_grid', 'SweepJob', 'dask_client', 'sweep_on', 'save_sweep', 'load_sweep', 'to_json',
            'save_result', 'list_results', 'load_result', 'StrategyRun', 'strategy_run', 'run_backtest_cli']
 
 # %% ../nbs/41_backtest.ipynb #aeab1640
@@ -144,17 +145,21 @@ def backtest(strategy, data, *, open_prices: pd.DataFrame | None = None, init_ca
 def sweep(strategy_cls, prices: pd.DataFrame, grid: dict[str, list], *, base_params: dict | None = None, progress: bool = True, **bt_kw) -> pd.DataFrame:
     "Backtest every combination of `grid`; one row of stats per combination (invalid combinations are skipped with their reason)."
     from tqdm.auto import tqdm
-    from ats.strategy import StrategyParamError
     keys = list(grid)
-    rows = []
-    for combo in tqdm(list(itertools.product(*grid.values())), desc=f"sweep {strategy_cls.__name__}", disable=not progress):
-        params = {**(base_params or {}), **dict(zip(keys, combo))}
-        try:
-            r = backtest(strategy_cls(params), prices, **bt_kw)
-            rows.append({**dict(zip(keys, combo)), **{k: r.stats[k] for k in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "turnover", "trades")}, "error": ""})
-        except StrategyParamError as e:
-            rows.append({**dict(zip(keys, combo)), "error": str(e)})
-    return pd.DataFrame(rows)
+    combos = tqdm(list(itertools.product(*grid.values())), desc=f"sweep {strategy_cls.__name__}", disable=not progress)
+    return pd.DataFrame([_sweep_row(strategy_cls, prices, keys, c, base_params, bt_kw) for c in combos])
+
+SWEEP_STATS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "turnover", "trades")
+
+def _sweep_row(strategy_cls, prices, keys: list[str], combo: tuple, base_params: dict | None, bt_kw: dict) -> dict:
+    "One combination's row of stats; an invalid combination gives its reason in `error` (the same row in and out of Dask)."
+    from ats.strategy import StrategyParamError
+    params = {**(base_params or {}), **dict(zip(keys, combo))}
+    try:
+        r = backtest(strategy_cls(params), prices, **bt_kw)
+        return {**dict(zip(keys, combo)), **{k: r.stats[k] for k in SWEEP_STATS}, "error": ""}
+    except StrategyParamError as e:
+        return {**dict(zip(keys, combo)), "error": str(e)}
 
 def heatmap(table: pd.DataFrame, x: str, y: str, value: str = "sharpe"):
     "A Bokeh heatmap of one stat over two swept parameters."
@@ -170,6 +175,183 @@ def heatmap(table: pd.DataFrame, x: str, y: str, value: str = "sharpe"):
     p.add_layout(ColorBar(color_mapper=m), "right")
     p.xaxis.axis_label, p.yaxis.axis_label = x, y
     return p
+
+# %% ../nbs/41_backtest.ipynb #c154425f
+import contextlib, functools, os, re, time
+
+class SweepError(ValueError):
+    "A sweep that cannot run as asked (grid, parameter, symbol or scheduler); the message says what to change."
+
+def _grid_scalar(text: str):
+    "A grid value as typed: int, float, true/false, else text."
+    t = text.strip()
+    for conv in (int, float):
+        try: return conv(t)
+        except ValueError: pass
+    return {"true": True, "false": False}.get(t.lower(), t)
+
+def _grid_values(name: str, spec: str) -> list:
+    "The values of one `name=start:stop:step` (stop included) or `name=a,b,c`."
+    where = f"--grid {name}={spec}"
+    if ":" not in spec:
+        items = [x.strip() for x in spec.split(",")]
+        if not all(items): raise SweepError(f"{where}: an empty value in the list; write values separated by commas, e.g. {name}=5,10,20")
+        return [_grid_scalar(x) for x in items]
+    parts = spec.split(":")
+    if len(parts) != 3: raise SweepError(f"{where}: a range is start:stop:step, e.g. {name}=5:50:5 (stop included)")
+    nums = []
+    for what, p in zip(("start", "stop", "step"), parts):
+        v = _grid_scalar(p)
+        if isinstance(v, bool) or not isinstance(v, (int, float)): raise SweepError(f"{where}: {what} {p!r} is not a number")
+        nums.append(v)
+    start, stop, step = nums
+    if step <= 0: raise SweepError(f"{where}: step {parts[2]!r} must be positive")
+    if stop < start: raise SweepError(f"{where}: stop {parts[1]!r} is below start {parts[0]!r}")
+    if all(isinstance(v, int) for v in nums): return list(range(start, stop + 1, step))
+    n = int(math.floor((stop - start) / step + 1e-9))     # float steps: no value past stop from rounding
+    return [round(start + i * step, 12) for i in range(n + 1)]
+
+def parse_grid(specs: list[str]) -> dict[str, list]:
+    "A sweep grid from `name=start:stop:step` (stop included) or `name=a,b,c` texts, as `ats sweep --grid` takes them."
+    grid: dict[str, list] = {}
+    for spec in specs:
+        name, eq, values = spec.partition("=")
+        name = name.strip()
+        if not eq or not re.fullmatch(r"[A-Za-z_]\w*", name) or not values.strip():
+            raise SweepError(f"--grid {spec!r}: write name=start:stop:step or name=a,b,c, e.g. fast=5:50:5")
+        if name in grid: raise SweepError(f"--grid {name} is given twice; give each parameter once")
+        grid[name] = _grid_values(name, values.strip())
+    if not grid: raise SweepError("no --grid given; e.g. --grid fast=5:50:5 --grid slow=20:200:20")
+    return grid
+
+@dataclass(frozen=True)
+class SweepJob:
+    "What every task of a distributed sweep needs besides its parameter sets: where and which data, how to backtest."
+    store_uri: str
+    market_data: str                   # the market_data library's name in that database
+    strategy_cls: type
+    keys: tuple
+    symbols: tuple
+    start: str | None
+    end: str | None
+    base_params: dict
+    bt_kw: dict
+
+@functools.lru_cache(maxsize=4)
+def _worker_store(store_uri: str, market_data: str):
+    "The database, opened once per worker process (LMDB allows one Arctic instance per path and process)."
+    from ats.store import Store
+    return Store(store_uri, libraries={"market_data": market_data}, create=False)
+
+@functools.lru_cache(maxsize=4)
+def _worker_prices(store_uri: str, market_data: str, symbols: tuple, start, end) -> dict:
+    "Closes and opens, read from ArcticDB once per worker process for all the chunks it runs."
+    from ats.data import read_prices
+    st = _worker_store(store_uri, market_data)
+    return dict(close=read_prices(st, list(symbols), "close", start, end), open=read_prices(st, list(symbols), "open", start, end))
+
+def _sweep_chunk(job: SweepJob, combos: list[tuple]) -> list[dict]:
+    "A Dask task: the rows of some parameter sets, on prices this worker reads itself."
+    px = _worker_prices(job.store_uri, job.market_data, job.symbols, job.start, job.end)
+    kw = {**job.bt_kw, "open_prices": px["open"]}
+    return [_sweep_row(job.strategy_cls, px["close"], list(job.keys), c, job.base_params, kw) for c in combos]
+
+def _tcp_refusal(addr: str, timeout: float) -> OSError | None:
+    "Why a tcp:// scheduler address refuses a connection, at once (Dask itself retries until its timeout); None if it answers."
+    import socket
+    m = re.fullmatch(r"(?:tcp://)?\[?([^\[\]/]+?)\]?:(\d+)/?", addr)
+    if not m: return None                            # another protocol: Dask's connect says what is wrong
+    try: socket.create_connection((m[1], int(m[2])), timeout=timeout).close()
+    except OSError as e: return e
+    return None
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int = 2, timeout: float = 5.0):
+    """A Dask client: of the scheduler at `scheduler` (else `DASK_SCHEDULER_ADDRESS`), else of a local cluster of
+    `workers` processes with one thread each (a backtest holds the GIL). An unreachable scheduler fails in `timeout` s."""
+    import logging
+    from distributed import Client, LocalCluster
+    addr = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if addr:
+        refused = _tcp_refusal(addr, timeout)
+        try: client, why = (None, str(refused)) if refused else (Client(addr, timeout=timeout), "")
+        except Exception as e: client, why = None, f"{type(e).__name__}: {e}"
+        if client is None:
+            raise SweepError(f"cannot reach the Dask scheduler at {addr!r} ({why}); start it (`dask scheduler`), "
+                             "fix --scheduler / DASK_SCHEDULER_ADDRESS, or leave both unset for a local cluster")
+        with client: yield client
+        return
+    if workers < 1: raise SweepError(f"--workers {workers}: a local cluster needs at least 1 worker")
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+def _check_sweep(store, strategy_cls, symbols, grid) -> None:
+    "Mistakes found on the client, before any task runs."
+    from ats.data import bar_symbol
+    unknown = [k for k in grid if k not in strategy_cls.params]
+    if unknown:
+        raise SweepError(f"strategy {strategy_cls.__name__} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+                         f"{', '.join(strategy_cls.params)}")
+    empty = [k for k, v in grid.items() if not len(v)]
+    if empty: raise SweepError(f"the grid has no values for {', '.join(empty)}")
+    if not symbols: raise SweepError("no symbols to sweep on; pass symbols (--symbols A,B)")
+    lib = store.library("market_data")
+    missing = [s for s in symbols if not lib.has_symbol(bar_symbol(s))]
+    if missing:
+        raise SweepError(f"no daily bars in the database for {', '.join(missing)}; ingest them first "
+                         f"(ats jobs run download_us_stock_data -p universe {','.join(missing)})")
+
+def sweep_on(store, strategy_cls, symbols: list[str], grid: dict[str, list], *, start=None, end=None, base_params: dict | None = None,
+             client=None, scheduler: str | None = None, workers: int = 2, chunk: int | None = None, retries: int = 3,
+             progress: bool = True, **bt_kw) -> pd.DataFrame:
+    """`sweep` as Dask tasks that read their prices from `store` (a Store or its URI) themselves: the same table, in grid
+    order. Runs on `client`, else on the scheduler at `scheduler` / DASK_SCHEDULER_ADDRESS, else on a local cluster of
+    `workers` processes. `chunk` parameter sets per task (default: about four tasks per worker)."""
+    from ats.store import Store
+    from tqdm.auto import tqdm
+    store = Store(store, create=False) if isinstance(store, str) else store
+    symbols = list(symbols)
+    _check_sweep(store, strategy_cls, symbols, grid)
+    keys, combos = tuple(grid), list(itertools.product(*grid.values()))
+    job = SweepJob(store.uri, store.names["market_data"], strategy_cls, keys, tuple(symbols),
+                   None if start is None else str(start), None if end is None else str(end),
+                   {**(base_params or {}), "symbols": symbols}, dict(bt_kw))
+    if client is None:
+        with dask_client(scheduler, workers) as c:
+            return sweep_on(store, strategy_cls, symbols, grid, start=start, end=end, base_params=base_params, client=c,
+                            chunk=chunk, retries=retries, progress=progress, **bt_kw)
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    size = chunk or max(1, math.ceil(len(combos) / (4 * n_workers)))
+    chunks = [combos[i:i + size] for i in range(0, len(combos), size)]
+    from distributed import KilledWorker, as_completed
+    futures = client.map(_sweep_chunk, [job] * len(chunks), chunks, retries=retries, pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    out: list = [None] * len(chunks)
+    with tqdm(total=len(combos), desc=f"sweep {strategy_cls.__name__} on {n_workers} workers", disable=not progress) as bar:
+        for f in as_completed(futures):
+            try: out[index[f.key]] = f.result()
+            except KilledWorker:                     # dead workers are retried by the scheduler up to its allowed-failures
+                raise SweepError(f"the parameter sets {chunks[index[f.key]]} killed every worker that ran them (out of memory, "
+                                 f"or a crash in {strategy_cls.__name__}?); run one of them with `backtest` to see why") from None
+            bar.update(len(out[index[f.key]]))
+    return pd.DataFrame([r for rows in out for r in rows])
+
+def save_sweep(store, name: str, table: pd.DataFrame, **meta) -> str:
+    "A sweep's table in the research library as `sweep.NAME` (overwriting one of the same name), with `meta` (strategy, grid, ...)."
+    sym = f"sweep.{_check_name(name)}"
+    store.library("research").write(sym, table.reset_index(drop=True),
+                                    metadata={**meta, "saved_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+    return sym
+
+def load_sweep(store, name: str) -> tuple[pd.DataFrame, dict]:
+    "A saved sweep's table and what it was run with."
+    lib, sym = store.library("research"), f"sweep.{name}"
+    if not lib.has_symbol(sym):
+        have = ", ".join(s[len("sweep."):] for s in lib.list_symbols() if s.startswith("sweep.")) or "none"
+        raise KeyError(f"no saved sweep {name!r} in the research library; saved: {have}")
+    r = lib.read(sym)
+    return r.data, dict(r.metadata or {})
 
 # %% ../nbs/41_backtest.ipynb #4ad2d520
 def _jsonable(o):

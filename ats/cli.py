@@ -17,11 +17,11 @@ from .broker import BrokerError
 import pandas as pd
 
 # %% auto #0
-__all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'COMMANDS', 'UserError', 'pct', 'known_strategy', 'parse_param',
-           'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger', 'cmd_ledger_assign',
-           'cmd_ledger_reconcile', 'cmd_control', 'cmd_kill', 'cmd_resume', 'cmd_risk', 'cmd_status', 'cmd_run',
-           'cmd_dashboard', 'cmd_up', 'cmd_jobs', 'cmd_backtest', 'cmd_degradation', 'cmd_replay', 'cmd_gateway',
-           'build_parser', 'console', 'main']
+__all__ = ['SEED_STRATEGIES', 'SHIPPED', 'LEDGER_VIEWS', 'SWEEP_SORTS', 'COMMANDS', 'UserError', 'pct', 'known_strategy',
+           'parse_param', 'cmd_init', 'cmd_check', 'cmd_config', 'cmd_strategies', 'ledger_rows', 'cmd_ledger',
+           'cmd_ledger_assign', 'cmd_ledger_reconcile', 'cmd_sweep', 'cmd_control', 'cmd_kill', 'cmd_resume',
+           'cmd_risk', 'cmd_status', 'cmd_run', 'cmd_dashboard', 'cmd_up', 'cmd_jobs', 'cmd_backtest',
+           'cmd_degradation', 'cmd_replay', 'cmd_gateway', 'build_parser', 'console', 'main']
 
 # %% ../nbs/09_cli.ipynb #5fc17ae2
 class UserError(Exception):
@@ -375,6 +375,60 @@ def _add_ledger(sp):
     q.set_defaults(func=cmd_ledger_assign)
     q = views.add_parser("reconcile", help="have the runner compare broker positions with the strategies' now (differences become _unassigned)")
     q.set_defaults(func=cmd_ledger_reconcile)
+
+# %% ../nbs/09_cli.ipynb #bc71f9a2
+def cmd_sweep(args) -> int:
+    "Sweep a strategy's parameters as tasks on Dask (a local cluster, or --scheduler); print the best rows, optionally save."
+    import time
+    from ats.backtest import parse_grid, strategy_run, sweep_on, save_sweep, SweepError
+    from ats.strategy import load_strategy_class
+    s = _settings(args)
+    try:
+        grid = parse_grid([g for gs in args.grid for g in gs])
+        st = Store.from_settings(s, create=False)
+        run = strategy_run(args.strategy, store=st, params=dict(parse_param(p) for p in args.p or []),
+                           symbols=args.symbols.split(",") if args.symbols else None, strategies_dir=s.path("strategies"))
+        cls = load_strategy_class(run.path)
+        symbols = list(run.params.get("symbols") or cls.params.get("symbols") or [])
+        if args.sort not in SWEEP_SORTS: raise SweepError(f"--sort {args.sort}: use one of {', '.join(SWEEP_SORTS)}")
+        t0 = time.monotonic()
+        table = sweep_on(st, cls, symbols, grid, start=args.start, end=args.end, base_params=run.params, scheduler=args.scheduler,
+                         workers=args.workers, chunk=args.chunk, fees=args.fees, slippage=args.slippage, allocation=run.allocation)
+    except (SweepError, ValueError) as e: raise UserError(str(e)) from None
+    n = len(table)
+    print(f"{run.name}: {n} combinations on {', '.join(symbols)} in {time.monotonic() - t0:.1f} s\n")
+    ok = table[table["error"] == ""] if "error" in table else table
+    best = ok.sort_values(args.sort, ascending=False, na_position="last").head(args.top)
+    cols = [*grid, "sharpe", "cagr", "max_drawdown", "total_return", "trades"]
+    print(_table(best[[c for c in cols if c in best]].round(4).to_dict("records"), [c for c in cols if c in best]) if len(best)
+          else "no valid combination: " + table["error"].iloc[0])
+    if n - len(ok): print(f"\n{n - len(ok)} combination(s) invalid for the strategy (see `error` in the saved table)")
+    if args.save:
+        save_sweep(st, args.save, table, strategy=run.name, grid=grid, symbols=symbols, start=args.start, end=args.end)
+        print(f"\nsaved to the research library as sweep.{args.save}")
+    return 0
+
+SWEEP_SORTS = ("sharpe", "sortino", "cagr", "total_return", "max_drawdown")
+
+def _add_sweep(sp):
+    p = sp.add_parser("sweep", help="sweep a strategy's parameters on a Dask cluster (local by default) and print the best rows",
+                      description="Backtests every combination of the --grid values as Dask tasks that read their prices from the "
+                                  "project's database (ingest them first). Without --scheduler (or DASK_SCHEDULER_ADDRESS) a local "
+                                  "cluster of --workers processes runs them.")
+    p.add_argument("strategy", help="strategy file name in strategies/ (without .py) or a configured strategy")
+    p.add_argument("--grid", nargs="+", action="append", required=True, metavar="NAME=SPEC",
+                   help="a parameter's values: start:stop:step (stop included) or a,b,c; e.g. --grid fast=5:50:5 slow=100,200")
+    p.add_argument("--symbols", help="comma-separated symbols (default: the strategy's own)")
+    p.add_argument("--start"); p.add_argument("--end")
+    p.add_argument("-p", action="append", metavar="KEY=VALUE", help="fixed strategy parameter; repeatable")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: DASK_SCHEDULER_ADDRESS, else a local cluster)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2)")
+    p.add_argument("--chunk", type=int, help="parameter sets per task (default: about four tasks per worker)")
+    p.add_argument("--sort", default="sharpe", help=f"rank by ({', '.join(SWEEP_SORTS)}; default sharpe)")
+    p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    p.add_argument("--save", metavar="NAME", help="save the table in the research library as sweep.NAME")
+    _cost_args(p)
+    p.set_defaults(func=cmd_sweep)
 
 # %% ../nbs/09_cli.ipynb #2dcd8da5
 def _runner_live(st, max_age: float = 5.0) -> dict | None:
@@ -1001,7 +1055,7 @@ from .scheduler import add_scheduler_parser
 from .crypto import add_keys_parser, add_logs_parser
 from .auth import add_users_parser
 from .backup import add_backup_parser
-COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser, add_users_parser, add_keys_parser, add_logs_parser, add_backup_parser]
+COMMANDS: list[Callable] = [_add_init, _add_check, _add_config, _add_strategies, _add_ledger, _add_trading, _add_jobs, add_scheduler_parser, _add_backtest, _add_sweep, _add_replay, _add_degradation, _add_gateway, _add_alerts, _add_cleanup, add_health_parser, add_users_parser, add_keys_parser, add_logs_parser, add_backup_parser]
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ats", description="ats: research-to-live trading for Interactive Brokers. "
