@@ -4,7 +4,8 @@
 
 # %% ../../nbs/17_gateway_service.ipynb #ca57986d
 from __future__ import annotations
-import argparse, asyncio, collections, contextlib, datetime as dt, logging, re, signal, threading, time
+import argparse, asyncio, collections, contextlib, datetime as dt, logging, os, re, signal, threading, time
+from zoneinfo import ZoneInfo
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -66,9 +67,9 @@ def session_time(day: pd.Timestamp, phase: int, tz: str = HOME_TZ) -> dt.datetim
     """When phase `phase` of the session on `day` happens, in UTC: 0 the open, 1–2 the day's extremes, 3 the close. Fills
     are stamped with it, so a fill at the open carries the open's time (09:30 New York) and a close fill the close's."""
     o, c = SESSION_HOURS.get(tz, SESSION_HOURS[HOME_TZ])
-    d = pd.Timestamp(day.date())
-    t0, t1 = (d + pd.Timedelta(o + ":00")).tz_localize(tz), (d + pd.Timedelta(c + ":00")).tz_localize(tz)
-    return (t0 + (t1 - t0) * phase / 3).tz_convert("UTC").to_pydatetime()
+    z, d = ZoneInfo(tz), day.date()        # plain datetimes: pandas' time zone arithmetic was a sixth of a streaming gateway's time
+    t0, t1 = (dt.datetime.combine(d, dt.time.fromisoformat(x), z).astimezone(dt.timezone.utc) for x in (o, c))
+    return t0 + (t1 - t0) * phase / 3
 
 class GatewayClockError(ValueError):
     "The paper account's stored clock and the requested start disagree, or the data has no day after the clock."
@@ -396,24 +397,30 @@ class PaperGateway:
         return [s for s in self.sessions if s.client_id == client_id or s.client_id == 0]
 
     def _send_position(self, cid: int) -> None:
+        "A position's update to the clients that follow positions or the portfolio: encoded once, the same bytes to each."
         ex, inst = self.exchange, self.instruments[cid]
         p = ex.positions.get(cid)
         if p is None: return
+        pos = port = None
         for s in self.sessions:
-            if s.positions: s.send(*m_position(self.account, inst, p.qty, round(p.avg_cost, 6)))
+            if s.positions:
+                pos = pos or frame(*m_position(self.account, inst, p.qty, round(p.avg_cost, 6)))
+                s.send_bytes(pos)
             if s.account_updates:
-                px = ex.last.get(cid, 0.0)
-                s.send(*m_portfolio(self.account, inst, p.qty, px, round(ex.market_value(cid), 2), round(p.avg_cost, 6),
-                                    round(ex.unrealized(cid), 2), round(p.realized, 2)))
+                port = port or frame(*m_portfolio(self.account, inst, p.qty, ex.last.get(cid, 0.0), round(ex.market_value(cid), 2),
+                                                  round(p.avg_cost, 6), round(ex.unrealized(cid), 2), round(p.realized, 2)))
+                s.send_bytes(port)
 
     def _send_account(self) -> None:
-        rows = None
+        "Account values to the clients that follow them; the reqAccountUpdates block is encoded once for all of them."
+        rows = updates = None
         for s in self.sessions:
             if s.account_updates or s.pnl or s.multi:
                 rows = rows or self.exchange.account_values()
             if s.account_updates:
-                for tag, val, ccy in rows: s.send(Out.ACCT_VALUE, 2, tag, val, ccy, self.account)
-                s.send(Out.ACCT_UPDATE_TIME, 1, self.now().strftime("%H:%M"))
+                updates = updates or b"".join([frame(Out.ACCT_VALUE, 2, tag, val, ccy, self.account) for tag, val, ccy in rows]
+                                              + [frame(Out.ACCT_UPDATE_TIME, 1, self.now().strftime("%H:%M"))])
+                s.send_bytes(updates)
             for rid in s.multi:
                 for tag, val, ccy in rows: s.send(Out.ACCOUNT_UPDATE_MULTI, 1, rid, self.account, "", tag, val, ccy)
             for rid, cid in s.pnl.items():
@@ -783,6 +790,17 @@ class GatewayThread:
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
+@contextlib.contextmanager
+def _profiled(path: str | None):
+    "With ATS_GATEWAY_PROFILE=path, the gateway's whole run under cProfile, its stats written to `path` on exit (pstats format)."
+    if not path: yield; return
+    import cProfile
+    prof = cProfile.Profile()
+    prof.enable()
+    try: yield
+    finally:
+        prof.disable(); prof.dump_stats(path)
+
 def cli_main(argv: list[str] | None = None, settings=None) -> int:
     "`ats gateway`: run the paper gateway in the foreground."
     ap = argparse.ArgumentParser(prog="ats gateway", description="The ats paper gateway: a simulated IB account that speaks the TWS API, "
@@ -802,6 +820,9 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="start with a new account at --start / [gateway] start_date (deletes the state file and its fill journal)")
     ap.add_argument("--reject-next", type=int, default=0, help="fault injection: reject the next N orders")
     ap.add_argument("--delay-fills", type=float, default=0.0, help="fault injection: orders fill only after this many seconds")
+    ap.add_argument("--max-msg-per-sec", type=int, default=PaperGateway.MAX_MSG_PER_SEC,
+                    help="IB's pacing limit: requests a client may send per second before error 100 (default 50, as at IB); "
+                         "benchmarks raise it to measure the gateway rather than the limit")
     a = ap.parse_args(argv)
     if a.fresh:                                   # the journal too: a new account must not inherit the old one's fills
         for p in (Path(a.state), Path(a.state).with_suffix(".fills.jsonl")): p.unlink(missing_ok=True)
@@ -813,7 +834,8 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     async def run():
         gw = await PaperGateway(a.host, a.port, account=a.account, cash=a.cash, data=a.data, speed=a.speed, start=a.start,
-                                default_start=g.start_date if g else None, state_path=a.state, config=cfg, store=store).start()
+                                default_start=g.start_date if g else None, state_path=a.state, config=cfg, store=store,
+                                max_msg_per_sec=a.max_msg_per_sec).start()
         if a.reject_next: gw.reject_next(a.reject_next)
         if a.delay_fills: gw.delay_fills(a.delay_fills)
         print(f"paper gateway listening on {a.host}:{gw.port} (account {a.account}, data {a.data}, "
@@ -825,7 +847,8 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
         await stop.wait()
         await gw.stop()
         print("paper gateway stopped; state saved to", a.state, flush=True)
-    try: asyncio.run(run())
+    try:
+        with _profiled(os.environ.get("ATS_GATEWAY_PROFILE")): asyncio.run(run())
     except GatewayClockError as e:
         print(f"error: {e}", flush=True)
         return 2
