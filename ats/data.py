@@ -806,6 +806,14 @@ class _Chunk:
     outs: dict
     pend: list
 
+def _describe(lib, keys: dict) -> dict:
+    """symbol -> the SymbolDescription of its stored bars (or the DataError ArcticDB gives for it), None if not stored.
+    Only stored symbols are described: a description waits in ArcticDB's queue behind the write in flight (the previous
+    chunk), has_symbol answers at once, so a first load fetches its next chunk while the previous one is written."""
+    stored = [k for k in keys.values() if lib.has_symbol(k)]
+    got = dict(zip(stored, lib.get_description_batch(stored) if stored else []))
+    return {sym: got.get(key) for sym, key in keys.items()}
+
 def _fetch_chunk(store, lib, source, symbols: list[str], s, e, bar_size: str, bar) -> _Chunk:
     "Take the chunk's locks (in sorted order: two batch writers never deadlock), describe its symbols in one call, fetch their bars."
     outs = {sym: SymbolIngest(symbol=sym) for sym in symbols}
@@ -815,12 +823,12 @@ def _fetch_chunk(store, lib, source, symbols: list[str], s, e, bar_size: str, ba
         except ValueError as ex: outs[sym].error = f"ValueError: {ex}"; bar.update(1)
     with contextlib.ExitStack() as locks:
         for k in sorted(keys.values()): locks.enter_context(symbol_lock(store, k))
-        descs = dict(zip(keys, lib.get_description_batch(list(keys.values())) if keys else []))
+        descs = _describe(lib, keys)
         pend = []
         for sym, key in keys.items():
             bar.set_postfix_str(sym)
             d, out = descs[sym], outs[sym]
-            if not hasattr(d, "date_range") and not _is_missing(d):     # stored, but ArcticDB cannot describe it
+            if d is not None and not hasattr(d, "date_range") and not _is_missing(d):   # stored, but ArcticDB cannot describe it
                 out.error = _data_error(d); bar.update(1); continue
             try:
                 stored = d if hasattr(d, "date_range") else None

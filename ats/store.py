@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #b4a2a0f1
 from __future__ import annotations
-import collections, contextlib, dataclasses, datetime as dt, fcntl, getpass, hashlib, os, re, tempfile, threading
+import collections, contextlib, dataclasses, datetime as dt, fcntl, functools, getpass, hashlib, os, re, tempfile, threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,13 @@ def lmdb_path(uri: str) -> Path | None:
 
 _thread_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 
+@functools.lru_cache(maxsize=64)
+def _lock_dir(db: str) -> str:
+    "The lock folder of one LMDB database, resolved and made once per process (a batch ingest takes thousands of locks)."
+    d = Path(tempfile.gettempdir()) / "ats-locks" / hashlib.sha1(str(Path(db).resolve()).encode()).hexdigest()[:16]
+    d.mkdir(parents=True, exist_ok=True)
+    return str(d)
+
 @contextlib.contextmanager
 def symbol_lock(store, key: str):
     """Exclusive right to write one symbol (`key`: its name) across processes: a file lock per LMDB database and key, a
@@ -48,9 +55,11 @@ def symbol_lock(store, key: str):
         locks = getattr(store, "s3_locks", None)     # S3: a lease object in the bucket, since file locks do not cross hosts
         with _thread_locks[key], (locks.hold(key) if locks else contextlib.nullcontext()): yield
         return
-    d = Path(tempfile.gettempdir()) / "ats-locks" / hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:16]
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / f"{key}.lock", "w") as f:
+    d = _lock_dir(os.path.abspath(p))
+    try: f = open(os.path.join(d, f"{key}.lock"), "w")
+    except FileNotFoundError:                          # a temp cleaner removed the folder since it was made
+        os.makedirs(d, exist_ok=True); f = open(os.path.join(d, f"{key}.lock"), "w")
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)                  # released when the file closes, also if the process dies
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)

@@ -82,6 +82,9 @@ def main(n=2000, years=20, repeat=3, serial=100, wrepeat=2):
             t, rep = timed(lambda: ingest(mem, FramesSource(bars), syms, progress=False))
             assert not rep.errors and rep.added == rows, rep
             t_mem = min(t_mem, t)
+            # like with like: every side writes into a library with the same ArcticDB options (ats's Store defaults)
+            opts = [raw.options(), raw2.options(), st.library("market_data").options(), mem.library("market_data").options()]
+            assert all(o == opts[0] for o in opts), opts
             for s in (syms[0], syms[n // 2], syms[-1]):
                 pd.testing.assert_frame_equal(read_bars(st, s), bars[s], check_freq=False)
             if r < wrepeat - 1:
@@ -104,6 +107,7 @@ def main(n=2000, years=20, repeat=3, serial=100, wrepeat=2):
         print(f"{n} symbols x {years} years daily = {rows:,} bars ({rows // n} per symbol), 6 float64 columns; "
               f"{os.cpu_count()} cores shared with other jobs (busy machine: compare ratios, not times)")
         print(f"generate {t_gen:.1f} s, record as Parquet files {t_rec:.1f} s")
+        print(f"library options, the same on every side: {opts[0]}")
         print(f"write  raw write_batch (frames in memory)   {t_raw:7.2f} s  {mb(t_raw):5.2f} M bars/s")
         print(f"write  raw read Parquet + write_batch       {t_raw2:7.2f} s  {mb(t_raw2):5.2f} M bars/s")
         print(f"write  ats ingest (RecordedSource, batch)   {t_ats:7.2f} s  {mb(t_ats):5.2f} M bars/s   "

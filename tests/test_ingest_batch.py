@@ -152,3 +152,17 @@ def test_an_unreachable_source_stops_the_batch_and_releases_every_lock(tmp_path,
     t.start(); t.join(60)
     assert done and not done[0].errors, "a lock of the failed run is still held"
     assert done[0].frame.added.iloc[5:].gt(0).all()
+
+
+def test_symbol_lock_still_locks_after_its_folder_was_removed(tmp_path):
+    "The lock folder is made once per process (ingest takes thousands of locks); a temp cleaner removing it does not break writers."
+    import fcntl, os, shutil
+    from ats.store import _lock_dir
+    st = Store(f"lmdb://{tmp_path}/db?map_size=1GB")
+    key = bar_symbol("U00")
+    with symbol_lock(st, key): pass
+    d = _lock_dir(os.path.abspath(tmp_path / "db"))
+    shutil.rmtree(d)
+    with symbol_lock(st, key):
+        with open(os.path.join(d, f"{key}.lock")) as other:     # another writer finds the lock taken
+            with pytest.raises(BlockingIOError): fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
