@@ -115,6 +115,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'ats.backtest._grid_scalar': ('backtest.html#_grid_scalar', 'ats/backtest.py'),
                               'ats.backtest._grid_values': ('backtest.html#_grid_values', 'ats/backtest.py'),
                               'ats.backtest._jsonable': ('backtest.html#_jsonable', 'ats/backtest.py'),
+                              'ats.backtest._keep_freed_memory': ('backtest.html#_keep_freed_memory', 'ats/backtest.py'),
                               'ats.backtest._leverage_capped': ('backtest.html#_leverage_capped', 'ats/backtest.py'),
                               'ats.backtest._read_frame': ('backtest.html#_read_frame', 'ats/backtest.py'),
                               'ats.backtest._sweep_chunk': ('backtest.html#_sweep_chunk', 'ats/backtest.py'),
