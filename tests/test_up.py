@@ -97,11 +97,18 @@ def test_kill_flatten_halts_and_flattens_within_2_s_then_resume_trades_again(pro
     try:
         assert wait_for(lambda: (d := _try_status(project)) and d.get("running") and
                         sum(p["quantity"] != 0 for p in d["positions"]) >= 2, 90), up.stdout and ""
-        r = run_ats("kill", "--flatten", cwd=project, check=True)
-        t_answer = time.monotonic()
-        assert "account HALTED and flattening" in r.stdout
-        flat = wait_for(lambda: broker(port) == ({}, []), 10, every=0.1)
-        took = time.monotonic() - t_answer
+        watch = IB()                  # connected before the kill: the 2 s are the flattening's, not a new connection's
+        watch.connect("127.0.0.1", port, clientId=78, timeout=10)
+        try:
+            r = run_ats("kill", "--flatten", cwd=project, check=True)
+            t_answer = time.monotonic()
+            assert "account HALTED and flattening" in r.stdout
+            seen = lambda: ({p.contract.symbol: p.position for p in watch.reqPositions() if p.position},
+                            [t for t in watch.reqAllOpenOrders() if not t.isDone()])
+            flat = wait_for(lambda: seen() == ({}, []), 10, every=0.05)
+            took = time.monotonic() - t_answer
+        finally:
+            watch.disconnect()
         assert flat and took < 2.0, f"{broker(port)} after {took:.2f} s"
         risk = json.loads(run_ats("risk", "status", "--json", cwd=project, check=True).stdout)
         assert risk["account"]["state"] == "HALTED" and risk["account"]["by"]
