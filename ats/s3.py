@@ -219,7 +219,9 @@ class S3Locks:
         stop = threading.Event()
         def renew():
             while not stop.wait(self.lease_seconds / 3):
-                new = self._put(self.object_key(key), IfMatch=etag[0])
+                try: new = self._put(self.object_key(key), IfMatch=etag[0])
+                except Exception as e:        # the endpoint blinked: try again next third (the lease outlives two misses)
+                    log.warning("could not renew the write lease on %r in %s (%s); trying again", key, self.loc, e); continue
                 if new: etag[0] = new
                 else: log.error("lost the write lease on %r in %s (another writer took it over)", key, self.loc); return
         t = threading.Thread(target=renew, name=f"ats-s3-lease-{key}", daemon=True)
