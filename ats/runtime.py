@@ -192,10 +192,15 @@ assert parse_order_ref(None) == parse_order_ref("manual order") == parse_order_r
 
 # %% ../nbs/22_runtime.ipynb #ca3cc089
 class BarHistory:
-    "Completed OHLCV bars of one symbol: O(1) appends, a cached DataFrame view, bounded length."
+    """Completed OHLCV bars of one symbol: O(1) appends, a cached DataFrame view, bounded length.
+
+    The event loop appends while strategy threads read `frame`: a lock makes each change and each snapshot whole, so a
+    reader never pairs 579 rows with 578 times (an IndexError that once failed a strategy mid-session)."""
     COLUMNS = ("open", "high", "low", "close", "volume")
     def __init__(self, frame: pd.DataFrame | None = None, keep: int = 10_000):
         self.keep = keep
+        self._lock = threading.Lock()
+        self._version = 0
         self.times: list[pd.Timestamp] = []
         self.rows: list[tuple] = []
         self._pos: dict[pd.Timestamp, int] = {}
@@ -205,27 +210,29 @@ class BarHistory:
     def replace(self, frame: pd.DataFrame) -> None:
         "Take a whole history (a new subscription's bars, merged with what was kept)."
         f = frame.sort_index().tail(self.keep)
-        self.times = list(f.index)
-        self.rows = list(f[list(self.COLUMNS)].itertuples(index=False, name=None))
-        self._reindex()
+        times, rows = list(f.index), list(f[list(self.COLUMNS)].itertuples(index=False, name=None))
+        with self._lock:
+            self.times, self.rows = times, rows
+            self._reindex()
 
     def _reindex(self) -> None:
         self._pos = {t: i for i, t in enumerate(self.times)}
-        self._frame = None
+        self._frame = None; self._version += 1
 
     def append(self, t: pd.Timestamp, row: tuple) -> None:
         "Add (or correct) the bar at `t`."
-        i = self._pos.get(t)
-        if i is not None: self.rows[i] = row
-        elif not self.times or t > self.times[-1]:
-            self._pos[t] = len(self.times); self.times.append(t); self.rows.append(row)
-        else:                                       # a late bar: rare, keep order
-            k = next(j for j, x in enumerate(self.times) if x > t)
-            self.times.insert(k, t); self.rows.insert(k, row); self._reindex()
-        if len(self.times) > self.keep * 1.1:
-            cut = len(self.times) - self.keep
-            self.times, self.rows = self.times[cut:], self.rows[cut:]; self._reindex()
-        self._frame = None
+        with self._lock:
+            i = self._pos.get(t)
+            if i is not None: self.rows[i] = row
+            elif not self.times or t > self.times[-1]:
+                self._pos[t] = len(self.times); self.times.append(t); self.rows.append(row)
+            else:                                       # a late bar: rare, keep order
+                k = next(j for j, x in enumerate(self.times) if x > t)
+                self.times.insert(k, t); self.rows.insert(k, row); self._reindex()
+            if len(self.times) > self.keep * 1.1:
+                cut = len(self.times) - self.keep
+                self.times, self.rows = self.times[cut:], self.rows[cut:]; self._reindex()
+            self._frame = None; self._version += 1
 
     def __len__(self) -> int: return len(self.times)
     def __contains__(self, t) -> bool: return t in self._pos
@@ -242,10 +249,14 @@ class BarHistory:
 
     @property
     def frame(self) -> pd.DataFrame:
-        "The bars as a DataFrame (UTC index); built once per change."
-        if self._frame is None:
-            self._frame = pd.DataFrame(self.rows, index=pd.DatetimeIndex(self.times, name="time"), columns=list(self.COLUMNS))
-        return self._frame
+        "The bars as a DataFrame (UTC index); built once per change, from a snapshot taken under the lock."
+        f = self._frame
+        if f is not None: return f
+        with self._lock: times, rows, version = list(self.times), list(self.rows), self._version
+        f = pd.DataFrame(rows, index=pd.DatetimeIndex(times, name="time"), columns=list(self.COLUMNS))
+        with self._lock:
+            if self._version == version: self._frame = f     # a change meanwhile: the next reader builds again
+        return f
 
 # %% ../nbs/22_runtime.ipynb #7d001ec4
 @dataclass

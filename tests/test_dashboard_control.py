@@ -2,7 +2,8 @@
 drives it. What a trader relies on: the five widgets show the account's real data, a row's stop stops that strategy in
 the runner (and the audit log says who), the kill switch asks first and then halts and flattens, resume re-opens, the
 dark theme applies, two browsers see the same state, and a runner that stops refreshing is shown as STALE."""
-import datetime as dt, json, os, shutil, signal, subprocess, time
+import datetime as dt, json, os, re, shutil, signal, subprocess, time
+import pandas as pd
 from decimal import Decimal
 import psutil, pytest
 from ib_async import IB
@@ -110,9 +111,13 @@ def test_the_five_widgets_show_the_accounts_real_data_in_the_dark_theme(session,
         assert "running" in row and str(s["client_id"]) in row, row
     # recent_trades: the newest fill in the ledger is the first row
     from ats.ui.control import read_fills_tail
-    newest = read_fills_tail(Store(f"lmdb://{session['project']}/data_and_research/db"), 1).iloc[0]
+    store = Store(f"lmdb://{session['project']}/data_and_research/db")
     page.wait_for_selector(".ats-trades tr:nth-child(2)", timeout=30000)
-    assert newest["symbol"] in page.inner_text(".ats-trades")
+    # the runner keeps trading: the ledger's newest fill (time and symbol) shows within a refresh or two
+    def newest_shown():
+        f = read_fills_tail(store, 1).iloc[0]
+        return f"{pd.Timestamp(f['time']):%Y-%m-%d %H:%M}" in (text := page.inner_text(".ats-trades")) and f["symbol"] in text
+    assert wait_for(newest_shown, 30, every=1.0), (read_fills_tail(store, 3), page.inner_text(".ats-trades"))
     # system_status: paper badge, the paper account, the broker's port
     sysw = page.inner_text(".ats-w-system_status")
     assert "PAPER" in sysw and "DU0000001" in sysw and str(session["ib_port"]) in sysw, sysw
@@ -223,7 +228,8 @@ def test_ats_dashboard_alone_shows_the_stored_state_as_not_running(project, brow
         assert wait_for(lambda: len(kernels(proc)) == 1, 60, every=0.5), kernels(proc)
         page = open_page(browser, f"http://127.0.0.1:{gui}/voila/render/control.ipynb")
         banner = page.inner_text(".ats-banner.stopped")
-        assert "not running" in banner and "stopped 7 min ago" in banner and "session length" in banner, banner
+        # 7 min when written; a loaded machine can take a minute or two to get this far
+        assert "not running" in banner and re.search(r"stopped [789] min ago", banner) and "session length" in banner, banner
         assert "1,000,123.00" in page.inner_text(".ats-kpi-nav")
         page.click(".ats-stop-ma_crossover")
         page.wait_for_selector(".ats-message:has-text('no runner is running')", timeout=10000)
@@ -235,5 +241,5 @@ def test_ats_dashboard_alone_shows_the_stored_state_as_not_running(project, brow
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
-    assert "dashboard: http://127.0.0.1:" in out and "runner: stopped 7 min ago" in out, out
+    assert "dashboard: http://127.0.0.1:" in out and re.search(r"runner: stopped [789] min ago", out), out
     assert not port_open("127.0.0.1", gui)
