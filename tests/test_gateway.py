@@ -1,7 +1,7 @@
 "The paper gateway over a real socket, driven by unmodified ib_async."
 import asyncio, socket, struct, time
 import pytest
-from ib_async import IB, Stock, MarketOrder, LimitOrder, StopOrder, Order, ExecutionFilter
+from ib_async import IB, Stock, Forex, MarketOrder, LimitOrder, StopOrder, Order, ExecutionFilter
 from ats.gateway.service import GatewayThread
 from ats.gateway.protocol import frame
 
@@ -239,9 +239,11 @@ def test_non_usd_stock_converts_to_base_currency(gw):
     ib.placeOrder(c, MarketOrder("BUY", 10)); ib.sleep(0.3)
     vals = [(v.tag, v.currency, float(v.value)) for v in ib.accountValues() if v.tag in ("CashBalance", "ExchangeRate")]
     eur = {t: v for t, ccy, v in vals if ccy == "EUR"}
-    assert eur["CashBalance"] < 0 and eur["ExchangeRate"] == 1.08
+    eurusd = Forex("EURUSD"); ib.qualifyContracts(eurusd)
+    rate = ib.reqHistoricalData(eurusd, "", "1 D", "1 day", "MIDPOINT", True)[-1].close     # the rate is the simulated EURUSD quote
+    assert eur["CashBalance"] < 0 and eur["ExchangeRate"] == rate
     usd_total = [float(v.value) for v in ib.accountValues() if v.tag == "TotalCashValue"][0]
-    assert abs(usd_total - (1_000_000 + eur["CashBalance"] * 1.08)) < 0.02
+    assert abs(usd_total - (1_000_000 + eur["CashBalance"] * rate)) < 0.02
     ib.disconnect()
 
 

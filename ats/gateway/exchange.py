@@ -10,7 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ORDER_TYPES', 'FINAL', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position', 'OrderBook', 'Exchange']
+__all__ = ['ORDER_TYPES', 'FINAL', 'ASSET_TYPES', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position', 'OrderBook',
+           'Exchange']
 
 # %% ../../nbs/16_gateway_exchange.ipynb #59e35007
 @dataclass
@@ -82,6 +83,14 @@ class Fill:
 class Position:
     "Signed quantity and average cost (per unit × multiplier, commissions included, as IB reports)."
     con_id: int; qty: Decimal = Decimal(0); avg_cost: float = 0.0; realized: float = 0.0
+    settled: float = 0.0        # futures: qty × price × multiplier already settled into cash (variation margin, `ats.gateway.assets`)
+
+ASSET_TYPES = ("CASH", "FUT", "CONTFUT")       # FX pairs and futures: priced, booked and margined by `ats.gateway.assets`
+
+def _assets():
+    "`ats.gateway.assets` (imported on use: it builds on this module)."
+    from ats.gateway import assets
+    return assets
 
 # %% ../../nbs/16_gateway_exchange.ipynb #36ac296c
 class OrderBook(dict):
@@ -222,6 +231,7 @@ class Exchange:
             key = (client_id, p.order_id)
             inst = self.instruments.get(p.contract.con_id)
             if inst is None: return [("error", p.order_id, 200, "")]
+            if inst.sec_type in ASSET_TYPES and (why := _assets().refusal(inst, now)): return [("error", p.order_id, 201, why)]
             old = self.orders.get(key)
             if old is not None and old.done:
                 return [("error", p.order_id, 103, f"order {p.order_id} is {old.status.lower()} and cannot be modified")]
@@ -338,6 +348,7 @@ class Exchange:
         pos = self.positions.get(o.con_id, Position(o.con_id)).qty
         new = pos + o.sign * o.remaining
         if abs(new) <= abs(pos): return False          # reducing risk is always allowed
+        if inst.sec_type in ASSET_TYPES: return self.init_margin() + _assets().margin_change(self, inst, pos, new, px)[0] > self.equity_with_loan()
         add = float(abs(new) - abs(pos)) * px * inst.multiplier * self.fx(inst.currency)
         rate = self.cfg.init_margin_long if new > 0 else self.cfg.init_margin_short
         return self.init_margin() + add * rate > self.equity_with_loan()
@@ -346,6 +357,8 @@ class Exchange:
         return o.lmt_price is None or (px <= o.lmt_price if o.action == "BUY" else px >= o.lmt_price)
 
     def _slip(self, o: Order, px: float) -> float:
+        inst = self.instruments.get(o.con_id)
+        if inst is not None and inst.sec_type in ASSET_TYPES: return _assets().at_quote(o.action, px, inst)     # fills at the bid or ask
         s = px * self.cfg.slippage_bps / 10_000
         return px + s if o.action == "BUY" else px - s
 
@@ -388,10 +401,11 @@ class Exchange:
                 qty = min(qty, max(cap, Decimal(0)))
             if qty <= 0: continue
             self.used[con_id] = self.used.get(con_id, Decimal(0)) + qty
-            ev += self._execute(o, qty, round(fill_px, 4), now)
+            ev += self._execute(o, qty, round(fill_px, 8 if self.instruments[con_id].sec_type in ASSET_TYPES else 4), now)
         return ev
 
     def _commission(self, shares: Decimal, price: float, inst: Instrument) -> float:
+        if inst.sec_type in ASSET_TYPES: return _assets().commission(self, shares, price, inst)
         c = max(self.cfg.commission_min, float(shares) * self.cfg.commission_per_share)
         return round(min(c, self.cfg.commission_max_pct * float(shares) * price * inst.multiplier), 2)
 
@@ -428,7 +442,8 @@ class Exchange:
     def _book(self, con_id: int, dq: Decimal, price: float, comm: float, inst: Instrument) -> float | None:
         "Update cash and the position; return realized P&L (in the instrument's currency) if the fill reduced it."
         m = inst.multiplier
-        self.cash[inst.currency] = round(self.cash.get(inst.currency, 0.0) - float(dq) * price * m - comm, 6)
+        if inst.sec_type in ASSET_TYPES: _assets().book_cash(self, con_id, dq, price, comm, inst)
+        else: self.cash[inst.currency] = round(self.cash.get(inst.currency, 0.0) - float(dq) * price * m - comm, 6)
         p = self.positions.setdefault(con_id, Position(con_id))
         realized = None
         if p.qty == 0 or (p.qty > 0) == (dq > 0):           # open or add: average cost includes commission
@@ -459,19 +474,23 @@ class Exchange:
         p = self.positions.get(con_id)
         return self.market_value(con_id) - float(p.qty) * p.avg_cost if p and p.qty else 0.0
 
+    def _securities(self) -> list:
+        "Positions valued at their market value (stocks, ETFs): an FX position is cash, a futures position its unsettled P&L."
+        return [(c, p) for c, p in self.positions.items() if p.qty and self.instruments[c].sec_type not in ASSET_TYPES]
+
     def gross_position_value(self) -> float:
-        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) for c, p in self.positions.items() if p.qty)
+        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) for c, p in self._securities())
 
     def net_liquidation(self) -> float:
         cash = sum(v * self.fx(c) for c, v in self.cash.items())
-        return cash + sum(self.market_value(c) * self.fx(self.instruments[c].currency) for c, p in self.positions.items() if p.qty)
+        return cash + sum(self.market_value(c) * self.fx(self.instruments[c].currency) for c, p in self._securities()) + _assets().unsettled(self)
 
     def init_margin(self) -> float:
         return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) *
-                   (self.cfg.init_margin_long if p.qty > 0 else self.cfg.init_margin_short) for c, p in self.positions.items() if p.qty)
+                   (self.cfg.init_margin_long if p.qty > 0 else self.cfg.init_margin_short) for c, p in self._securities()) + _assets().margin(self, True)
 
     def maint_margin(self) -> float:
-        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) * self.cfg.maint_margin for c, p in self.positions.items() if p.qty)
+        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) * self.cfg.maint_margin for c, p in self._securities()) + _assets().margin(self, False)
 
     def equity_with_loan(self) -> float: return self.net_liquidation()
 
@@ -491,6 +510,9 @@ class Exchange:
                     ("GrossPositionValue", r2(self.gross_position_value()), self.base),
                     ("UnrealizedPnL", r2(upnl), self.base), ("RealizedPnL", r2(rpnl), self.base),
                     ("AccountType", "INDIVIDUAL", ""), ("Currency", self.base, self.base)]
+            total_cash = r2(sum(v * self.fx(c) for c, v in self.cash.items()))      # IB's BASE rows: the totals in the base currency
+            rows += [("TotalCashBalance", total_cash, "BASE"), ("CashBalance", total_cash, "BASE"), ("ExchangeRate", "1.00", "BASE"),
+                     ("NetLiquidationByCurrency", r2(nlv), "BASE")]
             for c, v in sorted(self.cash.items()):
                 rows.append(("CashBalance", r2(v), c)); rows.append(("ExchangeRate", f"{self.fx(c):.6f}", c))
             return rows
@@ -514,6 +536,7 @@ class Exchange:
         rate = lambda q: self.cfg.init_margin_long if q > 0 else self.cfg.init_margin_short
         d_im = mv_new * rate(new) - mv_old * rate(pos)
         d_mm = (mv_new - mv_old) * self.cfg.maint_margin
+        if inst.sec_type in ASSET_TYPES: d_im, d_mm = _assets().margin_change(self, inst, pos, new, px)
         comm = self._commission(o.total_quantity, px, inst)
         f = lambda x: f"{x:.2f}"
         return dict(init_before=f(im), maint_before=f(mm), ewl_before=f(ewl), init_change=f(d_im), maint_change=f(d_mm), ewl_change=f(-comm),
@@ -592,7 +615,8 @@ class Exchange:
 
     def _replay(self, f: Fill, rec: dict) -> None:
         "Book a journaled fill again (the same arithmetic as when it happened) and restore the orders it changed."
-        inst = self.instruments.get(f.con_id) or Instrument(f.con_id, "", currency=f.currency, multiplier=rec.get("multiplier", 1.0))
+        inst = (self.instruments.get(f.con_id) or _assets().instrument_for(f.con_id)
+                or Instrument(f.con_id, "", currency=f.currency, multiplier=rec.get("multiplier", 1.0)))
         self._book(f.con_id, (1 if f.side == "BOT" else -1) * f.shares, f.price, f.commission, inst)
         for o in rec["orders_after"]:
             self.orders[(o["client_id"], o["order_id"])] = Order(**{k: (Decimal(v) if k in ("total_quantity", "filled") else v) for k, v in o.items()})

@@ -217,7 +217,12 @@ def _mult(inst) -> str: return "" if float(inst.multiplier) == 1 else fmt(float(
 
 def contract_fields(inst, exchange: str | None = None) -> list:
     "conId, symbol, secType, lastTrade, strike, right, multiplier, exchange, currency, localSymbol, tradingClass."
-    return [inst.con_id, inst.symbol, inst.sec_type, "", 0.0, "", _mult(inst), exchange or inst.exchange, inst.currency, inst.symbol, inst.symbol]
+    return [inst.con_id, inst.symbol, inst.sec_type, _expiry(inst), 0.0, "", _mult(inst), exchange or inst.exchange, inst.currency, _local(inst), _tclass(inst)]
+
+# FX pairs and futures (`ats.gateway.assets.AssetInstrument`) carry IB's localSymbol ('EUR.USD', 'ESH5'), trading class and expiry
+def _local(inst) -> str: return getattr(inst, "local_symbol", "") or inst.symbol
+def _tclass(inst) -> str: return getattr(inst, "trading_class", "") or inst.symbol
+def _expiry(inst) -> str: return getattr(inst, "last_trade", "")
 
 def m_error(req_id: int, code: int, text: str = "") -> list:
     base = ERRORS.get(code, "")
@@ -225,9 +230,10 @@ def m_error(req_id: int, code: int, text: str = "") -> list:
     return [Out.ERR_MSG, 2, req_id, code, msg, ""]
 
 def m_contract_details(req_id: int, inst) -> list:
-    return [Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, "", 0.0, "", inst.exchange, inst.currency, inst.symbol, inst.symbol,
-            inst.symbol, inst.con_id, inst.min_tick, _mult(inst), "ACTIVETIM,ADJUST,ALERT,ALLOC,DAY,GTC,LMT,LOC,MKT,MOC,OCA,STP,STPLMT,TRAIL,WHATIF",
-            f"SMART,{inst.primary_exchange}", 1, 0, inst.long_name, inst.primary_exchange, "", "", "", "", inst.time_zone,
+    return [Out.CONTRACT_DATA, req_id, inst.symbol, inst.sec_type, _expiry(inst), 0.0, "", inst.exchange, inst.currency, _local(inst), _tclass(inst),
+            _tclass(inst), inst.con_id, inst.min_tick, _mult(inst), "ACTIVETIM,ADJUST,ALERT,ALLOC,DAY,GTC,LMT,LOC,MKT,MOC,OCA,STP,STPLMT,TRAIL,WHATIF",
+            getattr(inst, "valid_exchanges", "") or f"SMART,{inst.primary_exchange}", 1, 0, inst.long_name, inst.primary_exchange,
+            getattr(inst, "contract_month", ""), "", "", "", inst.time_zone,
             inst.trading_hours, inst.liquid_hours, "", "", 0, 1, "", "", "26", "", "COMMON", 1, 1, 1]
 
 def m_historical_data(req_id: int, start: str, end: str, bars: list[tuple]) -> list:
@@ -295,5 +301,5 @@ def m_position(account: str, inst, qty, avg_cost: float) -> list:
     return [Out.POSITION_DATA, 3, account] + contract_fields(inst) + [qty, avg_cost]
 
 def m_portfolio(account: str, inst, qty, price: float, value: float, avg_cost: float, upnl: float, rpnl: float) -> list:
-    return [Out.PORTFOLIO_VALUE, 8, inst.con_id, inst.symbol, inst.sec_type, "", 0.0, "", _mult(inst), inst.primary_exchange,
-            inst.currency, inst.symbol, inst.symbol, qty, price, value, avg_cost, upnl, rpnl, account]
+    return [Out.PORTFOLIO_VALUE, 8, inst.con_id, inst.symbol, inst.sec_type, _expiry(inst), 0.0, "", _mult(inst), inst.primary_exchange,
+            inst.currency, _local(inst), _tclass(inst), qty, price, value, avg_cost, upnl, rpnl, account]

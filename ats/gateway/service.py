@@ -15,6 +15,7 @@ from .protocol import (In, Out, Tick, ProtocolError, Reader, frame, split_frames
                                   m_tick_price, m_tick_size, m_order_status, m_open_order, m_exec_details, m_commission,
                                   m_position, m_portfolio, MAX_VERSION)
 from .exchange import Exchange, Instrument, Bar, EngineConfig
+from . import assets
 
 log = logging.getLogger("ats.gateway")
 
@@ -43,6 +44,7 @@ def _bar_tuple(t: pd.Timestamp, r, intraday: bool) -> tuple:
 
 def quote(px: float, inst: Instrument) -> tuple[float, float]:
     "Bid and ask around the last price: at least one tick each side, about 1 bp on liquid names."
+    if inst.sec_type in assets.ASSET_TYPES: return assets.quote(px, inst)          # FX pairs and futures: one tick each side
     half = max(inst.min_tick, round(px * 0.0001, 2))
     return round(px - half, 2), round(px + half, 2)
 
@@ -152,6 +154,7 @@ class PaperGateway:
         self.bars: dict[int, pd.DataFrame] = {}
         for i, (sym, prim, ccy, name) in enumerate(UNIVERSE):
             self._add_instrument(make_instrument(i, sym, prim, ccy, name))
+        assets.add_fx(self)                                    # FX pairs on the same days (futures are added when asked for)
         self.days = self._calendar()
         self.exchange = Exchange(list(self.instruments.values()), account, cash, config, state_path)
         if self.exchange.account != account:           # a kept account under another id: the id asked for is the one reported
@@ -176,6 +179,7 @@ class PaperGateway:
         self._commit_soon, self._loop_thread = False, None
         self._rows_cache: dict = {}
         self._set_day(self.day)
+        assets.restore(self)                                   # the futures contracts a kept account trades
 
     # ---- data ---------------------------------------------------------------------------
     def _source(self):
@@ -224,9 +228,11 @@ class PaperGateway:
                 r = upto.iloc[-1]
                 self.exchange.last[cid] = float(r.close)
                 self.exchange.bar[cid] = Bar(upto.index[-1].date(), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume))
+        assets.sync_fx(self.exchange)                          # exchange rates from the FX quotes
 
     def lookup(self, c) -> Instrument | None:
         "An instrument by conId, or by symbol (+ currency) — for `data=random` unknown symbols are added."
+        if (found := assets.resolve(self, c)) is not None: return found[0] if len(found) == 1 else None    # FX pairs, futures
         if c.con_id: return self.instruments.get(c.con_id)
         sym = (c.symbol or "").upper()
         for inst in self.instruments.values():
@@ -284,7 +290,9 @@ class PaperGateway:
                     ev += ex._match(cid, b.close, t, gap=False, at_close=True)
             self._ticks(cid, b, ph, subs.get(cid))
             if ph == 3: self._bar_update(cid, day, r)
+        assets.sync_fx(ex)                                     # exchange rates follow the FX quotes
         if ph == 3:
+            ev += assets.settle(ex, day)                       # futures: variation margin into cash; expiries
             ev += ex.end_of_day(now, traded={cid for cid, df in self.bars.items() if day in df.index})
             ev += [("account",)] + [("position", c) for c in ex.positions]
             self.market_open = ex.market_open = False          # after the close, orders wait for the next open (as at IB)
@@ -506,6 +514,9 @@ class PaperGateway:
             s.send(Out.EXECUTION_DATA_END, 1, rid)
         elif mid == In.REQ_CONTRACT_DETAILS:
             r.skip(1); rid = r.int(); c = r.contract()
+            if found := assets.resolve(self, c):               # FX and futures; a future without a month: every listed expiry
+                for i in found: s.send(*m_contract_details(rid, i))
+                s.send(Out.CONTRACT_DATA_END, 1, rid); return
             inst = self.lookup(c)
             if inst is None: s.send(*m_error(rid, 200, f"({c.symbol or c.con_id} {c.sec_type} {c.currency})".replace("  ", " "))); return
             s.send(*m_contract_details(rid, inst)); s.send(Out.CONTRACT_DATA_END, 1, rid)
@@ -575,9 +586,10 @@ class PaperGateway:
         try: span = parse_duration(dur)
         except ValueError as e: s.send(*m_error(rid, 162, str(e))); return
         if keep and end: s.send(*m_error(rid, 162, "keepUpToDate requires an empty end date")); return
+        if why := assets.history_refusal(inst, what): s.send(Out.ERR_MSG, 2, rid, 162, why, ""); return
         try: end_ts = pd.Timestamp(end.replace(" UTC", "").replace("-", " "), tz="UTC").normalize() if end else None
         except ValueError: s.send(*m_error(rid, 162, f"end date {end!r}: use 'YYYYMMDD HH:MM:SS UTC' or leave it empty")); return
-        df = self.history(inst.con_id, end_ts)
+        df = assets.continuous(self, inst, end_ts) if c.sec_type == "CONTFUT" else self.history(inst.con_id, end_ts)
         last = df.index[-1] if len(df) else self.days[self.day]
         df = df.loc[last - span + pd.Timedelta(days=1):] if len(df) else df
         if what == "ADJUSTED_LAST" and "adj_close" in df:
