@@ -172,6 +172,7 @@ class Exchange:
         self.fill_delay = 0.0                      # fault injection: seconds (real time) before a new order may fill
         self.held_until: dict[tuple[int, int], float] = {}
         self.clock: str | None = None              # the market time the account has reached (ISO, UTC); the gateway keeps it
+        self.quotes: dict[int, tuple[float, float]] = {}   # con_id -> (bid, ask) of instruments that trade at their quote (options)
         self._unjournaled: list = []               # fills (with the orders they changed) not yet in the journal
         self._journal_lock = threading.Lock()      # one writer of the journal at a time, lines in fill order
         # a journal without a snapshot: fills acknowledged before the first snapshot was written (then a crash)
@@ -324,6 +325,8 @@ class Exchange:
         if o.order_type in ("STP", "STP LMT") and o.aux_price is None: return f"{o.order_type} order needs a stop price (auxPrice)"
         if o.order_type in ("TRAIL", "TRAIL LIMIT") and o.aux_price is None and o.trailing_percent is None: return "TRAIL order needs a trailing amount (auxPrice) or trailingPercent"
         if o.tif not in ("DAY", "GTC", "IOC", "OPG"): return f"time in force {o.tif!r}: use DAY or GTC"
+        if o.con_id in self.quotes and o.order_type.startswith("TRAIL"):
+            return f"{o.order_type} orders on options are not supported by the paper gateway; use MKT, LMT, STP, STP LMT, MOC or LOC"
         return None
 
     def _family(self, o: Order) -> list[Order]:
@@ -349,6 +352,8 @@ class Exchange:
         new = pos + o.sign * o.remaining
         if abs(new) <= abs(pos): return False          # reducing risk is always allowed
         if inst.sec_type in ASSET_TYPES: return self.init_margin() + _assets().margin_change(self, inst, pos, new, px)[0] > self.equity_with_loan()
+        if rule := getattr(inst, "margin", None):     # an instrument's own requirement (options: Reg T), before and after
+            return self.init_margin() + (rule(new, self.last) - rule(pos, self.last)) * self.fx(inst.currency) > self.equity_with_loan()
         add = float(abs(new) - abs(pos)) * px * inst.multiplier * self.fx(inst.currency)
         rate = self.cfg.init_margin_long if new > 0 else self.cfg.init_margin_short
         return self.init_margin() + add * rate > self.equity_with_loan()
@@ -365,6 +370,7 @@ class Exchange:
     def _match(self, con_id: int, px: float, now: dt.datetime, gap: bool, at_close: bool = False, only: Order | None = None) -> list:
         """Fill what the price `px` reaches. After a gap (an open, a jump) limits fill at the better of price and limit and
         stops at the (worse) price; on a continuous path both fill at their own price level."""
+        if con_id in self.quotes: return self._match_quoted(con_id, now, at_close, only)
         ev = []
         cands = [only] if only else self.orders.working(con_id)
         for o in sorted(cands, key=lambda x: x.perm_id):
@@ -404,8 +410,41 @@ class Exchange:
             ev += self._execute(o, qty, round(fill_px, 8 if self.instruments[con_id].sec_type in ASSET_TYPES else 4), now)
         return ev
 
+    def _match_quoted(self, con_id: int, now: dt.datetime, at_close: bool, only: Order | None = None) -> list:
+        """Orders on an instrument the gateway quotes (options): a buy fills at the ask, a sell at the bid, in full (there is
+        no bar volume to share); a limit when the quote reaches it, a stop when the last price does, MOC/LOC at the close."""
+        bid, ask = self.quotes[con_id]
+        last, ev = self.last.get(con_id, 0.0), []
+        for o in sorted([only] if only else self.orders.working(con_id), key=lambda x: x.perm_id):
+            if o.done or o.status == "PendingSubmit" or o.why_held or (o.parent_id and not self._parent_filled(o)): continue
+            if (o.client_id, o.order_id) in self.held_until: continue
+            t, touch = o.order_type, (ask if o.action == "BUY" else bid)
+            if touch <= 0 or t.startswith("TRAIL") or (t in ("MOC", "LOC") and not at_close): continue   # no bid: a sale waits
+            if t in ("STP", "STP LMT") and not o.triggered:
+                if not ((last >= o.aux_price) if o.action == "BUY" else (last <= o.aux_price)): continue
+                o.triggered = True; o.status = "Submitted"; ev.append(("status", o))
+            if t in ("LMT", "STP LMT", "LOC") and not self._limit_ok(o, touch): continue
+            if o.status == "PreSubmitted" and o.parent_id: o.status = "Submitted"
+            ev += self._execute(o, o.remaining, touch, now)
+        return ev
+
+    def book_delivery(self, con_id: int, dq: Decimal, price: float, now: dt.datetime) -> list:
+        """A fill no order caused — an option's exercise, assignment or expiry: `dq` units at `price`, without commission,
+        booked and journaled like any fill (order id 0, client 0). Event "delivery": the gateway tells every client."""
+        with self.lock:
+            inst = self.instruments[con_id]
+            realized = self._book(con_id, dq, price, 0.0, inst)
+            self.next_exec += 1
+            f = Fill(f"0000e{self.next_exec:07x}.{int(now.timestamp()):08x}.01.01", self._perm(), 0, 0, self.account, con_id,
+                     "BOT" if dq > 0 else "SLD", abs(dq), price, now.strftime("%Y%m%d %H:%M:%S") + " UTC", abs(dq), price, "", 0.0,
+                     inst.currency, realized)
+            self.fills.append(f); self.dirty = True
+            if self.state_path: self._unjournaled.append((_plain(f), [], self.clock, self.next_perm, self.next_exec, inst.multiplier))
+            return [("delivery", f), ("position", con_id), ("account",)]
+
     def _commission(self, shares: Decimal, price: float, inst: Instrument) -> float:
         if inst.sec_type in ASSET_TYPES: return _assets().commission(self, shares, price, inst)
+        if rule := getattr(inst, "commission", None): return rule(shares, price)     # an instrument's own schedule (options: per contract)
         c = max(self.cfg.commission_min, float(shares) * self.cfg.commission_per_share)
         return round(min(c, self.cfg.commission_max_pct * float(shares) * price * inst.multiplier), 2)
 
@@ -486,11 +525,17 @@ class Exchange:
         return cash + sum(self.market_value(c) * self.fx(self.instruments[c].currency) for c, p in self._securities()) + _assets().unsettled(self)
 
     def init_margin(self) -> float:
-        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) *
-                   (self.cfg.init_margin_long if p.qty > 0 else self.cfg.init_margin_short) for c, p in self._securities()) + _assets().margin(self, True)
+        return sum(self._requirement(c, p, self.cfg.init_margin_long if p.qty > 0 else self.cfg.init_margin_short)
+                   for c, p in self._securities()) + _assets().margin(self, True)
 
     def maint_margin(self) -> float:
-        return sum(abs(self.market_value(c)) * self.fx(self.instruments[c].currency) * self.cfg.maint_margin for c, p in self._securities()) + _assets().margin(self, False)
+        return sum(self._requirement(c, p, self.cfg.maint_margin) for c, p in self._securities()) + _assets().margin(self, False)
+
+    def _requirement(self, con_id: int, p: Position, rate: float) -> float:
+        "A position's margin in the base currency: `rate` of its value, or the instrument's own rule (options: Reg T, see gateway.options)."
+        inst = self.instruments[con_id]
+        rule = getattr(inst, "margin", None)
+        return (rule(p.qty, self.last) if rule else abs(self.market_value(con_id)) * rate) * self.fx(inst.currency)
 
     def equity_with_loan(self) -> float: return self.net_liquidation()
 
@@ -537,6 +582,8 @@ class Exchange:
         d_im = mv_new * rate(new) - mv_old * rate(pos)
         d_mm = (mv_new - mv_old) * self.cfg.maint_margin
         if inst.sec_type in ASSET_TYPES: d_im, d_mm = _assets().margin_change(self, inst, pos, new, px)
+        if rule := getattr(inst, "margin", None):      # options: Reg T, initial = maintenance
+            d_im = d_mm = (rule(new, self.last) - rule(pos, self.last)) * self.fx(inst.currency)
         comm = self._commission(o.total_quantity, px, inst)
         f = lambda x: f"{x:.2f}"
         return dict(init_before=f(im), maint_before=f(mm), ewl_before=f(ewl), init_change=f(d_im), maint_change=f(d_mm), ewl_change=f(-comm),

@@ -30,6 +30,7 @@ class In:
     REQ_POSITIONS = 61; REQ_ACCOUNT_SUMMARY = 62; CANCEL_ACCOUNT_SUMMARY = 63; CANCEL_POSITIONS = 64
     START_API = 71; REQ_ACCOUNT_UPDATES_MULTI = 76; CANCEL_ACCOUNT_UPDATES_MULTI = 77
     REQ_PNL = 92; CANCEL_PNL = 93; REQ_PNL_SINGLE = 94; CANCEL_PNL_SINGLE = 95; REQ_COMPLETED_ORDERS = 99
+    REQ_SEC_DEF_OPT_PARAMS = 78                                          # options (ats.gateway.options)
 
 class Out:
     "Message ids the gateway sends."
@@ -41,11 +42,13 @@ class Out:
     POSITION_END = 62; ACCOUNT_SUMMARY = 63; ACCOUNT_SUMMARY_END = 64; ACCOUNT_UPDATE_MULTI = 73
     ACCOUNT_UPDATE_MULTI_END = 74; HISTORICAL_DATA_UPDATE = 90; PNL = 94; PNL_SINGLE = 95
     COMPLETED_ORDERS_END = 102
+    TICK_OPTION_COMPUTATION = 21; SECURITY_DEFINITION_OPTION_PARAMETER = 75; SECURITY_DEFINITION_OPTION_PARAMETER_END = 76   # options
 
 class Tick:
     "Tick types of reqMktData."
     BID_SIZE = 0; BID = 1; ASK = 2; ASK_SIZE = 3; LAST = 4; LAST_SIZE = 5; HIGH = 6; LOW = 7
     VOLUME = 8; CLOSE = 9; OPEN = 14
+    BID_OPTION = 10; ASK_OPTION = 11; LAST_OPTION = 12; MODEL_OPTION = 13           # tickOptionComputation
 
 # IB's error codes the gateway uses (TWS API documentation, "Error Codes")
 ERRORS = {
@@ -215,9 +218,15 @@ def parse_place_order(fields: list[str], version: int) -> PlacedOrder:
 # %% ../../nbs/15_gateway_protocol.ipynb #78e49f7a
 def _mult(inst) -> str: return "" if float(inst.multiplier) == 1 else fmt(float(inst.multiplier))
 
+def _ids(inst) -> tuple:
+    "lastTradeDateOrContractMonth, strike, right, localSymbol, tradingClass: a stock has none but its symbol (an option all)."
+    return (getattr(inst, "last_trade", ""), getattr(inst, "strike", 0.0), getattr(inst, "right", ""),
+            getattr(inst, "local_symbol", "") or inst.symbol, getattr(inst, "trading_class", "") or inst.symbol)
+
 def contract_fields(inst, exchange: str | None = None) -> list:
     "conId, symbol, secType, lastTrade, strike, right, multiplier, exchange, currency, localSymbol, tradingClass."
-    return [inst.con_id, inst.symbol, inst.sec_type, _expiry(inst), 0.0, "", _mult(inst), exchange or inst.exchange, inst.currency, _local(inst), _tclass(inst)]
+    last, strike, right, local, tclass = _ids(inst)
+    return [inst.con_id, inst.symbol, inst.sec_type, last, strike, right, _mult(inst), exchange or inst.exchange, inst.currency, local, tclass]
 
 # FX pairs and futures (`ats.gateway.assets.AssetInstrument`) carry IB's localSymbol ('EUR.USD', 'ESH5'), trading class and expiry
 def _local(inst) -> str: return getattr(inst, "local_symbol", "") or inst.symbol
@@ -301,5 +310,6 @@ def m_position(account: str, inst, qty, avg_cost: float) -> list:
     return [Out.POSITION_DATA, 3, account] + contract_fields(inst) + [qty, avg_cost]
 
 def m_portfolio(account: str, inst, qty, price: float, value: float, avg_cost: float, upnl: float, rpnl: float) -> list:
-    return [Out.PORTFOLIO_VALUE, 8, inst.con_id, inst.symbol, inst.sec_type, _expiry(inst), 0.0, "", _mult(inst), inst.primary_exchange,
-            inst.currency, _local(inst), _tclass(inst), qty, price, value, avg_cost, upnl, rpnl, account]
+    last, strike, right, local, tclass = _ids(inst)
+    return [Out.PORTFOLIO_VALUE, 8, inst.con_id, inst.symbol, inst.sec_type, last, strike, right, _mult(inst), inst.primary_exchange,
+            inst.currency, local, tclass, qty, price, value, avg_cost, upnl, rpnl, account]

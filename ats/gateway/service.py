@@ -16,6 +16,7 @@ from .protocol import (In, Out, Tick, ProtocolError, Reader, frame, split_frames
                                   m_position, m_portfolio, MAX_VERSION)
 from .exchange import Exchange, Instrument, Bar, EngineConfig
 from . import assets
+from .options import OptionDesk
 
 log = logging.getLogger("ats.gateway")
 
@@ -180,6 +181,7 @@ class PaperGateway:
         self._rows_cache: dict = {}
         self._set_day(self.day)
         assets.restore(self)                                   # the futures contracts a kept account trades
+        self.options = OptionDesk(self)                        # options on the US stocks and ETFs (ats.gateway.options)
 
     # ---- data ---------------------------------------------------------------------------
     def _source(self):
@@ -233,6 +235,7 @@ class PaperGateway:
     def lookup(self, c) -> Instrument | None:
         "An instrument by conId, or by symbol (+ currency) — for `data=random` unknown symbols are added."
         if (found := assets.resolve(self, c)) is not None: return found[0] if len(found) == 1 else None    # FX pairs, futures
+        if self.options.handles(c): return self.options.lookup(c)         # an option: listed today, not expired
         if c.con_id: return self.instruments.get(c.con_id)
         sym = (c.symbol or "").upper()
         for inst in self.instruments.values():
@@ -245,6 +248,7 @@ class PaperGateway:
 
     def history(self, con_id: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
         "Completed daily bars up to the current session (or `end`)."
+        if con_id in self.options.listed: return self.options.history(self.options.listed[con_id], end)    # model-priced
         df = self.bars[con_id].loc[:self.days[self.day]]
         return df.loc[:end] if end is not None else df
 
@@ -291,9 +295,11 @@ class PaperGateway:
             self._ticks(cid, b, ph, subs.get(cid))
             if ph == 3: self._bar_update(cid, day, r)
         assets.sync_fx(ex)                                     # exchange rates follow the FX quotes
+        ev += self.options.on_phase(ph, subs)          # option quotes follow their underlying; expirations settle at the close
         if ph == 3:
             ev += assets.settle(ex, day)                       # futures: variation margin into cash; expiries
-            ev += ex.end_of_day(now, traded={cid for cid, df in self.bars.items() if day in df.index})
+            traded = {cid for cid, df in self.bars.items() if day in df.index}
+            ev += ex.end_of_day(now, traded=traded | self.options.traded(traded))
             ev += [("account",)] + [("position", c) for c in ex.positions]
             self.market_open = ex.market_open = False          # after the close, orders wait for the next open (as at IB)
         self.dispatch(ev)
@@ -364,6 +370,10 @@ class PaperGateway:
                 _, oid, code, text, *rest = e
                 targets = [s for s in self.sessions if rest and s.client_id == rest[0]] or ([requester] if requester else [])
                 for s in targets: s.send(*m_error(oid, code, text))
+            elif kind == "delivery":                     # an exercise, assignment or expiry: no client's order, every client hears
+                f = e[1]
+                for s in self.sessions:
+                    if s.client_id is not None: s.send(*m_exec_details(-1, f, self.instruments[f.con_id])); s.send(*m_commission(f))
             elif kind == "whatif":
                 _, o, info = e
                 if requester: requester.send(*m_open_order(o, self.instruments[o.con_id], info))
@@ -517,9 +527,11 @@ class PaperGateway:
             if found := assets.resolve(self, c):               # FX and futures; a future without a month: every listed expiry
                 for i in found: s.send(*m_contract_details(rid, i))
                 s.send(Out.CONTRACT_DATA_END, 1, rid); return
+            if self.options.handles(c): self.options.contract_details(s, rid, c); return
             inst = self.lookup(c)
             if inst is None: s.send(*m_error(rid, 200, f"({c.symbol or c.con_id} {c.sec_type} {c.currency})".replace("  ", " "))); return
             s.send(*m_contract_details(rid, inst)); s.send(Out.CONTRACT_DATA_END, 1, rid)
+        elif mid == In.REQ_SEC_DEF_OPT_PARAMS: self.options.req_sec_def_opt_params(s, r)
         elif mid == In.REQ_MARKET_DATA_TYPE: r.skip(1); s.send(Out.MARKET_DATA_TYPE, 1, -1, r.int())
         elif mid == In.REQ_MKT_DATA: self._req_mkt_data(s, r)
         elif mid == In.CANCEL_MKT_DATA: r.skip(1); s.mkt.pop(r.int(), None)
@@ -535,7 +547,7 @@ class PaperGateway:
             except ProtocolError as e:
                 s.send(*m_error(int(f[1]) if len(f) > 1 and f[1].lstrip("-").isdigit() else -1, 321, str(e))); return
             inst = self.lookup(p.contract)
-            if inst is None: s.send(*m_error(p.order_id, 200)); return
+            if inst is None: s.send(*m_error(p.order_id, 200, self.options.unknown(p.contract))); return
             p.contract.con_id = inst.con_id
             self.dispatch(ex.place(p, s.client_id, self.now(inst)), requester=s)
         elif mid == In.CANCEL_ORDER: r.skip(1); oid = r.int(); self.dispatch(ex.cancel(s.client_id, oid, now), requester=s)
@@ -559,6 +571,7 @@ class PaperGateway:
         _generic, snapshot = r.s(), r.bool()
         inst = self.lookup(c)
         if inst is None: s.send(*m_error(rid, 200)); return
+        if inst.con_id in self.options.listed: self.options.req_mkt_data(s, rid, inst, snapshot); return
         ex, cid = self.exchange, inst.con_id
         px, b = ex.last.get(cid), ex.bar.get(cid)
         if px is not None:
