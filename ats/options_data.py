@@ -260,12 +260,24 @@ class IBOptionsSource:
     async def _paced(self, make, what: str):
         "Await make() again with backoff while IB answers it with a pacing violation."
         async def once():
+            # IB answers an over-paced request with error 100 and drops it: the request itself then never completes,
+            # so it is watched, cancelled on a pacing error (and retried), and given up after a deadline
             self._pacing.clear()
-            out = await make()
+            task = asyncio.ensure_future(make())
+            limit = max(30.0, 3 * self.wait)
+            deadline = time.monotonic() + limit
+            try:
+                while not task.done():
+                    if self._pacing: break
+                    if time.monotonic() > deadline:
+                        raise DataSourceError(f"IB did not answer the request for {what} within {limit:.0f} s: is the connection alive?")
+                    await asyncio.sleep(0.02)
+            finally:
+                if not task.done(): task.cancel()
             if self._pacing:
                 code, msg = self._pacing[-1]
                 raise PacingViolation(f"IB error {code}: {msg or PACING_CODES[code]}")
-            return out
+            return task.result()
         return await with_pacing_retries_async(once, what, self.retries, self.backoff, self._asleep)
 
     async def _underlying(self, sym: str):
@@ -333,7 +345,8 @@ class IBOptionsSource:
             c = await self._underlying(sym)
             price = await self._price(c)
             ch = await self._chain_params(c)
-            as_of = utc(as_of or pd.Timestamp.now(tz="UTC"))
+            # the broker's clock, not this machine's: on the paper gateway the simulated day decides which expirations are listed
+            as_of = utc(as_of or pd.Timestamp(await self.ib.reqCurrentTimeAsync()))
             exps = pick_expirations(ch.expirations, as_of, horizon_days)
             strikes = pick_strikes(ch.strikes, price, moneyness)
             if not exps or not strikes:
