@@ -49,6 +49,60 @@ class Fill:
     perm_id: int = 0
     order_ref: str = ""
     account: str = ""
+    sec_type: str = "STK"              # IB's secType: STK, FUT, OPT, FOP, CASH (an FX pair), ...
+    kind: str = "trade"                # trade | exercise | assignment | expiry | variation (see FILL_KINDS)
+
+# What each kind of entry is. IB reports an exercise, an assignment or an expiry as the option closing at price 0
+# and (not for an expiry) the underlying trading at the strike, each with its own execution id; a variation is no
+# execution but the daily settlement of an open futures position (quantity 0, price = the settlement price).
+FILL_KINDS = ("trade", "exercise", "assignment", "expiry", "variation")
+FUTURES_STYLE = ("FUT",)               # no cash changes hands on a trade: P&L is settled in cash (daily variation)
+FX_PAIR = "CASH"                       # IB's secType of an FX pair: symbol = base currency, currency = quote currency
+
+# Initial margin per futures contract, in the contract's currency, when an Instrument names none: rough levels of
+# the exchanges' requirements (mid-2020s). They change with volatility: set `Instrument.margin` from the broker.
+FUTURES_MARGIN = {"ES": D(13_000), "NQ": D(19_000), "CL": D(6_500), "GC": D(10_000), "ZN": D(2_200)}
+
+@dataclass(frozen=True)
+class Instrument:
+    """What one unit of a contract is worth and costs: how sizing, risk and the ledger tell a share from an ES
+    contract, an option or an FX pair. `margin`: initial margin per futures contract (default `FUTURES_MARGIN` by
+    symbol); `strike`/`right` ('C' or 'P') and `underlying` describe an option."""
+    symbol: str
+    sec_type: str = "STK"
+    multiplier: Decimal = D(1)
+    currency: str = "USD"
+    margin: Decimal | None = None
+    con_id: int = 0
+    strike: Decimal | None = None
+    right: str = ""
+    underlying: str = ""
+
+    @property
+    def is_option(self) -> bool: return self.sec_type in ("OPT", "FOP")
+    @property
+    def futures_style(self) -> bool: return self.sec_type in FUTURES_STYLE
+    @property
+    def whole_contracts(self) -> bool:
+        "Traded in whole contracts (futures, options), not in shares or currency units."
+        return self.sec_type in ("FUT", "OPT", "FOP")
+
+    def initial_margin(self) -> Decimal:
+        "Initial margin per futures contract, instrument currency."
+        if self.margin is not None: return dec(self.margin)
+        root = self.symbol.upper()
+        if root in FUTURES_MARGIN: return FUTURES_MARGIN[root]
+        raise LedgerError(f"no initial margin for futures {self.symbol}: give Instrument(margin=...) per contract "
+                          f"(defaults exist for {', '.join(FUTURES_MARGIN)})")
+
+    @classmethod
+    def of(cls, x) -> "Instrument":
+        "From an ib_async Contract (or anything with symbol, secType, multiplier, currency, conId, strike, right)."
+        if isinstance(x, Instrument): return x
+        strike = getattr(x, "strike", 0) or None
+        return cls(x.symbol, getattr(x, "secType", "") or "STK", dec(getattr(x, "multiplier", "") or 1), getattr(x, "currency", "") or "USD",
+                   con_id=int(getattr(x, "conId", 0) or 0), strike=dec(strike) if strike else None, right=(getattr(x, "right", "") or "")[:1],
+                   underlying=x.symbol if getattr(x, "secType", "") in ("OPT", "FOP") else "")
 
 @dataclass
 class Position:
@@ -63,10 +117,27 @@ class Position:
     realized: Decimal = D(0)           # instrument currency
     commissions: Decimal = D(0)
     mark: Decimal | None = None
+    sec_type: str = "STK"
 
     @property
     def unrealized(self) -> Decimal:
         return (self.mark - self.avg_price) * self.quantity * self.multiplier if self.mark is not None and self.quantity else D(0)
+
+    @property
+    def market_value(self) -> Decimal:
+        """What the holding adds to cash, instrument currency: quantity × mark × multiplier (the cost without a mark). A
+        futures position holds only its unrealized P&L (the rest was never paid); an FX pair holds nothing (its two
+        currencies are in the ledger's cash)."""
+        if self.sec_type in FUTURES_STYLE: return self.unrealized
+        if self.sec_type == FX_PAIR: return D(0)
+        return self.quantity * (self.mark if self.mark is not None else self.avg_price) * self.multiplier
+
+    def settle(self, price: Decimal) -> Decimal:
+        "A futures daily settlement: the P&L since the cost basis is realized (it moves to cash) and the basis becomes `price`."
+        v = (price - self.avg_price) * self.quantity * self.multiplier if self.quantity else D(0)
+        self.realized += v
+        if self.quantity: self.avg_price = price
+        return v
 
     def apply(self, qty: Decimal, price: Decimal) -> Decimal:
         "Book a signed quantity at a price; returns the realized P&L of the part that reduced the position."
@@ -87,9 +158,10 @@ class Position:
         return realized
 
 # %% auto #0
-__all__ = ['log', 'D', 'UNASSIGNED', 'LIBRARY', 'FILLS', 'COMMISSIONS', 'TRANSFERS', 'EQUITY', 'SNAPSHOT', 'dec', 'LedgerError',
-           'Fill', 'Position', 'ReconciliationReport', 'Ledger', 'fills_to_frame', 'frame_to_fills', 'snapshot_data',
-           'LedgerStore', 'apply_snapshot', 'load_ledger', 'LedgerWriteError', 'LedgerWriter']
+__all__ = ['log', 'D', 'UNASSIGNED', 'FILL_KINDS', 'FUTURES_STYLE', 'FX_PAIR', 'FUTURES_MARGIN', 'LIBRARY', 'FILLS',
+           'COMMISSIONS', 'TRANSFERS', 'EQUITY', 'SNAPSHOT', 'dec', 'LedgerError', 'Fill', 'Instrument', 'Position',
+           'ReconciliationReport', 'Ledger', 'fills_to_frame', 'frame_to_fills', 'snapshot_data', 'LedgerStore',
+           'apply_snapshot', 'load_ledger', 'LedgerWriteError', 'LedgerWriter']
 
 # %% ../nbs/23_ledger.ipynb #e69db610
 @dataclass
@@ -118,32 +190,55 @@ class Ledger:
         self.transfers: list[dict] = []
         self._last: dict[tuple[str, int], dt.datetime] = {}   # newest fill/transfer time booked per position
 
-    def _pos(self, strategy: str, con_id: int, symbol: str, currency: str, multiplier) -> Position:
+    def _pos(self, strategy: str, con_id: int, symbol: str, currency: str, multiplier, sec_type: str = "STK") -> Position:
         key = (strategy, con_id)
         if key not in self.positions:
-            self.positions[key] = Position(strategy, con_id, symbol, currency, dec(multiplier), mark=self.marks.get(con_id))
+            p = self.positions[key] = Position(strategy, con_id, symbol, currency, dec(multiplier), mark=self.marks.get(con_id), sec_type=sec_type or "STK")
+            if self._fx_quoted(p):
+                if symbol in self.fx: p.mark = self.fx[symbol]
+                elif p.mark is not None: self.fx[symbol] = p.mark
         return self.positions[key]
 
-    def _book(self, key: tuple[str, int], at, qty: Decimal, price: Decimal) -> None:
-        "Apply a trade to a position in time order; an older one than the newest booked rebuilds the position."
+    def _fx_quoted(self, p: Position) -> bool:
+        "An FX pair quoted in the base currency: its mark is the FX rate of its first currency (kept equal both ways)."
+        return p.sec_type == FX_PAIR and p.currency == self.base and p.multiplier == 1
+
+    def _book(self, key: tuple[str, int], at, qty: Decimal, price: Decimal, kind: str = "trade") -> None:
+        "Apply a trade (or a settlement) to a position in time order; an older one than the newest booked rebuilds the position."
         at = _utc(at)
         if key in self._last and at < self._last[key]: self._rebuild(key)
         else:
-            self.positions[key].apply(qty, price)
+            p = self.positions[key]
+            p.settle(price) if kind == "variation" else p.apply(qty, price)
             self._last[key] = at
 
     def _events(self, key: tuple[str, int]) -> list[tuple]:
         "Fills and transfers of one position, in time order (fills before transfers, then booking order, at equal times)."
-        ev = [(_utc(f.time), 0, i, dec(f.quantity), dec(f.price)) for i, f in enumerate(self.fills.values()) if (f.strategy, f.con_id) == key]
-        ev += [(_utc(t["at"]), 1, i, dec(t["quantity"]), dec(t["price"])) for i, t in enumerate(self.transfers) if (t["to"], t["con_id"]) == key]
+        ev = [(_utc(f.time), 0, i, dec(f.quantity), dec(f.price), f.kind) for i, f in enumerate(self.fills.values()) if (f.strategy, f.con_id) == key]
+        ev += [(_utc(t["at"]), 1, i, dec(t["quantity"]), dec(t["price"]), "trade") for i, t in enumerate(self.transfers) if (t["to"], t["con_id"]) == key]
         return sorted(ev, key=lambda e: e[:3])
 
     def _rebuild(self, key: tuple[str, int]) -> None:
         p = self.positions[key]
         p.quantity, p.avg_price, p.realized = D(0), D(0), D(0)
         ev = self._events(key)
-        for *_, q, px in ev: p.apply(q, px)
+        for *_, q, px, kind in ev: p.settle(px) if kind == "variation" else p.apply(q, px)
         self._last[key] = ev[-1][0]
+
+    def _add_cash(self, strategy: str, currency: str, amount: Decimal) -> None:
+        k = (strategy, currency)
+        self.cash[k] = self.cash.get(k, D(0)) + amount
+
+    def _trade(self, p: Position, at, qty: Decimal, price: Decimal, kind: str = "trade") -> None:
+        """Book a trade on a position and its cash: a share or an option pays quantity × price × multiplier (an option's
+        premium); a futures trade pays nothing, its realized P&L (and each daily variation) moves into cash; an FX pair
+        receives its first currency and pays the second."""
+        before = p.realized
+        self._book((p.strategy, p.con_id), at, qty, price, kind)
+        if p.sec_type in FUTURES_STYLE: self._add_cash(p.strategy, p.currency, p.realized - before)   # a rebuild's change too
+        else:
+            self._add_cash(p.strategy, p.currency, -qty * price * p.multiplier)
+            if p.sec_type == FX_PAIR: self._add_cash(p.strategy, p.symbol, qty * p.multiplier)
 
     def record_fill(self, f: Fill) -> bool:
         "Book a fill once; False if it was already booked (same exec id, same content)."
@@ -154,12 +249,21 @@ class Ledger:
                 return False
             raise LedgerError(f"execution {f.exec_id} is already booked as {old.quantity} {old.symbol} @ {old.price} for {old.strategy}; "
                               f"refusing a different fill under the same id ({f.quantity} @ {f.price} for {f.strategy})")
-        if dec(f.quantity) == 0: raise LedgerError(f"execution {f.exec_id} ({f.symbol}, {f.strategy}) has quantity 0; an execution always trades something")
+        if f.kind not in FILL_KINDS: raise LedgerError(f"execution {f.exec_id} ({f.symbol}, {f.strategy}) is of kind {f.kind!r}; kinds are {', '.join(FILL_KINDS)}")
+        if f.kind == "variation":
+            if f.sec_type not in FUTURES_STYLE or dec(f.quantity) != 0:
+                raise LedgerError(f"entry {f.exec_id} ({f.symbol}, {f.strategy}): a daily variation is for futures (secType FUT) and has quantity 0")
+        elif dec(f.quantity) == 0: raise LedgerError(f"execution {f.exec_id} ({f.symbol}, {f.strategy}) has quantity 0; an execution always trades something")
+        p = self._pos(f.strategy, f.con_id, f.symbol, f.currency, f.multiplier, f.sec_type)
+        if p.sec_type != (f.sec_type or "STK"):
+            # e.g. futures fills stored before fills had a secType (read back as STK): the execution is real, so it is
+            # booked, the way the position was booked so far (its cash stays consistent), and the mismatch is told
+            log.warning("ledger: execution %s: contract %s (%s) is booked as %s for %s, the execution says %s; booked as %s",
+                        f.exec_id, f.con_id, f.symbol, p.sec_type, f.strategy, f.sec_type, p.sec_type)
+            if f.kind == "variation": raise LedgerError(f"entry {f.exec_id}: {f.symbol} ({f.con_id}) is booked as {p.sec_type} for {f.strategy}: only futures are settled daily")
         self.fills[f.exec_id] = f
-        p = self._pos(f.strategy, f.con_id, f.symbol, f.currency, f.multiplier)
-        self._book((f.strategy, f.con_id), f.time, dec(f.quantity), dec(f.price))
-        k = (f.strategy, f.currency)
-        self.cash[k] = self.cash.get(k, D(0)) - dec(f.quantity) * dec(f.price) * dec(f.multiplier) - dec(f.commission)
+        self._trade(p, f.time, dec(f.quantity), dec(f.price), f.kind)
+        self._add_cash(f.strategy, f.currency, -dec(f.commission))
         p.commissions += dec(f.commission)
         return True
 
@@ -180,17 +284,23 @@ class Ledger:
         "Latest price of an instrument, for unrealized P&L (kept for positions opened later too)."
         self.marks[con_id] = dec(price)
         for (s, c), p in self.positions.items():
-            if c == con_id: p.mark = self.marks[con_id]
+            if c == con_id:
+                p.mark = self.marks[con_id]
+                if self._fx_quoted(p): self.fx[p.symbol] = p.mark       # EUR.USD at 1.10: a euro is worth 1.10 USD
 
     def mark_many(self, prices: dict) -> None:
         "Latest prices of many instruments ({con_id: price}) in one pass over the positions (a whole day's closes)."
         for c, px in prices.items(): self.marks[c] = dec(px)
         for (s, c), p in self.positions.items():
-            if c in prices: p.mark = self.marks[c]
+            if c in prices:
+                p.mark = self.marks[c]
+                if self._fx_quoted(p): self.fx[p.symbol] = p.mark
 
     def set_fx(self, currency: str, rate_to_base) -> None:
-        "Units of base currency per unit of `currency`."
+        "Units of base currency per unit of `currency` (also the mark of the FX pair `currency`.base, when one is held)."
         self.fx[currency] = dec(rate_to_base)
+        for (s, c), p in self.positions.items():
+            if p.symbol == currency and self._fx_quoted(p): p.mark = self.marks[c] = self.fx[currency]
 
     def to_base(self, amount: Decimal, currency: str) -> Decimal:
         if currency not in self.fx: raise LedgerError(f"no FX rate for {currency}; call set_fx({currency!r}, rate)")
@@ -201,23 +311,23 @@ class Ledger:
         return p.quantity if p else D(0)
 
     # ---- reconciliation -----------------------------------------------------------------
-    def _contract(self, con_id: int, symbol: str, contracts: dict | None) -> tuple[str, Decimal, str]:
-        "Currency and multiplier of a contract — from `contracts`, else from a position in it — and a note when assumed."
+    def _contract(self, con_id: int, symbol: str, contracts: dict | None) -> tuple[str, Decimal, str, str]:
+        "Currency, multiplier and secType of a contract — from `contracts`, else from a position in it — and a note when assumed."
         if contracts and con_id in contracts:
-            ccy, mult = contracts[con_id]
-            return ccy, dec(mult), ""
+            ccy, mult, *sec = contracts[con_id]
+            return ccy, dec(mult), (sec[0] if sec else "") or "STK", ""
         p = next((p for (s, c), p in self.positions.items() if c == con_id), None)
-        if p is not None: return p.currency, p.multiplier, ""
+        if p is not None: return p.currency, p.multiplier, p.sec_type, ""
         # the difference must still be shown (a reconciliation that raises hides it): assume, and say so
         note = f"currency {self.base} and multiplier 1 assumed (pass contracts= to reconcile)"
         log.warning("ledger: %s (contract %s) is held at the broker but no strategy traded it: %s", symbol, con_id, note)
-        return self.base, D(1), note
+        return self.base, D(1), "STK", note
 
     def reconcile(self, broker: dict[int, tuple[str, Decimal]], price: dict[int, Decimal] | None = None,
                   contracts: dict[int, tuple[str, Decimal]] | None = None) -> ReconciliationReport:
         """Compare broker positions {con_id: (symbol, quantity)} with the sum over strategies; the difference becomes an
         explicit position of the `_unassigned` strategy (never silently merged into a strategy). `price` gives the cost of
-        a new difference; `contracts` {con_id: (currency, multiplier)} describes contracts no strategy has traded (without
+        a new difference; `contracts` {con_id: (currency, multiplier[, secType])} describes contracts no strategy has traded (without
         it they are taken as base currency, multiplier 1, and the row says so in `note`)."""
         rep = ReconciliationReport()
         ids = set(broker) | {c for (_, c) in self.positions}
@@ -232,9 +342,9 @@ class Ledger:
             current = un.quantity if un else D(0)
             if diff != current:
                 if un is None:
-                    ccy, mult, note = self._contract(cid, sym, contracts)
+                    ccy, mult, sec, note = self._contract(cid, sym, contracts)
                     if note: row["note"] = note
-                u = un or self._pos(UNASSIGNED, cid, sym, ccy, mult)
+                u = un or self._pos(UNASSIGNED, cid, sym, ccy, mult, sec)
                 u.quantity = diff
                 u.avg_price = dec((price or {}).get(cid, u.avg_price))
         return rep
@@ -263,7 +373,7 @@ class Ledger:
         if not px: raise LedgerError(f"no price for assigning {u.symbol} (contract {con_id}): the unassigned position has no cost "
                                      f"and no mark; give the transfer price")
         t = dict(id=f"transfer-{len(self.transfers) + 1}", con_id=con_id, symbol=u.symbol, currency=u.currency, multiplier=u.multiplier,
-                 quantity=q, price=px, to=to_strategy, by=by, at=_now())
+                 quantity=q, price=px, to=to_strategy, by=by, at=_now(), sec_type=u.sec_type)
         u.quantity -= q
         self.apply_transfer(t)
         return t
@@ -273,14 +383,83 @@ class Ledger:
         its id is booked already. The unassigned side is not touched: the next reconciliation derives it."""
         if any(x["id"] == t["id"] for x in self.transfers): return False
         q, px = dec(t["quantity"]), dec(t["price"])
-        p = self._pos(t["to"], t["con_id"], t["symbol"], t.get("currency", "USD"), t.get("multiplier", 1))
+        p = self._pos(t["to"], t["con_id"], t["symbol"], t.get("currency", "USD"), t.get("multiplier", 1), t.get("sec_type") or "STK")
         self.transfers.append(t)
-        self._book((t["to"], t["con_id"]), t["at"], q, px)
-        k = (t["to"], p.currency)
-        self.cash[k] = self.cash.get(k, D(0)) - q * px * p.multiplier
+        self._trade(p, t["at"], q, px)
         return True
 
+    # ---- futures settlement, option delivery ------------------------------------------------
+    def settle(self, con_id: int, price, at=None) -> list[Fill]:
+        """The daily settlement of a futures contract: on every strategy's open position in it, the P&L since its cost
+        basis moves into cash (realized) and the basis becomes the settlement price, as IB shows it; the contract is
+        marked at the settlement. Booked as `variation` entries (quantity 0, one per strategy and day, stored with the
+        fills and re-read from them); returns the new ones, to store. Settling a day twice at the same price books nothing."""
+        at, px = _utc(at or _now()), dec(price)
+        new = []
+        for (s, c), p in list(self.positions.items()):
+            if c != con_id or s == UNASSIGNED or not p.quantity: continue
+            if p.sec_type not in FUTURES_STYLE: raise LedgerError(f"{p.symbol} (contract {con_id}) is {p.sec_type}: only futures are settled daily")
+            f = Fill(f"variation-{con_id}-{s}-{at.date().isoformat()}", s, con_id, p.symbol, D(0), px, at, p.currency, p.multiplier,
+                     sec_type=p.sec_type, kind="variation")
+            if self.record_fill(f): new.append(f)
+        self.mark(con_id, px)
+        return new
+
+    def option_delivery(self, strategy: str, option: Instrument, underlying: Instrument | None, *, kind: str, exec_id: str,
+                        at=None, quantity=None) -> list[Fill]:
+        """An option exercised, assigned or expired, booked as IB reports it: the option position closes at price 0 (its
+        premium stays in its realized P&L) and, unless it expired, the underlying trades at the strike — a long call
+        exercised or a short put assigned buys `multiplier` shares per contract, a long put exercised or a short call
+        assigned sells them. `quantity`: contracts delivered (default: the whole position). Returns the fills booked (to store);
+        `exec_id` names the option leg, `exec_id`.u the underlying's."""
+        if kind not in ("exercise", "assignment", "expiry"): raise LedgerError(f"option delivery kind {kind!r}: expected exercise, assignment or expiry")
+        if not option.is_option: raise LedgerError(f"{option.symbol} is {option.sec_type}, not an option")
+        if exec_id in self.fills: return []                                   # booked already (a replay)
+        held = self.position(strategy, option.con_id)
+        n = dec(quantity) if quantity is not None else abs(held)
+        if not held or n <= 0 or n > abs(held):
+            raise LedgerError(f"{strategy} holds {held} of option {option.symbol} ({option.con_id}); cannot deliver {n}")
+        if kind == "exercise" and held < 0: raise LedgerError(f"{strategy} is short {option.symbol}: a short option is assigned, not exercised")
+        if kind == "assignment" and held > 0: raise LedgerError(f"{strategy} is long {option.symbol}: a long option is exercised, not assigned")
+        at = _utc(at or _now())
+        close = -n if held > 0 else n
+        out = [Fill(exec_id, strategy, option.con_id, option.symbol, close, D(0), at, option.currency, dec(option.multiplier),
+                    sec_type=option.sec_type, kind=kind)]
+        if kind != "expiry":
+            if underlying is None or option.strike is None or option.right not in ("C", "P"):
+                raise LedgerError(f"delivering {option.symbol} needs its strike, right (C/P) and the underlying Instrument")
+            shares = -close * dec(option.multiplier) * (1 if option.right == "C" else -1)
+            out.append(Fill(f"{exec_id}.u", strategy, underlying.con_id, underlying.symbol, shares / dec(underlying.multiplier), dec(option.strike), at,
+                            underlying.currency, dec(underlying.multiplier), sec_type=underlying.sec_type, kind=kind))
+        return [f for f in out if self.record_fill(f)]
+
+    # ---- money in the base currency -----------------------------------------------------------
+    def cash_value(self, strategy: str | None = None) -> Decimal:
+        "Cash flows so far (every currency, converted at `fx`), base currency: one strategy's, or every strategy's."
+        return sum((self.to_base(v, c) for (s, c), v in self.cash.items() if strategy is None or s == strategy), D(0))
+
+    def market_value(self, strategy: str | None = None) -> Decimal:
+        "What the open positions are worth in the base currency (`Position.market_value`: futures their unrealized P&L, FX pairs nothing)."
+        return sum((self.to_base(p.market_value, p.currency) for (s, _), p in self.positions.items() if strategy is None or s == strategy), D(0))
+
+    def totals(self, strategy: str | None = None) -> dict:
+        """Cash, market value, realized, unrealized and commissions in the base currency. For what was traded (not for a
+        reconciliation's `_unassigned` positions, which have no cash), cash + market_value == realized + unrealized − commissions."""
+        ps = [p for (s, _), p in self.positions.items() if strategy is None or s == strategy]
+        tb = lambda attr: sum((self.to_base(getattr(p, attr), p.currency) for p in ps), D(0))
+        return dict(cash=self.cash_value(strategy), market_value=self.market_value(strategy), realized=tb("realized"),
+                    unrealized=sum((self.unrealized(p) for p in ps), D(0)), commissions=tb("commissions"))
+
+    def unrealized(self, p: Position) -> Decimal:
+        """A position's unrealized P&L in the base currency. An FX pair's is what its two currency balances are worth at
+        `fx` (the first currency's rate less the cost in the second's), so cash and P&L agree whatever the pair's mark;
+        for a pair quoted in the base currency the mark is that rate (`mark` and `set_fx` keep them equal)."""
+        if p.sec_type == FX_PAIR and p.quantity:
+            return self.to_base(p.quantity * p.multiplier, p.symbol) - self.to_base(p.quantity * p.avg_price * p.multiplier, p.currency)
+        return self.to_base(p.unrealized, p.currency)
+
     # ---- tables -----------------------------------------------------------------------
+
     def equity_rows(self, time=None) -> list[dict]:
         """One row per strategy at `time` (default now), in the base currency: realized, unrealized, commissions, net,
         gross exposure (|quantity| × mark × multiplier × FX; the average price where there is no mark yet) and the
@@ -290,7 +469,7 @@ class Ledger:
         for p in self.positions.values():
             a = agg.setdefault(p.strategy, dict(realized=D(0), unrealized=D(0), commissions=D(0), gross_exposure=D(0), positions=0))
             a["realized"] += self.to_base(p.realized, p.currency)
-            a["unrealized"] += self.to_base(p.unrealized, p.currency)
+            a["unrealized"] += self.unrealized(p)
             a["commissions"] += self.to_base(p.commissions, p.currency)
             px = p.mark if p.mark is not None else p.avg_price
             a["gross_exposure"] += self.to_base(abs(p.quantity) * px * p.multiplier, p.currency)
@@ -324,6 +503,7 @@ _FILL_INTS = ("con_id", "order_id", "perm_id")
 _TRANSFER_DECIMALS = ("quantity", "price", "multiplier")
 _EQUITY_DECIMALS = ("realized", "unrealized", "commissions", "net", "gross_exposure")
 _ONE_US = pd.Timedelta(1, "us")
+_COLUMN_DEFAULTS = dict(sec_type="STK", kind="trade")   # what rows stored before these columns existed were
 
 def _naive_utc(times) -> pd.DatetimeIndex:
     "UTC times without a time zone: ArcticDB keeps the zone of the index but not of columns."
@@ -349,7 +529,7 @@ def fills_to_frame(fills: list[Fill]) -> pd.DataFrame:
     df = pd.DataFrame([asdict(f) for f in fills], columns=cols)
     for c in _FILL_DECIMALS: df[c] = [_s(x) for x in df[c]]
     for c in _FILL_INTS: df[c] = df[c].astype("int64")
-    for c in ("exec_id", "strategy", "symbol", "currency", "order_ref", "account"): df[c] = df[c].astype(str)
+    for c in ("exec_id", "strategy", "symbol", "currency", "order_ref", "account", "sec_type", "kind"): df[c] = df[c].astype(str)
     df["time"] = _naive_utc(df["time"])
     return df
 
@@ -367,11 +547,11 @@ def frame_to_fills(df: pd.DataFrame) -> list[Fill]:
 def _position_row(p: Position) -> dict:
     return dict(strategy=p.strategy, con_id=int(p.con_id), symbol=p.symbol, currency=p.currency, multiplier=_s(p.multiplier),
                 quantity=_s(p.quantity), avg_price=_s(p.avg_price), realized=_s(p.realized), commissions=_s(p.commissions),
-                mark=None if p.mark is None else _s(p.mark))
+                mark=None if p.mark is None else _s(p.mark), sec_type=p.sec_type)
 
 def _row_position(r: dict) -> Position:
     return Position(r["strategy"], int(r["con_id"]), r["symbol"], r["currency"], D(r["multiplier"]), D(r["quantity"]), D(r["avg_price"]),
-                    D(r["realized"]), D(r["commissions"]), None if r["mark"] is None else D(r["mark"]))
+                    D(r["realized"]), D(r["commissions"]), None if r["mark"] is None else D(r["mark"]), r.get("sec_type") or "STK")
 
 def snapshot_data(ledger: Ledger, reconciliation: ReconciliationReport | None = None, at=None) -> dict:
     """The ledger's state as plain strings and numbers, ready for `ledger.snapshot`. Build it on the thread that owns
@@ -393,6 +573,7 @@ class LedgerStore:
         self._stored: dict[str, Decimal] | None = None     # exec id -> commission stored, read at the first append
         self._transfer_ids: set[str] | None = None
         self._reconciliation: tuple | None = None          # (rows, at) of the last snapshot, reused when none is given
+        self._widened: set[str] = set()                    # symbols known to have every column (see `_widen`)
 
     def __repr__(self): return f"LedgerStore({self.store!r})"
 
@@ -407,7 +588,21 @@ class LedgerStore:
         start = now if last is None or now > last else last + _ONE_US
         return pd.DatetimeIndex([start + i * _ONE_US for i in range(n)], name="written_at")
 
+    def _widen(self, sym: str, df: pd.DataFrame) -> None:
+        """Give a symbol written before a column existed (fills before `sec_type`/`kind`, transfers before `sec_type`)
+        that column, with its meaning then (a share, a trade), so the new rows can be appended; once per symbol."""
+        if sym in self._widened or not self.lib.has_symbol(sym): return
+        have = {c.name for c in self.lib.get_description(sym).columns}
+        missing = [c for c in df.columns if c not in have]
+        if missing:
+            old = self.lib.read(sym).data
+            for c in missing: old[c] = _COLUMN_DEFAULTS[c]
+            self.lib.write(sym, old[list(df.columns)], prune_previous_versions=True)
+            log.info("ledger: %s gained column(s) %s (older rows: %s)", sym, ", ".join(missing), ", ".join(f"{c}={_COLUMN_DEFAULTS[c]}" for c in missing))
+        self._widened.add(sym)
+
     def _append(self, sym: str, df: pd.DataFrame) -> None:
+        if sym in (FILLS, TRANSFERS): self._widen(sym, df)
         df.index = self._stamps(sym, len(df))
         if sym in self._last or self.lib.has_symbol(sym): self.lib.append(sym, df, prune_previous_versions=True)
         else: self.lib.write(sym, df)
@@ -468,7 +663,7 @@ class LedgerStore:
         if not new: return 0
         df = pd.DataFrame([dict(id=t["id"], con_id=int(t["con_id"]), symbol=t["symbol"], currency=t.get("currency", "USD"),
                                 multiplier=_s(t.get("multiplier", 1)), quantity=_s(t["quantity"]), price=_s(t["price"]), to=t["to"],
-                                by=t.get("by", ""), at=t["at"]) for t in new.values()])
+                                by=t.get("by", ""), at=t["at"], sec_type=t.get("sec_type") or "STK") for t in new.values()])
         df["at"] = _naive_utc(df["at"])
         self._append(TRANSFERS, df)
         self._transfer_ids |= set(new)

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 import pandas as pd
+from .ledger import Instrument, FUTURES_MARGIN
 
 # %% auto #0
 __all__ = ['OrderRequest', 'Snapshot', 'RiskError', 'TradingState', 'RiskConfig', 'Limits', 'WhatIf', 'Order',
-           'return_correlations', 'PortfolioSnapshot', 'Reason', 'Decision', 'RiskEvent', 'RiskAction',
-           'RiskStateStore', 'JsonFileStore', 'ArcticStateStore', 'as_state_store', 'BackgroundStateStore',
-           'RiskEngine']
+           'regt_short_option', 'order_margin', 'return_correlations', 'PortfolioSnapshot', 'Reason', 'Decision',
+           'RiskEvent', 'RiskAction', 'RiskStateStore', 'JsonFileStore', 'ArcticStateStore', 'as_state_store',
+           'BackgroundStateStore', 'RiskEngine']
 
 # %% ../nbs/31_risk.ipynb #1a6bdc88
 class RiskError(ValueError):
@@ -147,9 +148,47 @@ class Order:
     con_id: int = 0                   # IB contract id, carried into events
     what_if: WhatIf | None = None
     key: str = ""                     # client order key, carried into events
+    instrument: Instrument | None = None   # what a unit is (futures, option, FX pair): its multiplier and margin
+    underlying_price: float | None = None  # an option's underlying, for a short option's margin (default: its strike)
+
+    def __post_init__(self):
+        if self.instrument is None: return
+        m = float(self.instrument.multiplier)
+        if float(self.multiplier) == 1.0: self.multiplier = m
+        elif float(self.multiplier) != m:
+            raise RiskError(f"order for {self.symbol}: multiplier {self.multiplier!r} contradicts the instrument's {m:g}; pass one of them")
 
     @property
     def unit_value(self) -> float: return float(self.price) * float(self.multiplier) * float(self.fx)
+
+def regt_short_option(right: str, strike: float, premium: float, underlying: float) -> float:
+    """Reg-T margin of one short option, per unit of the underlying: the premium plus 20 % of the underlying less the
+    amount out of the money, but at least 10 % of the underlying (a call) or of the strike (a put)."""
+    call = right.upper().startswith("C")
+    otm = max(0.0, strike - underlying) if call else max(0.0, underlying - strike)
+    return premium + max(0.20 * underlying - otm, 0.10 * (underlying if call else strike))
+
+def order_margin(o: Order, current: float, new: float, margin_rate: float) -> float:
+    """Initial margin, base currency, that taking a position from `current` to `new` units adds (0 when it shrinks):
+    shares and FX `margin_rate` × the added notional; futures the initial margin per contract added
+    (`Instrument.initial_margin`: its `margin`, else `FUTURES_MARGIN` by symbol, else margin_rate × notional); a long
+    option its premium; a short option the Reg-T rule (`regt_short_option`)."""
+    inst, u = o.instrument, o.unit_value
+    grown = max(0.0, abs(new) - abs(current))
+    if inst is None or not (inst.futures_style or inst.is_option): return grown * u * margin_rate
+    fx = float(o.fx)
+    if inst.futures_style:
+        # a contract with no margin given nor in FUTURES_MARGIN is margined like shares (margin_rate × notional: far above
+        # an exchange's requirement, so never too little)
+        if inst.margin is None and inst.symbol.upper() not in FUTURES_MARGIN: return grown * u * margin_rate
+        return grown * float(inst.initial_margin()) * fx
+    longer = max(0.0, max(new, 0.0) - max(current, 0.0))
+    shorter = max(0.0, max(-new, 0.0) - max(-current, 0.0))
+    if not shorter: return longer * u
+    if inst.strike is None or inst.right[:1].upper() not in ("C", "P"):
+        raise RiskError(f"short option {o.symbol}: its margin needs the strike and right (C/P) of Instrument")
+    under = float(o.underlying_price) if o.underlying_price else float(inst.strike)
+    return longer * u + shorter * regt_short_option(inst.right, float(inst.strike), float(o.price), under) * float(o.multiplier) * fx
 
 OrderRequest = Order                  # the name the runtime used first
 
@@ -539,9 +578,11 @@ class RiskEngine:
         dd = self._drawdown(snap)
         if dd > cfg.emergency_stop_loss:
             R.append(Reason("emergency_stop_loss", f"the account is {dd:.2%} below today's peak; limit {cfg.emergency_stop_loss:.2%}", cfg.emergency_stop_loss, dd))
-        added = max(0.0, abs(fnew) - abs(fcur)) * u
         after = o.what_if.excess_after(float(snap.excess_liquidity)) if o.what_if else None
-        if after is None: after = float(snap.excess_liquidity) - added * cfg.margin_rate
+        if after is None:
+            try: after = float(snap.excess_liquidity) - order_margin(o, fcur, fnew, cfg.margin_rate)
+            except ValueError as e:                       # RiskError, LedgerError: the margin cannot be known
+                return self._refuse(o, R + [Reason("invalid_order", f"{e}; no margin, no new risk", 0.0, 0.0)])
         if after / nav < cfg.margin_buffer:
             R.append(Reason("margin_buffer", f"excess liquidity after the trade would be {after / nav:.2%} of NAV; at least {cfg.margin_buffer:.2%} must remain", cfg.margin_buffer, after / nav))
         ag = d["agross"] - out + pos_value + (sum(abs(v) for t, v in own_unpriced.items() if t != o.strategy) * u if own_unpriced else 0.0)

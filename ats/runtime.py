@@ -153,7 +153,7 @@ class StrategyWorker:
 
 # %% ../nbs/22_runtime.ipynb #bb188758
 from .strategy import load_strategy_class, OrderIntent, BarEvent, order_key, StrategyLoadError, StrategyParamError
-from .ledger import Ledger, Fill, dec, UNASSIGNED
+from .ledger import Ledger, Fill, dec, UNASSIGNED, Instrument
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError, working_quantities
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
@@ -766,7 +766,7 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
                              stats=self.trade_stats(name) if intent.target_weight is not None and self.sizing.method == "kelly" else None)
     except SizingError as e: return self._reject(slot, intent, str(e))
     if delta == 0: return
-    d = self.risk.check(RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key), self.snapshot())
+    d = self.risk.check(RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key, instrument=Instrument.of(c)), self.snapshot())
     if not d.allowed:
         slot.refused += 1
         self._note("refused", name, sym, float(delta), price, reason=d.message)
@@ -928,7 +928,7 @@ def _book(self: Runtime, fill, live: bool = False) -> bool:
     cr = fill.commissionReport
     comm = cr.commission if cr is not None and cr.execId == x.execId and cr.commission else 0
     f = Fill(x.execId, strategy, c.conId, c.symbol, dec(x.shares) * (1 if x.side == "BOT" else -1), dec(x.price),
-             x.time, c.currency or "USD", dec(c.multiplier or 1), dec(comm), x.orderId, x.permId, x.orderRef, x.acctNumber)
+             x.time, c.currency or "USD", dec(c.multiplier or 1), dec(comm), x.orderId, x.permId, x.orderRef, x.acctNumber, c.secType or "STK")
     try: new = self.ledger.record_fill(f)
     except LedgerError as e:
         self.alert("CRITICAL", f"ledger refused execution {x.execId}: {e}"); return False

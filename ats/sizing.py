@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
+from .ledger import Instrument
 
 # %% auto #0
 __all__ = ['METHODS', 'SizingError', 'SizingConfig', 'round_to_increment', 'daily_volatility', 'TradeStats', 'kelly_fraction',
@@ -131,10 +132,22 @@ def _positive(name: str, v) -> float:
         raise SizingError(f"{name} = {v!r}: expected a number > 0")
     return float(v)
 
+def _contract_terms(instrument: Instrument | None, multiplier, increment: int, where: str = "") -> tuple[float, int]:
+    """Multiplier and quantity increment of an instrument: futures and options trade in whole contracts (the
+    [position_sizing] position_increment counts shares); without an instrument, the given multiplier and the setting."""
+    if instrument is None: return multiplier, increment
+    m = float(instrument.multiplier)
+    if multiplier not in (1, 1.0, None) and float(multiplier) != m:
+        raise SizingError(f"{where or instrument.symbol}: multiplier {multiplier!r} contradicts the instrument's {m:g}; pass one of them")
+    return m, (1 if instrument.whole_contracts else increment)
+
 def size_order(price: float, capital: float, cfg: SizingConfig, *, side: int = 1, multiplier: float = 1.0, fx: float = 1.0,
                volatility: float | None = None, prices: pd.Series | None = None, stats: TradeStats | Mapping | None = None,
-               gross_exposure: float = 0.0) -> Sized:
-    "Signed quantity for one new position by `cfg.method`, within the leverage cap, rounded toward zero, or 0 below the minimum."
+               gross_exposure: float = 0.0, instrument: Instrument | None = None) -> Sized:
+    """Signed quantity for one new position by `cfg.method`, within the leverage cap, rounded toward zero, or 0 below the
+    minimum. The target is a value in the base currency; one unit is worth price × multiplier × fx (an `instrument`
+    gives the multiplier, and futures and options round to whole contracts), so 250,000 buys 1 ES at 4,000 (200,000)."""
+    multiplier, increment = _contract_terms(instrument, multiplier, cfg.position_increment)
     unit = _positive("price", price) * _positive("multiplier", multiplier) * _positive("fx", fx)
     capital = _positive("capital", capital)
     if side not in (1, -1): raise SizingError(f"side = {side!r}: expected 1 (buy) or -1 (sell short)")
@@ -153,7 +166,7 @@ def size_order(price: float, capital: float, cfg: SizingConfig, *, side: int = 1
         value, note = cfg.base_position_size, f"fixed {cfg.base_position_size:,.2f}"
     room = max(0.0, cfg.max_leverage * capital - max(0.0, float(gross_exposure)))
     if value > room: value, note = room, note + f"; cut to {room:,.2f} by max_leverage {cfg.max_leverage:g}"
-    q = round_to_increment(value / unit, cfg.position_increment)
+    q = round_to_increment(value / unit, increment)
     if q and float(q) * unit < cfg.min_position_size:
         note += f"; {float(q) * unit:,.2f} is below min_position_size {cfg.min_position_size:,.2f}: no trade"
         q = Decimal(0)
@@ -184,8 +197,10 @@ def _exposures(weights: Mapping, cfg: SizingConfig, volatility, stats) -> tuple[
 def target_quantities(weights: Mapping[str, float] | pd.Series, prices: Mapping[str, float] | pd.Series, capital: float,
                       positions: Mapping[str, float | Decimal] | None = None, cfg: SizingConfig | None = None,
                       multipliers: Mapping[str, float] | None = None, volatility: Mapping[str, float] | None = None,
-                      stats: TradeStats | Mapping | None = None, fx: Mapping[str, float] | None = None) -> dict[str, Decimal]:
-    "Signed share quantities that hold `weights` (fractions of capital), by `cfg.method`, under the leverage cap."
+                      stats: TradeStats | Mapping | None = None, fx: Mapping[str, float] | None = None,
+                      instruments: Mapping[str, Instrument] | None = None) -> dict[str, Decimal]:
+    """Signed quantities (shares, contracts) that hold `weights` (fractions of capital, as notional: quantity × price ×
+    multiplier × fx), by `cfg.method`, under the leverage cap. `instruments` give multipliers and whole-contract rounding."""
     if cfg is None and positions is not None and hasattr(positions, "position_increment"):
         positions, cfg = None, positions                 # the short form (weights, prices, capital, cfg)
     cfg = cfg or SizingConfig()
@@ -193,26 +208,28 @@ def target_quantities(weights: Mapping[str, float] | pd.Series, prices: Mapping[
     held = {s: float(q) for s, q in (positions or {}).items() if q}
     w = {s: float(x) for s, x in weights.items() if x is not None and x == x}
     out = {s: Decimal(str(held.get(s, 0))) for s, x in weights.items() if not (x is not None and x == x)}
-    unit = {}
+    unit, inc = {}, {}
     for s in set(w) | (set(held) - set(w)):
         px = _lookup(prices, s, None)
         if px is None or not px > 0 or not math.isfinite(px):
             why = "it has a target weight" if s in w else "it is held and counts toward gross exposure"
             raise SizingError(f"no usable price for {s} ({px!r}) but {why}; pass prices[{s!r}] > 0")
-        unit[s] = px * _lookup(multipliers, s) * _lookup(fx, s)
+        mult, inc[s] = _contract_terms((instruments or {}).get(s), _lookup(multipliers, s), cfg.position_increment, s)
+        unit[s] = px * mult * _lookup(fx, s)
     e, _ = _exposures(w, cfg, volatility, stats)
     other = math.fsum(abs(q) * unit[s] for s, q in held.items() if s not in w)
     asked = math.fsum(abs(x) for x in e.values()) * capital
     room = max(0.0, cfg.max_leverage * capital - other)
     scale = room / asked if asked > room else 1.0
     for s, x in e.items():
-        q = round_to_increment(x * scale * capital / unit[s], cfg.position_increment)
+        q = round_to_increment(x * scale * capital / unit[s], inc[s])
         out[s] = q if abs(float(q)) * unit[s] >= cfg.min_position_size else Decimal(0)
     return out
 
 
 def intent_delta(intent, *, price: float, capital: float, current=0, working=0, cfg: SizingConfig | None = None,
-                 multiplier: float = 1.0, fx: float = 1.0, volatility: float | None = None, stats=None) -> Decimal:
+                 multiplier: float = 1.0, fx: float = 1.0, volatility: float | None = None, stats=None,
+                 instrument: Instrument | None = None) -> Decimal:
     """The signed quantity to send for a strategy's intent (`ats.strategy.OrderIntent`): a target weight is sized by
     `target_quantities`, a target quantity rounded to the increment, both net of the position (`current`) and of what is
     already working at the broker (`working`); a plain quantity is sent as it is. The runtime and the replay both call
@@ -222,9 +239,11 @@ def intent_delta(intent, *, price: float, capital: float, current=0, working=0, 
     if intent.target_weight is not None:
         sym = intent.symbol
         tq = target_quantities({sym: intent.target_weight}, {sym: price}, capital, cfg=cfg, multipliers={sym: multiplier}, fx={sym: fx},
-                               volatility={sym: volatility} if volatility is not None else None, stats=stats)[sym]
+                               volatility={sym: volatility} if volatility is not None else None, stats=stats,
+                               instruments={sym: instrument} if instrument is not None else None)[sym]
         return tq - held
-    if intent.target_quantity is not None: return round_to_increment(float(intent.target_quantity), cfg.position_increment) - held
+    if intent.target_quantity is not None:
+        return round_to_increment(float(intent.target_quantity), _contract_terms(instrument, 1.0, cfg.position_increment)[1]) - held
     if intent.quantity is not None: return Decimal(str(intent.quantity))
     raise SizingError(f"strategy {intent.strategy!r}: the intent for {intent.symbol} names no quantity, target quantity or target weight")
 
