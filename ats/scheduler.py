@@ -407,7 +407,11 @@ def _signal_children(sig) -> None:
 
 # %% ../nbs/51_scheduler.ipynb #3d249742
 SEED_SCHEDULES = [dict(name="us_stock_data_download", job="download_us_stock_data", cron="0 6 * * 1-5",
-                       parameters=dict(universe="us_equities", progress=False))]
+                       parameters=dict(universe="us_equities", progress=False)),
+                  # option chains come only from IB or Yahoo: with another default source the schedule is stored
+                  # paused on yfinance (the last of `sources`), for the user to resume, instead of failing every weekday
+                  dict(name="options_data_collection", job="collect_options_data", cron="0 16 * * 1-5",
+                       parameters=dict(universe="SPY,QQQ", progress=False), sources=("ib", "yfinance"))]
 
 def seed_schedules(store, settings) -> list[str]:
     "Add the shipped schedules that were never seeded into this database; what was done, one line each."
@@ -417,12 +421,16 @@ def seed_schedules(store, settings) -> list[str]:
         n = seed["name"]
         if n in have or n in seeded: out.append(f"schedule: {n} {'exists, kept' if n in have else 'was removed, not added again'}"); continue
         if seed["job"] not in discover_jobs(settings.path(JOBS_DIR)): continue
-        params = {**seed["parameters"], "source": settings.data.default_source}
-        s = add_schedule(store, settings, n, seed["job"], seed["cron"], params, by="ats init")
+        src, paused = settings.data.default_source, False
+        if "sources" in seed and src not in seed["sources"]: src, paused = seed["sources"][-1], True
+        params = {**seed["parameters"], "source": src}
+        s = add_schedule(store, settings, n, seed["job"], seed["cron"], params, paused=paused, by="ats init")
         doc = _read_doc(store, SCHEDULES_SYMBOL)
         doc["seeded"] = sorted(set(doc.get("seeded", [])) | {n})
         _write_doc(store, SCHEDULES_SYMBOL, doc)
-        out.append(f"schedule: {n} added ({s.job}, '{s.cron}' {s.timezone}; `ats scheduler` runs it)")
+        if paused: out.append(f"schedule: {n} added paused ({s.job}, '{s.cron}' {s.timezone}): [data] default_source = "
+                              f"{settings.data.default_source} has no option chains; `ats jobs schedule resume {n}` collects them from {src}")
+        else: out.append(f"schedule: {n} added ({s.job}, '{s.cron}' {s.timezone}; `ats scheduler` runs it)")
     return out
 
 # %% ../nbs/51_scheduler.ipynb #4398424b

@@ -195,18 +195,19 @@ def test_cli_manages_schedules_and_init_seeds_the_daily_download_once(project):
     run_ats("jobs", "schedule", "remove", "live_runner", cwd=project, check=True)
     run_ats("jobs", "schedule", "pause", "session", cwd=project, check=True)
     rows = {x["name"]: x for x in json.loads(run_ats("jobs", "schedule", "list", "--json", cwd=project, check=True).stdout)}
-    assert set(rows) == {"session", "us_stock_data_download"} and rows["session"]["paused"] and rows["session"]["end"] == "16:05"
+    assert set(rows) == {"session", "us_stock_data_download", "options_data_collection"} and rows["session"]["paused"] and rows["session"]["end"] == "16:05"
     seed = rows["us_stock_data_download"]
     assert (seed["job"], seed["cron"], seed["timezone"], seed["parameters"]) == (
         "download_us_stock_data", "0 6 * * 1-5", "America/New_York", {"universe": "us_equities", "progress": False, "source": "sample"})
     assert seed["next_local"].endswith(("T06:00:00-05:00", "T06:00:00-04:00"))
     run_ats("jobs", "schedule", "resume", "session", cwd=project, check=True)
     text = run_ats("jobs", "schedule", "list", cwd=project, check=True).stdout
-    assert "25 9 * * 1-5 until 16:05" in text and "paused" not in text and ("06:00 EST" in text or "06:00 EDT" in text)
+    session_line = next(x for x in text.splitlines() if x.startswith("session "))     # (the seeded options collection stays paused)
+    assert "25 9 * * 1-5 until 16:05" in session_line and "paused" not in session_line and ("06:00 EST" in text or "06:00 EDT" in text)
     run_ats("jobs", "schedule", "remove", "us_stock_data_download", cwd=project, check=True)
     r = run_ats("init", cwd=project, check=True)                 # a removed seed is the user's choice: not added again
     assert "us_stock_data_download was removed, not added again" in r.stdout
-    assert [x["name"] for x in json.loads(run_ats("jobs", "schedule", "list", "--json", cwd=project, check=True).stdout)] == ["session"]
+    assert [x["name"] for x in json.loads(run_ats("jobs", "schedule", "list", "--json", cwd=project, check=True).stdout)] == ["options_data_collection", "session"]
 
 
 def test_scheduler_command_stops_on_sigterm_and_records_the_job_it_stopped(project):
@@ -220,7 +221,7 @@ def test_scheduler_command_stops_on_sigterm_and_records_the_job_it_stopped(proje
     try:
         lines = [p.stdout.readline(), p.stdout.readline(), p.stdout.readline()]
         assert "schedule backup: added, daily ('30 2 * * *' America/New_York)" in lines[0], (lines, p.poll())   # [backup] auto_backup
-        assert "scheduler started: 3 schedule(s), 4 at once" in lines[1], (lines, p.poll())
+        assert "scheduler started: 4 schedule(s), 4 at once" in lines[1], (lines, p.poll())   # with the seeded options_data_collection (paused)
         assert "start   nap (sleepy)" in lines[2]              # the latest missed minute, due when the scheduler came up
         for _ in range(600):                                           # the job's kernel is running its cell
             if (project / "started").exists() or p.poll() is not None: break
