@@ -500,6 +500,12 @@ def run_backtest_cli(strategy: str, symbols: list[str] | None, start=None, end=N
     run = strategy_run(strategy, store=store, settings=settings, params=params, symbols=symbols, strategies_dir=strategies_dir,
                        allocation=allocation)
     strat = run.strategy()
+    from ats import instruments
+    if any(instruments.is_spec(s) for s in strat.symbols):     # 'ES.FUT': whole contracts × multiplier (ats.instruments)
+        res = instruments.backtest_cli(strat, source, start, end, store=store, init_cash=init_cash, allocation=run.allocation)
+        res.run = run
+        if save_as and store is not None: save_result(store, save_as, res)
+        return res
     # adjusted prices (load_prices' default): splits and dividends must not look like crashes (the sample's AAPL splits 2:1 in 2005)
     close = load_prices(source, strat.symbols, start, end, store=store, field="close")
     opens = load_prices(source, strat.symbols, start, end, store=store, field="open")

@@ -157,7 +157,7 @@ from .ledger import Ledger, Fill, dec, UNASSIGNED, Instrument
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError, working_quantities
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
-from . import stop_orders
+from . import stop_orders, instruments
 @dataclass
 class OrderUpdate:
     "The state of one of the strategy's orders, as the broker reports it."
@@ -496,6 +496,7 @@ async def start_strategy(self: Runtime, cfg) -> Slot:
     try:
         slot.cls = load_strategy_class(self.dir / cfg.filename)
         probe = slot.cls(cfg.parameters, name=name)
+        instruments.check_symbols(name, probe.symbols)     # 'ES.FUT', 'EURUSD.CASH': a malformed spec is reported here
     except Exception as e:
         return self._fail(slot, f"not started: {e}")
     self.risk.set_strategy_limits(name, cfg.risk_limits)
@@ -585,6 +586,7 @@ async def _contract(self: Runtime, sym: str):
     "The qualified contract of a stock symbol (USD listing first, else the only listing), cached."
     from ib_async import Stock
     if sym in self.contracts: return self.contracts[sym]
+    if instruments.is_spec(sym): return await instruments.contract(self, sym)     # futures, FX: ats.instruments
     for c in (Stock(sym, "SMART", "USD"), Stock(sym, "SMART")):
         try: r = await self.main.ib.qualifyContractsAsync(c)
         except Exception: r = []
@@ -604,9 +606,10 @@ def _duration(self: Runtime) -> str:
 async def _subscribe(self: Runtime, sym: str, again: bool = False) -> None:
     if sym in self._subs and not again: return
     c = self.contracts[sym]
-    bars = await self.main.ib.reqHistoricalDataAsync(c, "", self._duration(), "1 day", "TRADES", True, keepUpToDate=True)
+    bars = await self.main.ib.reqHistoricalDataAsync(c, "", self._duration(), "1 day", instruments.what_to_show(self, sym), True, keepUpToDate=True)
     self._subs[sym] = bars
     df = _bars_frame(bars if self.paper or not len(bars) else bars[:-1] if self._forming(bars[-1]) else bars)
+    df = await instruments.with_continuous(self, sym, df)      # a future's signals: the continuous series before
     h = self.history.setdefault(sym, BarHistory(keep=self.s.memory.max_bars_in_memory))
     if len(h): df = df.combine_first(h.frame) if len(df) else h.frame
     h.replace(df)
@@ -638,6 +641,7 @@ def _on_completed(self: Runtime, sym: str, t: pd.Timestamp, close: float, receiv
     if self.day is None or t > self.day: self._new_day(t)
     self.last_price[sym] = close
     self.ledger.mark(self.contracts[sym].conId, close)
+    instruments.on_close(self, sym, t, close)       # futures: the day's settlement; the roll before the strategy decides
     self._snap = None
     if self.stopbook is not None and self.stopbook.plans: stop_orders.on_price(self, sym, t, close)
     received = received or time.perf_counter()
@@ -762,7 +766,7 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
     try:
         delta = intent_delta(intent, price=price, capital=self.capital(slot) if intent.target_weight is not None else 1.0,
                              current=self.ledger.position(name, c.conId), working=self._working(slot, c.conId), cfg=self.sizing,
-                             multiplier=mult, fx=fx, volatility=vol,
+                             multiplier=mult, fx=fx, volatility=vol, instrument=Instrument.of(c),
                              stats=self.trade_stats(name) if intent.target_weight is not None and self.sizing.method == "kelly" else None)
     except SizingError as e: return self._reject(slot, intent, str(e))
     if delta == 0: return
