@@ -195,7 +195,7 @@ class Ledger:
         if key not in self.positions:
             p = self.positions[key] = Position(strategy, con_id, symbol, currency, dec(multiplier), mark=self.marks.get(con_id), sec_type=sec_type or "STK")
             if self._fx_quoted(p):
-                if symbol in self.fx: p.mark = self.fx[symbol]
+                if symbol in self.fx: p.mark = self.marks[con_id] = self.fx[symbol]    # both ways: a reader of the marks sees the same rate
                 elif p.mark is not None: self.fx[symbol] = p.mark
         return self.positions[key]
 

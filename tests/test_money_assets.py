@@ -251,6 +251,14 @@ def test_rereading_from_arcticdb_gives_the_same_figures(tmp_path_factory, seq):
     assert R.totals() == L.totals() and R.cash == L.cash
     for s in ("a", "b"): assert R.totals(s) == L.totals(s)
 
+def test_a_pair_marked_before_it_is_held_reads_back_the_same():
+    "Found by the property test: a mark of EUR.USD before the first fill, then the fill. The runner's snapshot and the ledger agree."
+    import tempfile, pathlib
+    seq = [("fill", 0, "a", 1, 50, 0, 0), ("mark", 4, 50), ("fill", 4, "a", 1, 50, 0, 0)]
+    L = play(seq)
+    R = reread(L, pathlib.Path(tempfile.mkdtemp()))
+    assert R.totals() == L.totals() and R.cash == L.cash and R.fx["EUR"] == L.fx["EUR"]
+
 
 # ---- sizing: a target value in contracts -----------------------------------------------------
 from ats.sizing import SizingConfig, size_order, target_quantities, intent_delta, TradeStats
