@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESEARCH = ROOT / "data_and_research" / "research"
 IDEA_TO_PAPER = RESEARCH / "01_idea_to_paper.ipynb"
 SYMBOLS = ["AAPL", "MSFT", "IBM", "GOOG"]
-PARAMS = dict(symbols=",".join(SYMBOLS), start="2005-01-01", split="2011-01-01", end="2012-05-31", paper_start="2012-06-01", days=60, progress=False)
+PARAMS = dict(symbols=",".join(SYMBOLS), start="2005-01-01", split="2011-01-01", end="2012-05-31", paper_start="2012-06-01", days=60, progress=False,
+              dask_workers=0)   # the Dask section: tests/test_sweep_dask.py checks sweep_on equals the in-process sweep
 
 
 def execute(nb_path: Path, out_dir: Path, **params):
