@@ -144,6 +144,17 @@ def validate_strategy_config(cfg: StrategyConfig, strategies_dir: Path | None = 
     if strategies_dir is not None: check_strategy_params(cfg, strategies_dir, known_symbols)
     return cfg
 
+def _paper_lists(symbol: str, known_symbols: set[str], strategy: str) -> bool:
+    """Does the paper gateway list what `symbol` names? A stock by its symbol; an instrument spec ('ES.FUT',
+    'EURUSD.CASH': see `ats.instruments`) by the gateway's futures roots and FX pairs. A malformed spec is refused
+    with its own message."""
+    from ats.instruments import parse_spec, InstrumentSpecError
+    try: spec = parse_spec(symbol, strategy)
+    except InstrumentSpecError as e: raise ValueError(str(e)) from None
+    if spec.is_stock: return symbol in known_symbols
+    from ats.gateway.assets import FUTURES, FX_PAIRS
+    return spec.symbol in (FUTURES if spec.kind == "FUT" else FX_PAIRS if spec.kind == "CASH" else known_symbols)
+
 def check_strategy_params(cfg: StrategyConfig, strategies_dir: Path, known_symbols: set[str] | None = None) -> None:
     """The strategy's own check of its parameters, as the runtime will run it: the declared types, the class's
     `validate()`, and every symbol known to the broker when that can be known offline (`known_symbols`; None = cannot
@@ -160,10 +171,20 @@ def check_strategy_params(cfg: StrategyConfig, strategies_dir: Path, known_symbo
     except Exception as e:                       # a validate() that breaks is the strategy's bug, but still a refusal
         raise ValueError(f"{w}: its validate() raised {type(e).__name__}: {e}; fix the parameters or {cfg.filename}") from None
     if known_symbols is not None:
-        unknown = [s for s in probe.symbols if s not in known_symbols]
+        unknown = [s for s in probe.symbols if not _paper_lists(s, known_symbols, cfg.strategy_name)]
         if unknown:
             raise ValueError(f"{w}: parameters.symbols: {', '.join(map(repr, unknown))} "
-                             f"{'is' if len(unknown) == 1 else 'are'} not known to the broker; known: {', '.join(sorted(known_symbols))}")
+                             f"{'is' if len(unknown) == 1 else 'are'} not known to the broker; known: {', '.join(sorted(known_symbols))}"
+                             + ("" if all(s.isalnum() for s in unknown) else f"; futures {', '.join(r + '.FUT' for r in _paper_futures())}"
+                                f"; FX pairs {', '.join(p + '.CASH' for p in _paper_fx())}"))
+
+def _paper_futures() -> list[str]:
+    from ats.gateway.assets import FUTURES
+    return sorted(FUTURES)
+
+def _paper_fx() -> list[str]:
+    from ats.gateway.assets import FX_PAIRS
+    return list(FX_PAIRS)
 
 def known_symbols(settings) -> set[str] | None:
     """The symbols the configured broker trades, when that can be known offline: the paper gateway's instruments

@@ -20,6 +20,14 @@ NOTIFY = ("window.__shown = []; window.Notification = function (t, o) { window._
           "window.Notification.permission = 'granted'; window.Notification.requestPermission = () => Promise.resolve('granted');")
 
 
+HOLDER = """from ats.strategy import Strategy
+class Holder(Strategy):
+    params = dict(symbols=["MSFT"], qty=1)
+    def on_bar(self, bar):
+        if not self.position(self.symbols[0]): self.buy(self.symbols[0], self.p["qty"])
+"""
+
+
 def _status(project):
     from ats.status import read_status
     return read_status(Store(f"lmdb://{project}/data_and_research/db"))
@@ -31,6 +39,10 @@ def session(tmp_path_factory):
     project = tmp_path_factory.mktemp("dash")
     shutil.copytree(ROOT / "strategies", project / "strategies", dirs_exist_ok=True)
     run_ats("init", cwd=project, check=True)
+    # a holder keeps a position from its first bars (the shipped strategies hold one only now and then): the kill switch
+    # always has something to flatten
+    (project / "strategies" / "holder.py").write_text(HOLDER)
+    run_ats("strategies", "add", "holder", 'symbols=["MSFT"]', "qty=3", "--active", cwd=project, check=True)
     ib_port, gui = free_port(), free_port()
     with open(project / "settings.ini", "a") as f:
         f.write("\n[gui]\ntheme = dark\nupdate_frequency = 300\nnotifications = true\nsound_alerts = true\n"

@@ -279,8 +279,11 @@ def test_trailing_stop_fields_arrive_intact(gw):
     c = Stock("IBM", "SMART", "USD"); ib.qualifyContracts(c)
     ib.placeOrder(c, MarketOrder("BUY", 10)); ib.sleep(0.2)
     t = ib.placeOrder(c, Order(action="SELL", totalQuantity=10, orderType="TRAIL", trailingPercent=5.0, trailStopPrice=1.0, tif="GTC"))
-    ib.sleep(0.2)
-    o = [x for x in gw.gw.exchange.orders.values() if x.order_type == "TRAIL"][0]
+    trail = lambda: [x for x in gw.gw.exchange.orders.values() if x.order_type == "TRAIL"]
+    for _ in range(100):                          # a loaded box: the order may take more than a moment to arrive
+        if trail(): break
+        ib.sleep(0.1)
+    o = trail()[0]
     last = gw.gw.exchange.last[o.con_id]
     # the percent arrives as sent, and the stop starts from 1.0 and trails up to 5 % under the price at once
     assert o.trailing_percent == 5.0 and o.trail_stop_price == round(last * 0.95, 6) and not o.what_if

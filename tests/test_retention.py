@@ -100,8 +100,14 @@ def test_ats_cleanup_json_reports_and_deletes(project):
     assert not {r["symbol"] for r in d["symbols"] if r["rows_deleted"]} & {"AAPL.1d", "ledger.fills"}
     # while a runner runs, only it may change the symbols it writes: `ats cleanup` refuses (a dry run is fine)
     from ats.status import write_status
+    import threading
+    beating = threading.Event()
+    def heartbeat():                       # a live runner refreshes its status every second (a stale one counts as dead)
+        while not beating.wait(0.5): write_status(st, dict(as_of=pd.Timestamp.now(tz="UTC").isoformat(), running=True))
     write_status(st, dict(as_of=pd.Timestamp.now(tz="UTC").isoformat(), running=True))
-    busy = run_ats("cleanup", cwd=project)
+    beat = threading.Thread(target=heartbeat); beat.start()
+    try: busy = run_ats("cleanup", cwd=project)
+    finally: beating.set(); beat.join()
     assert busy.returncode == 2 and "a runner is running" in busy.stderr and "--dry-run" in busy.stderr
     write_status(st, dict(as_of=pd.Timestamp.now(tz="UTC").isoformat(), running=False, stop_reason="test"))
     r = run_ats("cleanup", "--json", cwd=project, check=True)
