@@ -24,7 +24,7 @@ HOLDER = """from ats.strategy import Strategy
 class Holder(Strategy):
     params = dict(symbols=["MSFT"], qty=1)
     def on_bar(self, bar):
-        if not self.position(self.symbols[0]): self.buy(self.symbols[0], self.p["qty"])
+        if not self.position[self.symbols[0]]: self.buy(self.symbols[0], self.p["qty"])
 """
 
 
