@@ -332,6 +332,8 @@ class GatewaySettings:
     commission_min: float = _f(1.0, "minimum commission per order", "USD", lo=0)
     slippage_bps: float = _f(1.0, "slippage of market orders", "basis points", lo=0)
     state_file: str = _f("data_and_research/db/gateway_state.json", "where the paper account is persisted")
+    permissions: str = _f("STK,OPT,FUT,CASH", "trading permissions of the paper account (comma separated subset of STK,OPT,FUT,CASH); "
+                          "an order in another class is refused with TWS's error 201")
 
 SECTIONS: dict[str, type] = dict(
     environment=EnvironmentSettings, development=DevelopmentSettings, production=ProductionSettings, ib=IBSettings, arctic=ArcticSettings, risk=RiskSettings,
