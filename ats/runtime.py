@@ -838,6 +838,11 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
         for sym, c in slot.contracts.items():
             w = working.get(c.conId)
             if w: positions[(slot.name, sym)] = positions.get((slot.name, sym), 0.0) + float(w)
+        # an order on a contract the strategy holds but no longer streams (a roll's close of the old month) counts too
+        known = {c.conId for c in slot.contracts.values()}
+        for cid, w in working.items():
+            if w and cid not in known and (p := self.ledger.positions.get((slot.name, cid))) is not None:
+                positions[(slot.name, p.symbol)] = positions.get((slot.name, p.symbol), 0.0) + float(w)
     for sym, px in self.last_price.items():
         c = self.contracts.get(sym)
         prices[sym] = (px, float(c.multiplier or 1) if c else 1.0, self.fx(c.currency) if c else 1.0)
