@@ -989,7 +989,8 @@ def cmd_replay(args) -> int:
         return 0 if c.matched else 1
     print(f"{rp.strategy} {json.dumps(rp.params)}: {rp.bars:,} bars replayed in {rp.seconds:.1f} s ({rp.bars_per_second:,.0f} bars/s, {args.mode} mode)")
     print(f"{bt.run.describe()}; the account's NAV at the start {args.cash:,.0f}")
-    print(f"risk limits: {'the settings and the config' if not args.no_risk_limits else 'off (--no-risk-limits)'}; costs: the gateway's slippage, no commission\n")
+    costs = "the gateway's quote (one tick) and 0.85 USD per contract" if hasattr(rp, "market") else "the gateway's slippage, no commission"   # futures: ats.replay.replay_future
+    print(f"risk limits: {'the settings and the config' if not args.no_risk_limits else 'off (--no-risk-limits)'}; costs: {costs}\n")
     print(c.summary())
     print(f"final equity: backtest {bt.equity.iloc[-1]:,.2f}, replay {rp.equity.iloc[-1]:,.2f}")
     if len(d):

@@ -26,9 +26,9 @@ __all__ = ['PROFILES', 'LIVE_PORTS', 'PAPER_PORTS', 'LIVE_CONFIRMATION', 'DASHBO
            'read_import_file', 'ImportResult', 'import_settings']
 
 # %% ../nbs/00_config.ipynb #3ff38937
-def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False, units=None):
-    "A settings field: default plus what it means, its unit and what is allowed (`units`: per key of a dict setting)."
-    md = dict(doc=doc, unit=unit, lo=lo, hi=hi, choices=choices, secret=secret, env=env, profile=profile, lo_open=lo_open, units=units)
+def _f(default, doc, unit="", *, lo=None, hi=None, choices=None, secret=False, env=None, profile=None, lo_open=False, units=None, keys=None):
+    "A settings field: default plus what it means, its unit and what is allowed (`units`: per key of a dict setting; `keys`: (regex, words) its keys match)."
+    md = dict(doc=doc, unit=unit, lo=lo, hi=hi, choices=choices, secret=secret, env=env, profile=profile, lo_open=lo_open, units=units, keys=keys)
     if isinstance(default, (list, dict)): return field(default_factory=lambda: type(default)(default), metadata=md)
     return field(default=default, metadata=md)
 
@@ -120,6 +120,10 @@ class RiskSettings:
     flatten_on_emergency: bool = _f(True, "on an emergency stop also close all positions (otherwise only cancel orders)")
     margin_buffer: float = _f(0.20, "excess liquidity that must remain after a trade", "fraction of NAV", lo=0, hi=1)
     reset_states_daily: bool = _f(False, "REDUCING/HALTED states reset at a new trading day (otherwise only by `ats resume`)")
+    futures_margin: dict = _f({}, "initial margin of one futures contract per root, used by the margin check instead of the built-in table "
+                              "(ES 13000, NQ 19000, CL 6500, GC 10000, ZN 2200); e.g. futures_margin = ES: 13200, NQ: 18700, or one line per root "
+                              "(futures_margin.ES = 13200); roots left out keep the table", "contract currency per contract", lo=0, lo_open=True,
+                              keys=(r"[A-Z0-9]{1,5}", "futures roots in capitals (ES, NQ, CL)"))
 
 @dataclass
 class PositionSizingSettings:
@@ -332,6 +336,8 @@ class GatewaySettings:
     commission_min: float = _f(1.0, "minimum commission per order", "USD", lo=0)
     slippage_bps: float = _f(1.0, "slippage of market orders", "basis points", lo=0)
     state_file: str = _f("data_and_research/db/gateway_state.json", "where the paper account is persisted")
+    permissions: str = _f("STK,OPT,FUT,CASH", "trading permissions of the paper account (comma separated subset of STK,OPT,FUT,CASH); "
+                          "an order in another class is refused with TWS's error 201")
 
 SECTIONS: dict[str, type] = dict(
     environment=EnvironmentSettings, development=DevelopmentSettings, production=ProductionSettings, ib=IBSettings, arctic=ArcticSettings, risk=RiskSettings,
@@ -451,8 +457,8 @@ def _allowed(f, unit: bool = True) -> str:
     if md.get("choices") and t not in (list, dict): return "one of " + ", ".join(map(str, md["choices"]))
     if t is bool: return "true or false"
     if t is list: return "a comma-separated list" + (f" of {', '.join(md['choices'])}" if md.get("choices") else "")
-    if t is dict: return (f"'key: value' pairs, comma separated, keys from {', '.join(md['choices'])}, each value a number"
-                          + (f" ≥ {md['lo']}" if md.get("lo") is not None else "") + (f" ({md['unit']})" if unit and md.get("unit") else ""))
+    if t is dict: return (f"'key: value' pairs, comma separated, keys " + (f"from {', '.join(md['choices'])}" if md.get("choices") else md["keys"][1] if md.get("keys") else "of your choice")
+                          + ", each value a number" + (f" {'>' if md.get('lo_open') else '≥'} {md['lo']}" if md.get("lo") is not None else "") + (f" ({md['unit']})" if unit and md.get("unit") else ""))
     kind = {int: "a whole number", float: "a number", str: "text"}[t]
     lo, hi = md.get("lo"), md.get("hi")
     if lo is not None and hi is not None: rng = f" {'>' if md.get('lo_open') else 'from'} {lo}{' and ≤' if md.get('lo_open') else ' to'} {hi}"
@@ -476,9 +482,10 @@ def _parse_pairs(f, raw) -> dict:
     out = dict(f.default_factory())
     for k, v in items:
         if md.get("choices") and k not in md["choices"]: raise ValueError(f"unknown key {k!r}{_suggest(k, md['choices'])}: expected {_allowed(f)}")
+        if md.get("keys") and not re.fullmatch(md["keys"][0], k): raise ValueError(f"{k!r} is not a valid key: expected {_allowed(f)}")
         try: x = float(v)
         except (TypeError, ValueError): raise ValueError(f"{k}: {v!r} is not a number: expected {_allowed(f)}") from None
-        if x != x or (md.get("lo") is not None and x < md["lo"]): raise ValueError(f"{k}: {v} is out of range: expected {_allowed(f)}")
+        if x != x or (md.get("lo") is not None and (x < md["lo"] or (md.get("lo_open") and x == md["lo"]))): raise ValueError(f"{k}: {v} is out of range: expected {_allowed(f)}")
         out[k] = x
     return out
 
@@ -924,7 +931,8 @@ def render_ini() -> str:
                 out.append(f";   default by profile ({prof})\n;{f.name} = {format_value(default)}")
             elif isinstance(default, dict):           # one line per key, by the guide's name: alert_thresholds.cpu_usage = 80
                 if md.get("units"): out.append(";   units: " + ", ".join(f"{k} {u}" for k, u in md["units"].items()))
-                out += [f"{f.name}.{k} = {v:g}" if isinstance(v, float) else f"{f.name}.{k} = {format_value(v)}" for k, v in default.items()]   # 5, 80 as the guide writes them (the one-line dict form does the same)
+                out += [f"{f.name}.{k} = {v:g}" if isinstance(v, float) else f"{f.name}.{k} = {format_value(v)}" for k, v in default.items()]
+                if not default: out.append(f";{f.name} =")            # empty by default: the doc line above shows how to fill it   # 5, 80 as the guide writes them (the one-line dict form does the same)
             else:
                 out.append(f"{f.name} = {format_value(default)}")
         out.append("")

@@ -24,7 +24,7 @@ class InstrumentSpecError(ValueError):
     "A strategy's symbol that names no instrument ats can trade."
 
 class OptionSpecNotSupported(InstrumentSpecError, NotImplementedError):
-    "Option specs are recognised but not traded yet."
+    "An option spec in a form ats does not trade (kept for callers that caught it; malformed option specs raise it)."
 
 FUTURES_EXCHANGES = {"ES": "CME", "NQ": "CME", "RTY": "CME", "CL": "NYMEX", "GC": "COMEX", "ZN": "CBOT", "ZB": "CBOT"}
 DEFAULT_ROLL_DAYS = 5
@@ -37,13 +37,19 @@ class Spec:
     symbol: str                     # stock symbol, futures root, or FX pair (EURUSD)
     exchange: str = ""
     roll_days: int = DEFAULT_ROLL_DAYS
+    right: str = ""                 # options: 'P' or 'C'
+    days: int = 0                   # options: calendar days to expiry wanted
+    delta: float = 0.0              # options: |delta| wanted
 
     @property
     def is_stock(self) -> bool: return self.kind == "STK"
+    @property
+    def is_option(self) -> bool: return self.kind == "OPT"
 
 _FUT = re.compile(r"(?:FUT:(?P<a>[A-Z0-9]{1,5})|(?P<b>[A-Z0-9]{1,5})\.FUT)(?:@(?P<ex>[A-Z]+))?(?::roll=(?P<roll>\d{1,2}))?")
 _CASH = re.compile(r"(?:CASH:(?P<a>[A-Z]{6})|(?P<b>[A-Z]{6})\.CASH)")
 _OPT = re.compile(r"(?:OPT:|[A-Z0-9]{1,6}\.OPT)(?::.*)?")
+_OPT_SPEC = re.compile(r"(?P<u>[A-Z0-9]{1,6})\.OPT:(?P<r>[PC]):(?P<d>\d{1,3})d:(?P<x>0?\.\d+|1(?:\.0*)?)delta")
 _FORMS = "'AAPL' (stock), 'ES.FUT' or 'FUT:ES' (front future; 'ES.FUT:roll=3', 'ES.FUT@CME'), 'EURUSD.CASH' or 'CASH:EURUSD' (FX pair)"
 
 def parse_spec(text: str, strategy: str = "") -> Spec:
@@ -52,11 +58,16 @@ def parse_spec(text: str, strategy: str = "") -> Spec:
     if not isinstance(text, str) or not text.strip():
         raise InstrumentSpecError(f"{who}symbol {text!r} is empty or not text; write one of {_FORMS}")
     t = text.strip()
+    if m := _OPT_SPEC.fullmatch(t):
+        days, delta = int(m["d"]), float(m["x"])
+        if not 1 <= days <= 365: raise InstrumentSpecError(f"{who}symbol {t!r}: {days}d to expiry is not between 1 and 365 days")
+        if not 0.0 < delta < 1.0: raise InstrumentSpecError(f"{who}symbol {t!r}: {delta:g}delta is not an absolute delta between 0 and 1")
+        return Spec(t, "OPT", m["u"], "SMART", right=m["r"], days=days, delta=delta)
     if _OPT.fullmatch(t):
         raise OptionSpecNotSupported(
-            f"{who}symbol {t!r} names an option: options are not traded by strategies yet. Planned: "
-            "'SPY.OPT:P:30d:0.25delta' = the SPY put nearest 30 days to expiry and 0.25 delta, chosen from the option chain "
-            "(ats.options_data) when the position opens and held to its exit; until then trade the underlying or a future")
+            f"{who}symbol {t!r} is not an option spec ats trades; write UNDERLYING.OPT:RIGHT:DAYSd:DELTAdelta, e.g. "
+            "'SPY.OPT:P:30d:0.25delta' = the SPY put whose expiry is nearest 30 calendar days and whose |delta| is nearest 0.25, "
+            "chosen afresh each time the strategy opens a position")
     if m := _FUT.fullmatch(t):
         root = m["a"] or m["b"]
         roll = int(m["roll"]) if m["roll"] else DEFAULT_ROLL_DAYS
@@ -106,6 +117,9 @@ async def resolve(ib, spec: Spec | str, today: dt.date | None = None) -> Resolve
     "Resolve a spec with ib_async (qualifyContractsAsync, reqContractDetailsAsync); None if the broker knows no such instrument."
     from ib_async import Stock, Forex, Future, ContFuture
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "OPT":                          # the option nearest the spec's expiry and delta today (ats.option_legs)
+        from ats.option_legs import choose
+        return await choose(ib, spec, today)
     if spec.kind == "FUT":
         details = await ib.reqContractDetailsAsync(Future(spec.symbol, exchange=spec.exchange))
         listed = [d.contract for d in details or [] if d.contract is not None and d.contract.secType == "FUT"]
@@ -133,7 +147,8 @@ async def contract(rt, sym: str):
         r = await resolve(rt.main.ib, parse_spec(sym))
         if r is None: return None
         lines(rt)[sym] = r
-    rt.contracts[sym] = r.contract
+    # an option spec's bars and marks are its underlying's; its orders go to the option chosen (the slot's contract)
+    rt.contracts[sym] = r.bars if r.spec.is_option else r.contract
     return r.contract
 
 def what_to_show(rt, sym: str) -> str:
@@ -155,6 +170,9 @@ async def with_continuous(rt, sym: str, df: pd.DataFrame) -> pd.DataFrame:
 def on_close(rt, sym: str, t: pd.Timestamp, close: float) -> None:
     "A completed bar of `sym`: for a future, the day's settlement is booked and positions roll at their roll date."
     r = lines(rt).get(sym)
+    if r is not None and r.spec.is_option:
+        from ats.option_legs import on_close as option_close
+        return option_close(rt, sym, t)             # options held are marked at their quote
     if r is None or r.spec.kind != "FUT": return
     settle(rt, r.contract.conId, close, t)
     roll(rt, sym, r, t)
@@ -307,6 +325,9 @@ def backtest_future(strategy, opens: pd.Series, close: pd.Series, *, multiplier:
 def backtest_cli(strat, source: str, start=None, end=None, store=None, init_cash: float = 100_000.0, allocation: float = 1.0):
     "`ats backtest` of a strategy trading one future: on the DERIVED series of its ETF from `source`."
     from ats.data import load_prices
+    if any(parse_spec(s, strat.name).is_option for s in strat.symbols):      # options: model-priced legs (ats.option_legs)
+        from ats.option_legs import backtest_cli as options_backtest
+        return options_backtest(strat, source, start, end, store=store, init_cash=init_cash, allocation=allocation)
     spec = parse_spec(strat.symbols[0], strat.name)
     if len(strat.symbols) != 1 or spec.kind != "FUT":
         raise ValueError(f"strategy {strat.name!r}: a futures backtest takes one future (e.g. ['ES.FUT']), not {strat.symbols}")

@@ -30,6 +30,8 @@ def due_on(gateway, rt, day) -> set[str]:
 
 async def settle(rt, timeout: float = 20.0) -> None:
     "Return once the broker has read everything `rt` sent so far: out of the pacing queue, then a round trip answered behind it."
+    from ats import option_legs
+    await option_legs.settle(rt, timeout)          # option orders are sent once their option is chosen and quoted
     conns = [c for c in [rt.main] + [s.conn for s in rt.slots.values()] if c is not None and c.connected]
     for c in conns:
         with contextlib.suppress(Exception):       # a connection that drops meanwhile re-syncs when it is back

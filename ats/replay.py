@@ -20,7 +20,8 @@ from .gateway.exchange import Exchange, Instrument, Bar, EngineConfig
 
 # %% auto #0
 __all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'ReplayResult', 'replay', 'round_trips',
-           'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli']
+           'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket', 'futures_market',
+           'replay_future', 'future_tolerances', 'run_future_replay']
 
 # %% ../nbs/42_replay.ipynb #58c85c78
 EXECUTION_COLUMNS = ["time", "symbol", "quantity", "price", "commission"]
@@ -337,7 +338,7 @@ class Comparison:
     price_tolerance: float
 
     @property
-    def differences(self) -> pd.DataFrame: return self.executions[~self.executions["verdict"].isin(["match", "rounding"])]
+    def differences(self) -> pd.DataFrame: return self.executions[~self.executions["verdict"].isin(["match", "rounding", "one session apart", "roll"])]
     @property
     def matched(self) -> bool: return len(self.differences) == 0
     def summary(self) -> str:
@@ -409,6 +410,11 @@ def plot(backtest, replay: ReplayResult, comparison: Comparison | None = None, t
     return f
 
 # %% ../nbs/42_replay.ipynb #7c45875d
+def _is_future(symbol: str) -> bool:
+    from ats.instruments import parse_spec, InstrumentSpecError
+    try: return parse_spec(symbol).kind == "FUT"
+    except InstrumentSpecError: return False
+
 LOOSE_RISK = dict(max_account_risk=1, max_strategy_risk=1, max_position_size=1, max_portfolio_weight=10, emergency_stop_loss=1, margin_buffer=0)
 
 def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, end=None, source: str = "sample", params: dict | None = None,
@@ -424,6 +430,8 @@ def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, 
     run = strategy_run(strategy, store=store, settings=settings, params=params, symbols=symbols, strategies_dir=strategies_dir,
                        allocation=allocation)
     syms = run.strategy().symbols
+    if any(_is_future(x) for x in syms):                    # 'ES.FUT': the paper gateway's futures market (below)
+        return run_future_replay(run, start, end, source, store=store, settings=settings, cash=cash, risk_limits=risk_limits, progress=progress)
     if source == "arctic": bars = {x: adjusted(read_bars(store, x, start=start, end=end)) for x in syms}
     else:
         src = get_source(source, store=store)
@@ -438,3 +446,308 @@ def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, 
     rp = replay(run.strategy(), bars, cash=cash, sizing=sizing, risk=risk, engine=engine, mode=mode, progress=progress,
                 allocation=run.allocation, risk_limits=run.risk_limits if risk_limits else None)
     return bt, rp, compare(bt, rp)
+
+# %% ../nbs/42_replay.ipynb #ca2a7889
+@dataclass
+class FuturesMarket:
+    "The paper gateway's market in one futures product (`ats.gateway.assets`): its contracts, their bars, the continuous series."
+    spec: object                          # ats.gateway.assets.FutureSpec: multiplier, tick, calendar, carry
+    months: dict                          # (year, month) -> the contract (an AssetInstrument: local symbol, last trade day)
+    bars: dict                            # conId -> its daily bars
+    continuous: pd.DataFrame              # each day the front contract by expiry (IB's CONTFUT, not back-adjusted)
+
+    @property
+    def contracts(self) -> dict: return {i.con_id: i for i in self.months.values()}
+
+    def row(self, con_id: int, day: pd.Timestamp) -> tuple | None:
+        "(open, high, low, close, volume) of a contract on a day, None if it has no bar (a dict per contract: no pandas per bar)."
+        rows = self.__dict__.setdefault("_rows", {})
+        if con_id not in rows:
+            b = self.bars[con_id]
+            rows[con_id] = dict(zip(b.index, map(tuple, b[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float).tolist())))
+        return rows[con_id].get(day)
+
+    def front(self, day: dt.date, roll_days: int):
+        "The contract ats holds on `day` (as `ats.instruments.front` picks it from the listed contracts)."
+        from .gateway import assets
+        from .instruments import roll_date
+        for y, m, ltd in assets.listed(self.spec, day):
+            if day < roll_date(ltd, roll_days): return self.months[(y, m)]
+        return None
+
+def futures_market(root: str, underlying: pd.DataFrame, seed: int = 0) -> FuturesMarket:
+    "The contracts of `root` the gateway lists on the underlying ETF's days, priced as it prices them (`assets.contract_bars`)."
+    from .gateway import assets
+    if root not in assets.FUTURES: raise ValueError(f"the paper gateway has no futures {root!r}; it has {', '.join(assets.FUTURES)}")
+    spec = assets.FUTURES[root]
+    u = underlying.copy()
+    u.index = pd.DatetimeIndex(u.index).tz_localize(None).normalize() if pd.DatetimeIndex(u.index).tz is not None else pd.DatetimeIndex(u.index).normalize()
+    sp = assets.spot(spec, u.index, u if spec.underlying else None, seed)
+    fronts = [assets.listed(spec, t.date())[:2] for t in sp.index]
+    months = {(y, m): assets.future_instrument(spec, y, m) for ls in fronts for y, m, _ in ls}
+    bars = {i.con_id: assets.contract_bars(spec, y, m, sp) for (y, m), i in months.items()}
+    cols = ["open", "high", "low", "close", "volume"]
+    front = pd.Series([months[ls[0][:2]].con_id for ls in fronts], index=sp.index)
+    cont = pd.concat([bars[cid].loc[idx, cols] for cid, idx in front.groupby(front).groups.items()]).sort_index()
+    return FuturesMarket(spec, months, bars, cont)
+
+class _FuturesContext(_Context):
+    "The StrategyContext of a futures replay: the position in the contract held now, the runtime's history."
+    def position(self, symbol: str) -> float: return float(self.rp.ledger.position(self.rp.name, self.rp.current.con_id))
+    def history(self, symbol: str, n: int | None = None) -> pd.DataFrame: return self.rp.history(n)
+
+class _FuturesReplay:
+    "The runtime's futures path in process: contract, history, settlement, roll, sizing, risk; the gateway's engine."
+    def __init__(self, strategy, market: FuturesMarket, spec, cash, sizing, risk, engine, allocation):
+        from .ledger import Instrument as LedgerInstrument
+        self.s, self.name, self.m, self.spec, self.sym = strategy, strategy.name, market, spec, spec.text
+        self.sizing, self.risk, self.allocation = sizing, risk, allocation
+        self.ex = Exchange(list(market.contracts.values()), cash=cash, config=engine)
+        self.ledger = Ledger("USD")
+        self.unit = lambda c: LedgerInstrument(c.symbol, "FUT", Decimal(str(c.multiplier)), c.currency, con_id=c.con_id)
+        self.messages, self.refused, self.sent, self.orders = [], [], set(), []
+        self.next_id, self.seen, self.orders_today = 1, 0, 0
+        self.now = self._snap = self.current = self.last_price = None
+        self.day_start_nav, self.pnl_day_start = cash, 0.0
+        self.times, self.rows = [], []
+
+    # ---- the runtime's history: the continuous series before the subscription day, the contract's bars from it on ----
+    def subscribe(self, contract, day: pd.Timestamp) -> None:
+        cont = self.m.continuous
+        k = cont.index.searchsorted(day)
+        self.times, self.rows = list(cont.index[:k]), cont.to_numpy()[:k].tolist()
+        self.current = contract
+        self.append(day)
+
+    def append(self, day: pd.Timestamp) -> bool:
+        r = self.m.row(self.current.con_id, day)
+        if r is None: return False
+        self.times.append(day); self.rows.append(list(r))
+        return True
+
+    def history(self, n: int | None = None) -> pd.DataFrame:
+        t, r = (self.times[-n:], self.rows[-n:]) if n else (self.times, self.rows)
+        return pd.DataFrame(r, index=pd.DatetimeIndex(t), columns=["open", "high", "low", "close", "volume"])
+
+    def nav(self) -> float: return self.ex.net_liquidation()
+    def capital(self) -> float: return strategy_capital(self.nav(), self.allocation)
+
+    def snapshot(self) -> PortfolioSnapshot:
+        "The runtime's picture: ledger positions under the contract's symbol, working orders, the spec's last price."
+        if self._snap is not None: return self._snap
+        pos = {}
+        for p in self.ledger.positions.values():
+            if p.quantity: pos[(self.name, p.symbol)] = pos.get((self.name, p.symbol), 0.0) + float(p.quantity)
+        for o in self.ex.orders.values():
+            if not o.done: pos[(self.name, self.sym)] = pos.get((self.name, self.sym), 0.0) + float(o.remaining * o.sign)
+        acct = {k: float(v) for k, v, _ in self.ex.account_values() if k in ("NetLiquidation", "ExcessLiquidity", "InitMarginReq")}
+        mult = float(self.current.multiplier)
+        pnl = float(sum(p.realized + p.unrealized - p.commissions for p in self.ledger.positions.values()))
+        self._snap = PortfolioSnapshot(nav=acct["NetLiquidation"], excess_liquidity=acct["ExcessLiquidity"], positions=pos,
+                                       prices={self.sym: (self.last_price, mult, 1.0)}, init_margin=acct["InitMarginReq"],
+                                       strategy_pnl_today={self.name: pnl - self.pnl_day_start}, day_start_equity=self.day_start_nav,
+                                       peak_equity=self.day_start_nav, strategy_capital={self.name: self.capital()},
+                                       orders_today={self.name: self.orders_today}, day=self.now.date())
+        return self._snap
+
+    def working(self, con_id: int) -> Decimal:
+        return sum((o.remaining * o.sign for o in self.ex.orders.values() if not o.done and o.con_id == con_id), Decimal(0))
+
+    def route(self, intent: OrderIntent) -> None:
+        "The runtime's `_route` for a future: whole contracts of the contract held now, through risk."
+        key, c = intent.client_order_key, self.current
+        if key and key in self.sent: return
+        if intent.symbol != self.sym:
+            self.s.on_order_rejected(intent, f"{intent.symbol} is not one of {self.name}'s symbols ({self.sym})"); return
+        price = intent.limit_price or self.last_price
+        try:
+            delta = intent_delta(intent, price=price, capital=self.capital() if intent.target_weight is not None else 1.0,
+                                 current=self.ledger.position(self.name, c.con_id), working=self.working(c.con_id), cfg=self.sizing,
+                                 multiplier=float(c.multiplier), instrument=self.unit(c))
+        except SizingError as e:
+            self._refuse(intent, 0.0, str(e)); return
+        if delta != 0: self.place(c, delta, price, key, intent)
+
+    def place(self, c, qty: Decimal, price: float, key: str, intent: OrderIntent) -> bool:
+        if self.risk is not None:
+            d = self.risk.check(RiskOrder(self.name, self.sym, qty, price, float(c.multiplier), 1.0, c.con_id, key=key, instrument=self.unit(c)), self.snapshot())
+            if not d.allowed:
+                self._refuse(intent, float(qty), d.message); return False
+        self.sent.add(key)
+        self.ex.place(_Placed(self.next_id, c.con_id, qty, intent, f"{self.name}:{key}"), 1, _Replay._clock(self.now))
+        self.orders.append(dict(time=self.now, contract=c.local_symbol, quantity=float(qty), price=price, reason=intent.reason))
+        self.next_id += 1; self.orders_today += 1; self._snap = None
+        return True
+
+    def _refuse(self, intent, qty: float, why: str) -> None:
+        self.refused.append(dict(time=self.now, symbol=intent.symbol, quantity=qty, reason=why))
+        self.s.on_order_rejected(intent, why)
+
+    def roll(self, t: pd.Timestamp) -> bool:
+        "`ats.instruments.roll`: the front for the day after `t`; every position in another contract closed there and opened in it."
+        from .strategy import order_key
+        new = self.m.front(t.date(), self.spec.roll_days)
+        if new is None or new.con_id == self.current.con_id: return False
+        old, self.current = self.current, new
+        for (s, cid), p in list(self.ledger.positions.items()):
+            if s != self.name or cid == new.con_id or not p.quantity: continue
+            was = self.m.contracts[cid]
+            for c, q, why in ((was, -p.quantity, f"roll: close {was.local_symbol}"), (new, p.quantity, f"roll: open {new.local_symbol} (from {was.local_symbol})")):
+                key = order_key(self.name, t, f"{self.sym}:{c.local_symbol}", f"roll:{q}")
+                price = float(self.ledger.marks.get(c.con_id) or self.last_price)
+                if not self.place(c, Decimal(q), price, key, OrderIntent(self.name, self.sym, quantity=float(q), client_order_key=key, reason=why)): break
+        return True
+
+    def book(self) -> None:
+        for f in self.ex.fills[self.seen:]:
+            c = self.m.contracts[f.con_id]
+            self.ledger.record_fill(Fill(f.exec_id, self.name, f.con_id, c.symbol, Decimal(f.shares) * (1 if f.side == "BOT" else -1), Decimal(str(f.price)),
+                                         _Replay._clock(self.now), c.currency, Decimal(str(c.multiplier)), commission=Decimal(str(f.commission)),
+                                         order_id=f.order_id, perm_id=f.perm_id, order_ref=f.order_ref, sec_type="FUT"))
+        self.seen = len(self.ex.fills)
+        for k in [k for k, o in self.ex.orders.items() if o.done]: del self.ex.orders[k]
+
+def replay_future(strategy: Strategy, underlying: pd.DataFrame, *, cash: float = 1_000_000.0, sizing: SizingConfig | None = None,
+                  risk: RiskEngine | RiskConfig | None = None, engine: EngineConfig | None = None, start=None, end=None,
+                  allocation: float = 1.0, risk_limits: Mapping | None = None, seed: int = 0, progress: bool = False) -> ReplayResult:
+    """Replay a strategy trading one future (its `symbols` = ['ES.FUT']) on the paper gateway's market derived from
+    `underlying` (the ETF's daily bars, e.g. SPY for ES), as the runtime trades it on the paper gateway (see above). The
+    account starts with `cash` at the close of the day before `start` (the runtime's first bar: history only); decisions
+    are taken from `start` on (default: the first day of the data). Executions name the contract (ESH6)."""
+    from tqdm.auto import tqdm
+    from .instruments import parse_spec
+    from .gateway import assets
+    spec = parse_spec(strategy.symbols[0], strategy.name)
+    if len(strategy.symbols) != 1 or spec.kind != "FUT":
+        raise ValueError(f"strategy {strategy.name!r}: a futures replay takes one future (e.g. ['ES.FUT']), not {strategy.symbols}")
+    if not 0 < allocation <= 1: raise ValueError(f"allocation = {allocation!r}: the strategy's fraction of NAV must be in (0, 1]")
+    m = futures_market(spec.symbol, underlying, seed)
+    days = m.continuous.index
+    if end is not None: days = days[days <= pd.Timestamp(end)]
+    first = max(1, days.searchsorted(pd.Timestamp(start))) if start is not None else 1
+    if first >= len(days): raise ValueError(f"replay of {strategy.name}: no trading day of {spec.symbol} after {start}")
+    if isinstance(risk, RiskConfig) or risk is None:
+        risk = RiskEngine(risk or RiskConfig(), {strategy.name: dict(risk_limits)} if risk_limits else {})
+    elif risk_limits: risk.set_strategy_limits(strategy.name, risk_limits)
+    rp = _FuturesReplay(strategy, m, spec, cash, sizing or SizingConfig(), risk, engine, allocation)
+    ctx = _FuturesContext(rp)
+    strategy.ctx = ctx
+    sub = days[first - 1]                                    # the runtime starts at this close: resolves the front, loads history
+    rp.subscribe(m.front(sub.date(), spec.roll_days), sub)
+    rp.last_price = rp.rows[-1][3]
+    t0, n, eq = time.perf_counter(), 0, []
+    strategy.on_start()
+    for t in tqdm(days[first:], desc=f"replay {strategy.name}", disable=not progress, unit="day"):
+        rp.now = ctx._now = t
+        now = _Replay._clock(t)
+        rp.ex.market_open = True
+        pending = {o.con_id for o in rp.ex.orders.values() if not o.done}
+        held = {cid for (s, cid), p in rp.ledger.positions.items() if p.quantity}
+        marks = {}
+        for cid in pending | held | {rp.current.con_id}:    # the open, the day's range and the close: working orders fill
+            r = m.row(cid, t)
+            if r is None: continue
+            if cid in pending: rp.ex.on_bar(cid, Bar(t.date(), *r), now)
+            else: rp.ex.last[cid] = r[3]
+            marks[cid] = r[3]
+        assets.settle(rp.ex, t)                              # the gateway's variation margin, and expiries
+        rp.ex.end_of_day(now, traded=set(marks))
+        rp.ex.market_open = False
+        rp._snap = None
+        rp.book()
+        rp.ledger.mark_many(marks)
+        if not rp.append(t): eq.append(rp.nav()); continue   # no bar of the held contract today
+        n += 1
+        close = rp.rows[-1][3]
+        rp.last_price = close
+        if any(cid == rp.current.con_id and p.quantity for (s, cid), p in rp.ledger.positions.items()):
+            rp.ledger.settle(rp.current.con_id, close, at=pd.Timestamp(now).normalize() + pd.Timedelta(hours=23, minutes=59))   # `instruments.settle`
+        if rp.risk is not None:
+            for a in rp.risk.update(rp.snapshot(), t.date()):
+                if a.kind == "cancel_orders":
+                    for o in list(rp.ex.orders.values()):
+                        if not o.done: rp.ex.cancel(o.client_id, o.order_id, now, "risk")
+        rolled = rp.roll(t)
+        bar = dict(zip(("open", "high", "low", "close", "volume"), rp.rows[-1]))
+        strategy.on_bar(BarEvent(t, {rp.sym: close}, {rp.sym: bar}))
+        if rolled: rp.subscribe(rp.current, t)               # after the decision, as the runtime's resubscription lands
+        eq.append(rp.nav())
+        rp.day_start_nav = eq[-1]
+        rp.pnl_day_start = float(sum(p.realized + p.unrealized - p.commissions for p in rp.ledger.positions.values()))
+        rp.orders_today = 0
+    strategy.on_stop()
+    by_id = m.contracts
+    ex = pd.DataFrame([dict(time=pd.Timestamp(f.time), symbol=by_id[f.con_id].local_symbol, quantity=float(f.quantity), price=float(f.price),
+                            commission=float(f.commission)) for f in rp.ledger.fills.values() if f.kind == "trade"], columns=EXECUTION_COLUMNS)
+    res = ReplayResult(strategy.name, dict(strategy.p), ex, pd.Series(eq, index=pd.DatetimeIndex(days[first:]), name="equity"),
+                       pd.DataFrame(rp.refused, columns=["time", "symbol", "quantity", "reason"]), rp.ledger, n, time.perf_counter() - t0)
+    res.orders, res.market = pd.DataFrame(rp.orders, columns=["time", "contract", "quantity", "price", "reason"]), m
+    return res
+
+# %% ../nbs/42_replay.ipynb #d15405a7
+def _gateway_underlying(source: str, etf: str, end=None, store=None) -> pd.DataFrame:
+    "The ETF a future is derived from, as the paper gateway loads it for `[gateway] data = source` (the sample lacks SPY: its random walk)."
+    from ats.data import get_source, read_bars, SampleSource, RandomWalkSource
+    if source == "arctic": return read_bars(store, etf, end=end)
+    if source == "sample" and etf not in SampleSource().symbols():
+        return RandomWalkSource(seed=0, start="2000-01-01", end="2013-12-31").bars(etf)     # as `GatewayServer._add_instrument`
+    return get_source(source, store=store).bars(etf, None, end)
+
+def future_tolerances(spec) -> dict:
+    """Within what a futures replay and its backtest make the same trade (`compare`'s tolerances): whole contracts exactly
+    (a one-sided trade of one contract is a difference, not rounding), the quantity of a trade on both sides within a
+    quarter of it (the replay sizes from the NAV at each close, the backtest from its starting capital), and the price
+    within the carry of the longest-dated contract held plus two ticks (the replay trades the contract it holds, the
+    backtest the continuous series, i.e. the expiring contract in the roll window)."""
+    return dict(qty_tolerance=0.0, size_tolerance=0.25, price_tolerance=spec.carry * 0.30 + 0.001)
+
+def run_future_replay(run, start=None, end=None, source: str = "sample", *, store=None, settings=None, cash: float = 100_000.0,
+                      risk_limits: bool = True, progress: bool = True):
+    "`ats replay` of a strategy trading a future (`run`: its `StrategyRun`): (backtest, replay, comparison) on the gateway's market."
+    from types import SimpleNamespace
+    from ats.instruments import parse_spec, backtest_future, FUT_COMMISSION
+    from ats.gateway import assets
+    strat = run.strategy()
+    spec = parse_spec(strat.symbols[0], strat.name)
+    fs = assets.FUTURES.get(spec.symbol)
+    if fs is None or not fs.underlying:
+        raise ValueError(f"strategy {strat.name!r}: the paper gateway derives no {spec.symbol} series to replay on; derived: "
+                         f"{', '.join(r for r, f in assets.FUTURES.items() if f.underlying)}")
+    try: under = _gateway_underlying(source, fs.underlying, end, store).loc[:end]
+    except Exception as e:
+        raise ValueError(f"strategy {strat.name!r}: {spec.symbol} is derived from {fs.underlying}, which the source {source!r} lacks ({e})") from None
+    sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
+    risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
+    rp = replay_future(strat, under, cash=cash, sizing=sizing, risk=risk, start=start, end=end, allocation=run.allocation,
+                       risk_limits=run.risk_limits if risk_limits else None, progress=progress)
+    cont = rp.market.continuous.loc[:end] if end is not None else rp.market.continuous
+    first, bstrat = rp.equity.index[0], run.strategy()
+    # flat until the replay's first decision, as the replay's account starts (earlier bars are history to both)
+    lead = SimpleNamespace(name=bstrat.name, p=bstrat.p, symbols=bstrat.symbols,
+                           contracts=lambda c, capital: bstrat.contracts(c, capital).where(c.index >= first, 0.0))
+    bt = backtest_future(lead, cont["open"], cont["close"], multiplier=float(fs.multiplier), init_cash=cash, allocation=run.allocation)
+    bt.run = run
+    target = lead.contracts(cont["close"], cash * run.allocation).fillna(0.0)
+    traded = target.shift(1).fillna(0.0).diff().fillna(target.shift(1).fillna(0.0))
+    bex = pd.DataFrame(dict(time=traded.index, symbol=spec.symbol, quantity=traded.values, price=cont["open"].values,
+                            commission=traded.abs().values * FUT_COMMISSION))
+    bex = bex[(bex.quantity != 0) & (pd.DatetimeIndex(bex.time) > first)].reset_index(drop=True)
+    rex = rp.executions.assign(symbol=spec.symbol)           # ESH6, ESM6: one exposure per root (a roll nets to zero)
+    return bt, rp, _one_session_apart(compare(bex, rex, **future_tolerances(fs)), rp.market.continuous.index)
+
+def _one_session_apart(c: Comparison, days: pd.DatetimeIndex) -> Comparison:
+    """A trade only in the backtest and the same trade only in the replay one session before or after it: 'one session
+    apart', not a difference. The runtime's history (and so the replay's) shows the next contract from each roll date on
+    while the continuous series still shows the expiring one until it expires (about 0.5 % apart for ES): the moving
+    averages differ by a few hundredths of a percent, which moves a crossover by at most a session."""
+    e = c.executions
+    if not len(e): return c
+    pos = {d: i for i, d in enumerate(pd.DatetimeIndex(days).normalize())}
+    day = lambda x: pd.Timestamp(x).tz_convert(None).normalize() if pd.Timestamp(x).tz is not None else pd.Timestamp(x).normalize()
+    only_r = {(pos.get(day(r.time)), r.symbol, r.quantity_replay): i for i, r in e[e.verdict == "only in replay"].iterrows()}
+    for i, r in e[e.verdict == "only in backtest"].iterrows():
+        k = pos.get(day(r.time))
+        j = next((only_r.pop(x) for x in ((k + 1, r.symbol, r.quantity_backtest), (k - 1, r.symbol, r.quantity_backtest)) if k is not None and x in only_r), None)
+        if j is not None: e.loc[[i, j], "verdict"] = "one session apart"
+    e.loc[(e.quantity_replay == 0) & e.quantity_backtest.isna(), "verdict"] = "roll"      # a close and an open: no net trade
+    return c

@@ -4,7 +4,7 @@
 
 # %% ../nbs/31_risk.ipynb #4a393414
 from __future__ import annotations
-import datetime as dt, json, math, os, tempfile
+import datetime as dt, functools, json, math, os, re, tempfile
 from collections import deque
 from dataclasses import dataclass, field, fields, asdict
 from decimal import Decimal
@@ -17,9 +17,9 @@ from .ledger import Instrument, FUTURES_MARGIN
 
 # %% auto #0
 __all__ = ['OrderRequest', 'Snapshot', 'RiskError', 'TradingState', 'RiskConfig', 'Limits', 'WhatIf', 'Order',
-           'regt_short_option', 'order_margin', 'return_correlations', 'PortfolioSnapshot', 'Reason', 'Decision',
-           'RiskEvent', 'RiskAction', 'RiskStateStore', 'JsonFileStore', 'ArcticStateStore', 'as_state_store',
-           'BackgroundStateStore', 'RiskEngine']
+           'regt_short_option', 'order_margin', 'exposure_key', 'return_correlations', 'PortfolioSnapshot', 'Reason',
+           'Decision', 'RiskEvent', 'RiskAction', 'RiskStateStore', 'JsonFileStore', 'ArcticStateStore',
+           'as_state_store', 'BackgroundStateStore', 'RiskEngine']
 
 # %% ../nbs/31_risk.ipynb #1a6bdc88
 class RiskError(ValueError):
@@ -49,11 +49,12 @@ class RiskConfig:
     reset_states_daily: bool = False
     margin_rate: float = 0.25              # without what-if numbers: margin assumed per unit of added gross value
     min_correlation_days: int = 20         # fewer common daily returns: correlation is not judged
+    futures_margin: dict = field(default_factory=dict)   # futures root -> initial margin per contract, over the ledger's FUTURES_MARGIN
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name not in ("correlation_action", "flatten_on_emergency", "reset_states_daily") and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
+            if f.name not in ("correlation_action", "flatten_on_emergency", "reset_states_daily", "futures_margin") and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
                 self._check(f.name, False, "a number")
         for k in ("flatten_on_emergency", "reset_states_daily"): self._check(k, isinstance(getattr(self, k), bool), "true or false")
         for k in ("max_account_risk", "max_strategy_risk", "max_position_size", "emergency_stop_loss"):
@@ -65,6 +66,7 @@ class RiskConfig:
         self._check("max_leverage", 0 < self.max_leverage <= 50, "a multiple of NAV in (0, 50]")
         self._check("margin_rate", 0 <= self.margin_rate <= 1, "a fraction in [0, 1]")
         self._check("min_correlation_days", isinstance(self.min_correlation_days, int) and self.min_correlation_days >= 3, "a whole number ≥ 3")
+        self.futures_margin = _futures_margin(self.futures_margin)
 
     def _check(self, key, ok, expected):
         if not ok: raise RiskError(f"[risk] {key} = {getattr(self, key)!r}: expected {expected}; fix it in settings.ini or the runtime overrides")
@@ -77,6 +79,23 @@ class RiskConfig:
         if "max_leverage" not in kw and hasattr(getattr(s, "position_sizing", None), "max_leverage"):
             kw["max_leverage"] = s.position_sizing.max_leverage
         return cls(**kw)
+
+def _futures_margin(m) -> dict[str, float]:
+    "[risk] futures_margin as {ROOT: initial margin per contract}; a RiskError names the entry that is wrong."
+    fix = "fix it in settings.ini ([risk] futures_margin = ES: 13200, NQ: 18700) or the runtime overrides"
+    if not isinstance(m, Mapping): raise RiskError(f"[risk] futures_margin = {m!r}: expected 'ROOT: margin' pairs; {fix}")
+    out = {}
+    for k, v in m.items():
+        root = str(k).strip().upper()
+        if not re.fullmatch(r"[A-Z0-9]{1,5}", root):
+            raise RiskError(f"[risk] futures_margin: {k!r} is not a futures root (1 to 5 letters or digits, e.g. ES, NQ, CL); {fix}")
+        try: x = float(v) if not isinstance(v, bool) else math.nan
+        except (TypeError, ValueError): x = math.nan
+        if not math.isfinite(x) or x <= 0:
+            raise RiskError(f"[risk] futures_margin.{root} = {v!r}: expected the initial margin of one contract, a number > 0 "
+                            f"(the contract's currency); {fix}")
+        out[root] = x
+    return out
 
 @dataclass(frozen=True)
 class Limits:
@@ -168,16 +187,19 @@ def regt_short_option(right: str, strike: float, premium: float, underlying: flo
     otm = max(0.0, strike - underlying) if call else max(0.0, underlying - strike)
     return premium + max(0.20 * underlying - otm, 0.10 * (underlying if call else strike))
 
-def order_margin(o: Order, current: float, new: float, margin_rate: float) -> float:
+def order_margin(o: Order, current: float, new: float, margin_rate: float, futures_margin: Mapping | None = None) -> float:
     """Initial margin, base currency, that taking a position from `current` to `new` units adds (0 when it shrinks):
     shares and FX `margin_rate` × the added notional; futures the initial margin per contract added
-    (`Instrument.initial_margin`: its `margin`, else `FUTURES_MARGIN` by symbol, else margin_rate × notional); a long
+    (`Instrument.initial_margin`: its `margin`, else `futures_margin` by root ([risk] futures_margin), else `FUTURES_MARGIN`
+    by symbol, else margin_rate × notional); a long
     option its premium; a short option the Reg-T rule (`regt_short_option`)."""
     inst, u = o.instrument, o.unit_value
     grown = max(0.0, abs(new) - abs(current))
     if inst is None or not (inst.futures_style or inst.is_option): return grown * u * margin_rate
     fx = float(o.fx)
     if inst.futures_style:
+        per = (futures_margin or {}).get(inst.symbol.upper()) if inst.margin is None else None
+        if per is not None: return grown * float(per) * fx
         # a contract with no margin given nor in FUTURES_MARGIN is margined like shares (margin_rate × notional: far above
         # an exchange's requirement, so never too little)
         if inst.margin is None and inst.symbol.upper() not in FUTURES_MARGIN: return grown * u * margin_rate
@@ -191,6 +213,16 @@ def order_margin(o: Order, current: float, new: float, margin_rate: float) -> fl
     return longer * u + shorter * regt_short_option(inst.right, float(inst.strike), float(o.price), under) * float(o.multiplier) * fx
 
 OrderRequest = Order                  # the name the runtime used first
+
+@functools.lru_cache(maxsize=4096)
+def exposure_key(symbol: str) -> str:
+    """The key risk counts one exposure under: a future's root for every spelling of it ('ES.FUT', 'FUT:ES@CME',
+    'ES.FUT:roll=3') and for its contracts' own symbol ('ES', whichever month: after a roll the old and the new contract
+    are one exposure); any other symbol as it is."""
+    from .instruments import parse_spec, InstrumentSpecError
+    try: sp = parse_spec(symbol)
+    except (InstrumentSpecError, TypeError): return symbol
+    return sp.symbol if sp.kind == "FUT" else symbol
 
 def _unit(p) -> float | None:
     if isinstance(p, (tuple, list)):
@@ -245,9 +277,16 @@ class PortfolioSnapshot:
         "Totals computed once per snapshot: value per unit, gross per strategy and account, net per symbol, correlations."
         d = self._d
         if d is not None and d["min_days"] == min_days: return d
-        unit = {s: _unit(p) for s, p in self.prices.items()}
-        sgross, anet, unpriced, agross = {}, {}, {}, 0.0
+        # one exposure per key (`exposure_key`): a future held under its contract's symbol ('ES', any month) and ordered
+        # under the strategy's spec ('ES.FUT') is one position; a spec's live price wins over a held contract's mark
+        unit, spos = {}, {}
+        for s, p in sorted(self.prices.items(), key=lambda kv: exposure_key(kv[0]) != kv[0]):
+            u = _unit(p)
+            if u is not None or exposure_key(s) not in unit: unit[exposure_key(s)] = u
         for (s, sym), q in self.positions.items():
+            k = (s, exposure_key(sym)); spos[k] = spos.get(k, 0.0) + float(q)
+        sgross, anet, unpriced, agross = {}, {}, {}, 0.0
+        for (s, sym), q in spos.items():
             q = float(q)
             if not q: continue
             anet[sym] = anet.get(sym, 0.0) + q
@@ -259,7 +298,7 @@ class PortfolioSnapshot:
         corr = self.correlations if self.correlations is not None else return_correlations(self.strategy_returns, min_days)
         high = {}
         for (a, b), c in corr.items(): high.setdefault(a, []).append((b, c))
-        self._d = d = dict(min_days=min_days, unit=unit, sgross=sgross, agross=agross, anet=anet, unpriced=unpriced, corr=high)
+        self._d = d = dict(min_days=min_days, unit=unit, spos=spos, sgross=sgross, agross=agross, anet=anet, unpriced=unpriced, corr=high)
         return d
 
 Snapshot = PortfolioSnapshot          # the name the runtime used first
@@ -522,7 +561,8 @@ class RiskEngine:
     # ---- the check chain --------------------------------------------------------------------
     def check(self, o: Order, snap: PortfolioSnapshot) -> Decision:
         "May this order go out? Every limit it would break, with values; reducing orders always pass."
-        cur_raw = snap.positions.get((o.strategy, o.symbol), 0)
+        key = exposure_key(o.symbol)                  # 'ES.FUT' ordered, 'ES' held: one position
+        cur_raw = snap.derived(self.cfg.min_correlation_days)["spos"].get((o.strategy, key), 0)
         try:
             cur, q = _dec(cur_raw), _dec(o.quantity)
             ok_q = q.is_finite() and q != 0
@@ -548,14 +588,14 @@ class RiskEngine:
             why = (self.account if self.state() is st else self.strategies[o.strategy])["reason"]
             R.append(Reason("trading_state", f"{who} is {st.value} ({why}): only orders that reduce risk are accepted; `ats resume` to trade again", _RANK[TradingState.ACTIVE], _RANK[st]))
         unpriced = d["unpriced"]
-        blind = sorted(y for y in unpriced if y != o.symbol)
+        blind = sorted(y for y in unpriced if y != key)
         if blind:
             holders = sorted({s for y in blind for s in unpriced[y]})
             R.append(Reason("unknown_exposure", f"no price for {', '.join(blind)} (held by {', '.join(holders)}): exposure cannot be measured, so new risk is refused until a price arrives", 0.0, 0.0))
         pos_value = abs(fnew) * u
         if pos_value > lim.max_position_size * nav:
             R.append(Reason("max_position_size", f"{o.strategy}'s {o.symbol} position would be {pos_value / nav:.2%} of NAV ({pos_value:,.0f}); limit {lim.max_position_size:.2%}", lim.max_position_size, pos_value / nav))
-        net_before = d["anet"].get(o.symbol, 0.0)
+        net_before = d["anet"].get(key, 0.0)
         net_after = net_before + float(q)
         # the account's net position only differs from the strategy's when other strategies hold the symbol too
         if net_after != fnew and abs(net_after) > abs(net_before) and abs(net_after) * u > cfg.max_position_size * nav:
@@ -564,8 +604,8 @@ class RiskEngine:
             R.append(Reason("max_position_value", f"{o.strategy}'s {o.symbol} position would be worth {pos_value:,.0f}; its limit is {lim.max_position_value:,.0f}", lim.max_position_value, pos_value))
         # this symbol's current value leaves the totals and its value after the order enters; a symbol the
         # snapshot has no price for is valued at the order's price (it was not in the totals at all)
-        own_unpriced = unpriced.get(o.symbol)
-        out = 0.0 if own_unpriced else abs(fcur) * (d["unit"].get(o.symbol) or u)
+        own_unpriced = unpriced.get(key)
+        out = 0.0 if own_unpriced else abs(fcur) * (d["unit"].get(key) or u)
         sg = d["sgross"].get(o.strategy, 0.0) - out + pos_value
         if sg > lim.max_portfolio_weight * nav:
             R.append(Reason("max_portfolio_weight", f"{o.strategy}'s gross exposure would be {sg / nav:.2%} of NAV; limit {lim.max_portfolio_weight:.2%}", lim.max_portfolio_weight, sg / nav))
@@ -580,7 +620,7 @@ class RiskEngine:
             R.append(Reason("emergency_stop_loss", f"the account is {dd:.2%} below today's peak; limit {cfg.emergency_stop_loss:.2%}", cfg.emergency_stop_loss, dd))
         after = o.what_if.excess_after(float(snap.excess_liquidity)) if o.what_if else None
         if after is None:
-            try: after = float(snap.excess_liquidity) - order_margin(o, fcur, fnew, cfg.margin_rate)
+            try: after = float(snap.excess_liquidity) - order_margin(o, fcur, fnew, cfg.margin_rate, cfg.futures_margin)
             except ValueError as e:                       # RiskError, LedgerError: the margin cannot be known
                 return self._refuse(o, R + [Reason("invalid_order", f"{e}; no margin, no new risk", 0.0, 0.0)])
         if after / nav < cfg.margin_buffer:
@@ -733,7 +773,7 @@ class RiskEngine:
         nav = float(snap.nav)
         d = snap.derived(self.cfg.min_correlation_days)
         largest: dict[str, tuple[str, float]] = {}
-        for (s, sym), q in snap.positions.items():
+        for (s, sym), q in d["spos"].items():
             u = d["unit"].get(sym)
             if u is not None and abs(float(q)) * u / nav > largest.get(s, ("", -1.0))[1]: largest[s] = (sym, abs(float(q)) * u / nav)
         names = sorted(set(self.strategies) | set(self._limits) | set(snap.strategy_pnl_today) | {s for s, _ in snap.positions})

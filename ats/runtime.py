@@ -157,7 +157,7 @@ from .ledger import Ledger, Fill, dec, UNASSIGNED, Instrument
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError, working_quantities
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
-from . import stop_orders, instruments
+from . import stop_orders, instruments, option_legs
 @dataclass
 class OrderUpdate:
     "The state of one of the strategy's orders, as the broker reports it."
@@ -585,8 +585,8 @@ async def reload_strategy(self: Runtime, name: str) -> str:
 async def _contract(self: Runtime, sym: str):
     "The qualified contract of a stock symbol (USD listing first, else the only listing), cached."
     from ib_async import Stock
+    if instruments.is_spec(sym): return await instruments.contract(self, sym)     # futures, FX, options: ats.instruments
     if sym in self.contracts: return self.contracts[sym]
-    if instruments.is_spec(sym): return await instruments.contract(self, sym)     # futures, FX: ats.instruments
     for c in (Stock(sym, "SMART", "USD"), Stock(sym, "SMART")):
         try: r = await self.main.ib.qualifyContractsAsync(c)
         except Exception: r = []
@@ -757,6 +757,7 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
         return
     c = slot.contracts.get(sym)
     if c is None: return self._reject(slot, intent, f"{sym} is not one of {name}'s symbols ({', '.join(slot.contracts)})")
+    if option_legs.is_option(sym): return option_legs.route(self, slot, intent, received)   # the option held, or chosen afresh
     price = intent.limit_price or self.last_price.get(sym)
     if not price: return self._reject(slot, intent, f"no price for {sym} yet; the order waits for the next bar")
     mult, fx = float(c.multiplier or 1), self.fx(c.currency)
@@ -838,6 +839,11 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
         for sym, c in slot.contracts.items():
             w = working.get(c.conId)
             if w: positions[(slot.name, sym)] = positions.get((slot.name, sym), 0.0) + float(w)
+        # an order on a contract the strategy holds but no longer streams (a roll's close of the old month) counts too
+        known = {c.conId for c in slot.contracts.values()}
+        for cid, w in working.items():
+            if w and cid not in known and (p := self.ledger.positions.get((slot.name, cid))) is not None:
+                positions[(slot.name, p.symbol)] = positions.get((slot.name, p.symbol), 0.0) + float(w)
     for sym, px in self.last_price.items():
         c = self.contracts.get(sym)
         prices[sym] = (px, float(c.multiplier or 1) if c else 1.0, self.fx(c.currency) if c else 1.0)
@@ -927,12 +933,14 @@ def _book(self: Runtime, fill, live: bool = False) -> bool:
     from ats.ledger import LedgerError
     x, c = fill.execution, fill.contract
     strategy, key = parse_order_ref(x.orderRef)
+    kind = "trade"
+    if not strategy: strategy, kind = option_legs.delivery_owner(self, fill)    # an option's expiry: the strategy that held it
     if not strategy: return False                   # not sent by ats: reconciliation shows its position as unassigned
     if key: self.sent.setdefault(key, dict(strategy=strategy, symbol=c.symbol, order_id=x.orderId))
     cr = fill.commissionReport
     comm = cr.commission if cr is not None and cr.execId == x.execId and cr.commission else 0
     f = Fill(x.execId, strategy, c.conId, c.symbol, dec(x.shares) * (1 if x.side == "BOT" else -1), dec(x.price),
-             x.time, c.currency or "USD", dec(c.multiplier or 1), dec(comm), x.orderId, x.permId, x.orderRef, x.acctNumber, c.secType or "STK")
+             x.time, c.currency or "USD", dec(c.multiplier or 1), dec(comm), x.orderId, x.permId, x.orderRef, x.acctNumber, c.secType or "STK", kind)
     try: new = self.ledger.record_fill(f)
     except LedgerError as e:
         self.alert("CRITICAL", f"ledger refused execution {x.execId}: {e}"); return False

@@ -19,8 +19,10 @@ def test_spec_errors_name_the_strategy_and_the_bad_symbol():
     for bad in ("ES.FUTURE", "FUT:", "EURUSDX.CASH", "ES.FUT:roll=99", "STK:AAPL:X"):
         with pytest.raises(InstrumentSpecError, match=rf"strategy 'trend': symbol '{bad}'.*"):
             parse_spec(bad, "trend")
-    with pytest.raises(OptionSpecNotSupported, match=r"strategy 'hedge'.*options are not traded by strategies yet. Planned"):
-        parse_spec("SPY.OPT:P:30d:0.25delta", "hedge")
+    # option specs are traded now (tests/test_options_strategy.py); one in a form ats does not trade is still refused
+    assert parse_spec("SPY.OPT:P:30d:0.25delta", "hedge").kind == "OPT"
+    with pytest.raises(OptionSpecNotSupported, match=r"strategy 'hedge': symbol 'SPY.OPT:P'.*SPY.OPT:P:30d:0.25delta"):
+        parse_spec("SPY.OPT:P", "hedge")
     assert issubclass(OptionSpecNotSupported, NotImplementedError)
 
 

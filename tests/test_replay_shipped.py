@@ -7,9 +7,10 @@ import pytest
 from conftest import run_ats
 from runtime_helpers import ROOT
 
-# futures_trend trades 'ES.FUT': `ats init` does not seed it and a replay needs stock bars; it is traded on the paper
-# gateway through the runtime in test_futures_strategy.py
-NOT_SEEDED = {"futures_trend"}
+# futures_trend trades 'ES.FUT' and options_income SPY puts: `ats init` seeds neither (no stored config to replay with);
+# futures_trend's replay (against a paper run and as `ats replay`) is tested in test_futures_replay.py, and both are
+# traded on the paper gateway through the runtime in test_futures_strategy.py and test_options_strategy.py
+NOT_SEEDED = {"futures_trend", "options_income"}
 SHIPPED = sorted(p.stem for p in (ROOT / "strategies").glob("*.py") if not p.name.startswith("_") and p.stem not in NOT_SEEDED)
 LOSS_LIMITS = ("[trading_state]", "[max_strategy_risk]", "[max_account_risk]", "[max_portfolio_weight]")
 

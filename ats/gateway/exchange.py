@@ -10,8 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ORDER_TYPES', 'FINAL', 'ASSET_TYPES', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position', 'OrderBook',
-           'Exchange']
+__all__ = ['ORDER_TYPES', 'FINAL', 'ASSET_TYPES', 'PERMISSIONS', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position',
+           'parse_permissions', 'permission_refusal', 'OrderBook', 'Exchange']
 
 # %% ../../nbs/16_gateway_exchange.ipynb #59e35007
 @dataclass
@@ -92,6 +92,24 @@ def _assets():
     from ats.gateway import assets
     return assets
 
+# %% ../../nbs/16_gateway_exchange.ipynb #a5d09f45
+PERMISSIONS = ("STK", "OPT", "FUT", "CASH")    # the trading permissions a paper account can be given (default: all)
+_PERMISSION_OF = {"CONTFUT": "FUT"}             # a continuous future trades as the future it stands for
+
+def parse_permissions(text: str) -> frozenset[str]:
+    "`STK,OPT,FUT,CASH` (any subset, any case) as a set; an unknown class is a mistake the user must see."
+    got = frozenset(p.strip().upper() for p in text.split(",") if p.strip())
+    if bad := sorted(got - set(PERMISSIONS)):
+        raise ValueError(f"unknown trading permission {', '.join(bad)} in {text!r}: use a comma separated subset of {','.join(PERMISSIONS)}")
+    return got
+
+def permission_refusal(inst: Instrument, permissions: frozenset[str] | None) -> str | None:
+    "The reason for refusing an order in a class the account may not trade (None: permitted), sent as error 201 \"Order rejected - reason:...\"."
+    need = _PERMISSION_OF.get(inst.sec_type, inst.sec_type)
+    if permissions is None or need in permissions: return None
+    return (f"No Trading Permission. The paper account may trade {','.join(sorted(permissions)) or 'nothing'}, "
+            f"not {need} ({inst.symbol}); ats gateway --permissions or [gateway] permissions grants it")
+
 # %% ../../nbs/16_gateway_exchange.ipynb #36ac296c
 class OrderBook(dict):
     """The account's orders by (client id, order id), in the order they were placed, with the two indexes matching needs:
@@ -165,6 +183,7 @@ class Exchange:
         self.next_perm, self.next_exec = 1_000_000, 1
         self.day_start_nlv: float | None = None
         self.reject_next_n, self.reject_reason = 0, ""
+        self.permissions: frozenset[str] | None = None   # the classes the account may trade (None: all); see `permission_refusal`
         self.state_path = Path(state_path) if state_path else None
         self.lock = threading.RLock()
         self.dirty = False
@@ -233,6 +252,7 @@ class Exchange:
             inst = self.instruments.get(p.contract.con_id)
             if inst is None: return [("error", p.order_id, 200, "")]
             if inst.sec_type in ASSET_TYPES and (why := _assets().refusal(inst, now)): return [("error", p.order_id, 201, why)]
+            if why := permission_refusal(inst, self.permissions): return [("error", p.order_id, 201, why)]
             old = self.orders.get(key)
             if old is not None and old.done:
                 return [("error", p.order_id, 103, f"order {p.order_id} is {old.status.lower()} and cannot be modified")]

@@ -14,7 +14,7 @@ from .protocol import (In, Out, Tick, ProtocolError, Reader, frame, split_frames
                                   parse_place_order, m_error, m_contract_details, m_historical_data, m_historical_update,
                                   m_tick_price, m_tick_size, m_order_status, m_open_order, m_exec_details, m_commission,
                                   m_position, m_portfolio, MAX_VERSION)
-from .exchange import Exchange, Instrument, Bar, EngineConfig
+from .exchange import Exchange, Instrument, Bar, EngineConfig, PERMISSIONS, parse_permissions
 from . import assets
 from .options import OptionDesk
 
@@ -32,6 +32,8 @@ UNIVERSE = [
     ("MSFT", "NASDAQ", "USD", "Microsoft Corp"), ("SPY", "ARCA", "USD", "SPDR S&P 500 ETF Trust"), ("QQQ", "NASDAQ", "USD", "Invesco QQQ Trust"),
     ("ACWI", "NASDAQ", "USD", "iShares MSCI ACWI ETF"), ("IWM", "ARCA", "USD", "iShares Russell 2000 ETF"), ("TLT", "NASDAQ", "USD", "iShares 20+ Year Treasury Bond ETF"),
     ("SAP", "IBIS", "EUR", "SAP SE"),
+    # appended (con_ids follow the list): symbols ib_async's own test suite asks a paper account for
+    ("AMZN", "NASDAQ", "USD", "Amazon.com Inc"), ("TSLA", "NASDAQ", "USD", "Tesla Inc"),
 ]
 
 def make_instrument(i: int, symbol: str, primary: str, ccy: str, name: str) -> Instrument:
@@ -147,7 +149,8 @@ class PaperGateway:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7497, *, account: str = "DU0000001", cash: float = 1_000_000.0,
                  data: str = "sample", speed: float = 0.0, start: str | None = None, state_path: str | Path | None = None,
-                 config: EngineConfig | None = None, store=None, seed: int = 0, max_msg_per_sec: int = 50, default_start: str | None = None):
+                 config: EngineConfig | None = None, store=None, seed: int = 0, max_msg_per_sec: int = 50, default_start: str | None = None,
+                 permissions: str | None = None):
         self.host, self.port, self.account, self.data, self.speed = host, port, account, data, float(speed)
         self.store, self.seed = store, seed
         self.MAX_MSG_PER_SEC = max_msg_per_sec                 # IB's pacing limit; benchmarks raise it
@@ -162,6 +165,7 @@ class PaperGateway:
             log.warning("the state file %s was kept for account %s; the gateway now reports it as %s", state_path, self.exchange.account, account)
             self.exchange.account = account
         self.exchange.instruments = self.instruments           # shared: instruments added later trade too
+        self.exchange.permissions = parse_permissions(permissions) if permissions else None    # None: every class may trade
         # a fresh account starts at `start` (or `default_start`); a stored one resumes after its clock (GatewayClockError if it cannot)
         self._first_day, self.resumed = start_index(self.days, start, self.exchange.clock, str(state_path or "the state file"), data, default_start)
         self.day, self.phase = self._first_day, 3              # index into self.days of the current session; at its close
@@ -546,6 +550,8 @@ class PaperGateway:
             try: p = parse_place_order(f, s.version)
             except ProtocolError as e:
                 s.send(*m_error(int(f[1]) if len(f) > 1 and f[1].lstrip("-").isdigit() else -1, 321, str(e))); return
+            if not p.contract.exchange:    # TWS validates the order's routing before it looks the contract up: 321, not 200
+                s.send(*m_error(p.order_id, 321, "Error validating request.-'td' : cause - Missing order exchange")); return
             inst = self.lookup(p.contract)
             if inst is None: s.send(*m_error(p.order_id, 200, self.options.unknown(p.contract))); return
             p.contract.con_id = inst.con_id
@@ -848,7 +854,12 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     ap.add_argument("--max-msg-per-sec", type=int, default=PaperGateway.MAX_MSG_PER_SEC,
                     help="IB's pacing limit: requests a client may send per second before error 100 (default 50, as at IB); "
                          "benchmarks raise it to measure the gateway rather than the limit")
+    ap.add_argument("--permissions", default=getattr(g, "permissions", None) or ",".join(PERMISSIONS),
+                    help="trading permissions of the paper account, a comma separated subset of STK,OPT,FUT,CASH (default "
+                         "[gateway] permissions: all); an order in another class is refused with TWS's error 201")
     a = ap.parse_args(argv)
+    try: parse_permissions(a.permissions)
+    except ValueError as e: ap.error(f"--permissions: {e}")
     if a.fresh:                                   # the journal too: a new account must not inherit the old one's fills
         for p in (Path(a.state), Path(a.state).with_suffix(".fills.jsonl")): p.unlink(missing_ok=True)
     cfg = EngineConfig(commission_per_share=g.commission_per_share, commission_min=g.commission_min, slippage_bps=g.slippage_bps) if g else None
@@ -860,7 +871,7 @@ def cli_main(argv: list[str] | None = None, settings=None) -> int:
     async def run():
         gw = await PaperGateway(a.host, a.port, account=a.account, cash=a.cash, data=a.data, speed=a.speed, start=a.start,
                                 default_start=g.start_date if g else None, state_path=a.state, config=cfg, store=store,
-                                max_msg_per_sec=a.max_msg_per_sec).start()
+                                max_msg_per_sec=a.max_msg_per_sec, permissions=a.permissions).start()
         if a.reject_next: gw.reject_next(a.reject_next)
         if a.delay_fills: gw.delay_fills(a.delay_fills)
         print(f"paper gateway listening on {a.host}:{gw.port} (account {a.account}, data {a.data}, "

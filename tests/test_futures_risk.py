@@ -1,0 +1,85 @@
+"""Risk on futures held under the contract's symbol ('ES', any month) and ordered under the strategy's spec ('ES.FUT'):
+one exposure per root, so per-symbol limits bind given what is held; and [risk] futures_margin, the initial margin per
+contract that the margin check uses instead of the ledger's default table."""
+import pytest
+from ats.ledger import Instrument
+from ats.risk import RiskEngine, RiskConfig, RiskError, PortfolioSnapshot, Order, order_margin, exposure_key
+
+ES = Instrument("ES", "FUT", 50)
+PX = 1300.0                                  # one ES contract = 65,000 of exposure
+
+
+def snap(held: float, excess: float = 1_000_000.0) -> PortfolioSnapshot:
+    "As the runtime builds it: the ledger's position under the contract's symbol, the live price under the spec."
+    return PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=excess, positions={("trend", "ES"): held} if held else {},
+                             prices={"ES.FUT": (PX, 50.0, 1.0), "ES": (PX, 50.0, 1.0)})
+
+
+def order(q: float) -> Order: return Order("trend", "ES.FUT", q, PX, instrument=ES)
+
+
+def test_every_spelling_of_a_future_is_one_exposure_under_its_root():
+    assert {exposure_key(s) for s in ("ES", "ES.FUT", "FUT:ES", "ES.FUT:roll=3", "ES.FUT@CME")} == {"ES"}
+    assert exposure_key("AAPL") == "AAPL" and exposure_key("EURUSD.CASH") == "EURUSD.CASH"
+
+
+def test_a_position_limit_binds_an_es_fut_order_given_the_held_es_contracts():
+    eng = RiskEngine(RiskConfig(max_position_size=1.0, max_portfolio_weight=10), {"trend": dict(max_position_value=150_000)})
+    assert eng.check(order(1), snap(0)).allowed                     # 1 contract: 65,000
+    d = eng.check(order(1), snap(2))                                 # 2 held + 1 = 195,000 > 150,000
+    assert not d.allowed and "max_position_value" in d.message and "195,000" in d.message, d.message
+    # closing what is held reduces risk: accepted even in a HALTED state (it was counted as a new short before)
+    eng.kill("trend", by="test")
+    assert eng.check(order(-2), snap(2)).reducing
+
+
+def test_after_a_roll_the_old_and_the_new_contract_count_as_one_exposure():
+    "Mid-roll the ledger holds the old month (ESH6) and the new one (ESM6): both are ES positions of the strategy."
+    eng = RiskEngine(RiskConfig(max_position_size=0.15, max_portfolio_weight=10))
+    s = PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=1_000_000.0, positions={("trend", "ES"): 2.0},  # 1 ESH6 + 1 ESM6
+                          prices={"ES.FUT": (PX, 50.0, 1.0)})
+    d = eng.check(order(1), s)                                       # 3 × 65,000 = 19.5 % > 15 %
+    assert not d.allowed and "max_position_size" in d.message and "19.50%" in d.message, d.message
+    assert eng.usage(s)["strategies"]["trend"]["largest_symbol"] == "ES"
+
+
+def test_futures_margin_setting_overrides_the_default_table():
+    base = RiskConfig()
+    assert order_margin(order(2), 0, 2, base.margin_rate) == 2 * 13_000                # the ledger's FUTURES_MARGIN
+    cfg = RiskConfig(futures_margin={"ES": 13_200, "nq": 18_700})
+    assert cfg.futures_margin == {"ES": 13_200.0, "NQ": 18_700.0}
+    assert order_margin(order(2), 0, 2, cfg.margin_rate, cfg.futures_margin) == 2 * 13_200
+    # a root with no default and no setting: margin_rate × notional (conservative), a setting makes it per contract
+    rty = Order("trend", "RTY.FUT", 1, 700.0, instrument=Instrument("RTY", "FUT", 50))
+    assert order_margin(rty, 0, 1, 0.25) == 0.25 * 700 * 50
+    assert order_margin(rty, 0, 1, 0.25, {"RTY": 6_000}) == 6_000
+    # the engine uses it: of 331,000 excess liquidity, 10 contracts × 13,200 leave 19.9 % of NAV (below the 20 % buffer),
+    # at the default 13,000 they leave 20.1 %
+    loose = dict(max_position_size=1, max_portfolio_weight=10, max_leverage=50)
+    d = RiskEngine(RiskConfig(**loose, futures_margin={"ES": 13_200})).check(order(10), snap(0, excess=331_000))
+    assert not d.allowed and "margin_buffer" in d.message, d.message
+    assert RiskEngine(RiskConfig(**loose)).check(order(10), snap(0, excess=331_000)).allowed
+
+
+@pytest.mark.parametrize("bad,expected", [({"ES": 0}, "futures_margin.ES = 0"), ({"ES": "lots"}, "futures_margin.ES = 'lots'"),
+                                          ({"E S": 1000}, "'E S' is not a futures root")])
+def test_bad_futures_margin_names_the_key(bad, expected):
+    with pytest.raises(RiskError, match=r"\[risk\] futures_margin") as e: RiskConfig(futures_margin=bad)
+    assert expected in str(e.value), str(e.value)
+
+
+def test_futures_margin_in_settings_ini_reaches_risk(tmp_path):
+    from ats.config import load_settings
+    (tmp_path / "settings.ini").write_text("[risk]\nfutures_margin = ES: 13200, NQ: 18700\nfutures_margin.CL = 7000\n")
+    s = load_settings(tmp_path / "settings.ini", env={})
+    assert RiskConfig.from_settings(s).futures_margin == {"ES": 13_200.0, "NQ": 18_700.0, "CL": 7_000.0}
+    assert load_settings(None, env={}).risk.futures_margin == {}          # the ledger's table, as before
+
+
+@pytest.mark.parametrize("text,expected", [("futures_margin = ES: 0", "ES: 0 is out of range"), ("futures_margin = es: 13200", "'es' is not a valid key"),
+                                           ("futures_margin = ES: lots", "ES: 'lots' is not a number")])
+def test_bad_futures_margin_in_settings_ini_names_the_line_and_key(tmp_path, text, expected):
+    from ats.config import load_settings, SettingsError
+    (tmp_path / "settings.ini").write_text(f"[risk]\n{text}\n")
+    with pytest.raises(SettingsError) as e: load_settings(tmp_path / "settings.ini", env={})
+    assert expected in str(e.value) and "futures_margin" in str(e.value) and "settings.ini:2" in str(e.value), str(e.value)

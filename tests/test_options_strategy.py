@@ -1,0 +1,149 @@
+"""Strategies that sell options (ats.option_legs): the option spec 'SPY.OPT:P:30d:0.25delta' parsed and resolved on the
+paper gateway through unmodified ib_async, the shipped options_income strategy selling a cash-secured put through the
+live runtime across its expiry — sold at the bid, multiplier 100, margin counted by risk, the assignment (order id 0)
+booked once to the strategy, reconciled with the broker per conId, the ledger's cash the gateway's to the cent — and
+its model-priced backtest. Money is hand-computed."""
+import datetime as dt
+import pandas as pd
+from decimal import Decimal
+import pytest
+from ib_async import IB
+from ats.store import StrategyConfig
+from ats.gateway.service import GatewayThread
+from ats.instruments import parse_spec, resolve, InstrumentSpecError
+from runtime_helpers import Session, make_project, broker_positions, ledger_positions, duplicate_orders, ROOT
+
+SPEC = "SPY.OPT:P:30d:0.25delta"
+
+
+def test_option_spec_parses_and_bad_option_specs_name_the_strategy():
+    s = parse_spec(SPEC, "income")
+    assert (s.kind, s.symbol, s.right, s.days, s.delta, s.is_option) == ("OPT", "SPY", "P", 30, 0.25, True)
+    assert parse_spec("QQQ.OPT:C:45d:.3delta").right == "C"
+    for bad in ("SPY.OPT:X:30d:0.25delta", "SPY.OPT:P:0d:0.25delta", "SPY.OPT:P:30d:1.5delta", "SPY.OPT:P:30:0.25", "OPT:SPY"):
+        with pytest.raises(InstrumentSpecError, match=rf"strategy 'income': symbol '{bad}'"):
+            parse_spec(bad, "income")
+
+
+@pytest.fixture
+def gateway(tmp_path, request):
+    g = GatewayThread(data="sample", speed=0, start=getattr(request, "param", "2005-03-01"), state_path=tmp_path / "gw.json").start()
+    yield g
+    g.stop()
+
+
+def test_resolving_the_30_day_quarter_delta_spy_put_on_the_paper_gateway(gateway):
+    ib = IB()
+    ib.RequestTimeout = 20
+    ib.connect("127.0.0.1", gateway.port, clientId=7, timeout=5)
+    try:
+        today = ib.reqCurrentTime().date()
+        r = ib.run(resolve(ib, SPEC))
+        c = r.contract
+        assert (c.secType, c.symbol, c.right, c.multiplier) == ("OPT", "SPY", "P", "100") and c.conId
+        expiry = dt.datetime.strptime(c.lastTradeDateOrContractMonth, "%Y%m%d").date()
+        assert abs((expiry - today).days - 30) <= 3 and expiry.weekday() == 4         # SPY lists every Friday
+        assert r.greeks == "model" and abs(abs(r.delta) - 0.25) < 0.05 and r.delta < 0
+        assert c.strike < r.underlying_price and 0 < r.bid < r.ask
+        assert (r.instrument.sec_type, r.instrument.multiplier, r.instrument.right) == ("OPT", Decimal(100), "P")
+        assert r.bars.secType == "STK" and r.bars.symbol == "SPY"
+        # 10 days closer to expiry the same spec names a later expiration: chosen afresh each time
+        assert ib.run(resolve(ib, SPEC, today + dt.timedelta(days=10))).contract.lastTradeDateOrContractMonth > c.lastTradeDateOrContractMonth
+        assert ib.run(resolve(ib, "XXXX.OPT:P:30d:0.25delta")) is None
+    finally:
+        ib.disconnect()
+
+
+def _cash(rt) -> Decimal:
+    return sum((v for (s, ccy), v in rt.ledger.cash.items() if ccy == "USD"), Decimal(0))
+
+
+def test_options_income_sells_a_put_through_the_runtime_and_books_its_expiry(project, gateway):
+    from ats.gateway.options import bs, realized_vol, option_quote, RATE, NEW_YORK
+    from ats.ledger import UNASSIGNED
+    s, st = make_project(project, env="ATS_RISK__MARGIN_BUFFER=0.97\n", configs=[
+        StrategyConfig("options_income.py", "options_income", True, dict(max_contracts=2, take_profit=0.0), {}, 0.5),
+        # ~50 puts (what 400,000 secures) need far more Reg-T margin than their premium: risk refuses them
+        StrategyConfig("options_income.py", "too_big", True, dict(max_contracts=500, take_profit=0.0), {}, 0.4),
+        StrategyConfig("options_income.py", "bad_option", True, dict(symbols=["SPY", "SPY.OPT:P:30d:2delta"]), {}, 0.1)])
+    sess = Session(s, st, gateway).start()
+    gw, ex = gateway.gw, gateway.gw.exchange
+    try:
+        rt = sess.rt
+        assert rt.slots["bad_option"].state == "failed" and "strategy 'bad_option': symbol 'SPY.OPT:P:30d:2delta'" in rt.slots["bad_option"].error
+        assert rt.slots["options_income"].state == "running"
+        sold = []
+        for _ in range(5):
+            sess.step(1)
+            sold = [f for f in rt.ledger.fills.values() if f.strategy == "options_income" and f.sec_type == "OPT"]
+            if sold: break
+        [f] = sold
+        put = rt.slots["options_income"].contracts[SPEC]
+        assert f.con_id == put.conId and put.right == "P" and f.kind == "trade"
+        assert (f.quantity, f.multiplier, f.commission) == (Decimal(-2), Decimal(100), Decimal("1.30"))      # 2 × 0.65
+        # sold at the bid: the model price at the open (Black-Scholes, SPY's realized vol over the 30 closes before), less ~1 %
+        o = gw.options.listed[put.conId]
+        bars = gw.bars[o.underlying_con_id]
+        day = pd.Timestamp(f.time.date(), tz="UTC")
+        sigma = max(0.05, realized_vol(bars["close"].loc[:day - pd.Timedelta(seconds=1)].iloc[-31:].tolist()))
+        T = (dt.datetime.combine(o.expiry, dt.time(16), NEW_YORK) - f.time).total_seconds() / (365 * 86400)
+        assert float(f.price) == option_quote(bs(float(bars.loc[day, "open"]), o.strike, T, RATE, sigma, "P").price)[0]
+        # the premium is in the strategy's cash: 2 × 100 × price − 1.30
+        assert rt.ledger.cash[("options_income", "USD")] == 200 * f.price - Decimal("1.30")
+        # the short put's Reg-T margin counts in risk: the strategy that would sell ~50 is refused for margin, never fills
+        refused = [a for a in rt.activity if a["kind"] == "refused" and a["strategy"] == "too_big"]
+        assert refused and all("[margin_buffer]" in a["reason"] for a in refused)
+        assert not [x for x in rt.ledger.fills.values() if x.strategy == "too_big"]
+        # across the expiry (settled at the close of the expiration day)
+        while gw.days[gw.day].date() < o.expiry: sess.step(1)
+        sess.step(1)
+        S = float(bars.loc[pd.Timestamp(o.expiry, tz="UTC"), "close"])
+        delivered = sorted((x for x in rt.ledger.fills.values() if x.kind != "trade"), key=lambda x: x.sec_type)
+        gateway_deliveries = [x for x in ex.fills if x.order_id == 0]
+        assert sorted(x.exec_id for x in delivered) == sorted(x.exec_id for x in gateway_deliveries)      # each booked once
+        assert all(x.strategy == "options_income" for x in delivered)
+        # the seeded SPY walk closes below the strike on the expiration day: both puts are assigned, 200 shares at the strike
+        assert o.strike - S >= 0.01
+        assert [(x.sec_type, x.kind, x.quantity, x.price) for x in delivered] == [
+            ("OPT", "assignment", Decimal(2), Decimal(0)), ("STK", "assignment", Decimal(200), Decimal(str(o.strike)))]
+        spy = delivered[1].con_id
+        assert rt.ledger.position("options_income", put.conId) == 0 and rt.ledger.position("options_income", spy) == 200
+        # premium 2 × 100 × price − 1.30 commission, less 200 shares × strike (no commission on an assignment)
+        assert rt.ledger.cash[("options_income", "USD")] == 200 * f.price - Decimal("1.30") - 200 * Decimal(str(o.strike))
+        sess.step(2)                               # the assigned shares are sold, a new put is sold
+        assert rt.ledger.position("options_income", spy) == 0
+        assert [x for x in rt.ledger.fills.values() if x.strategy == "options_income" and x.sec_type == "OPT" and x.con_id != put.conId]
+        sess.run(rt.reconcile("test"))
+        assert rt.last_reconciliation.ok, str(rt.last_reconciliation)
+        assert not [k for k, p in rt.ledger.positions.items() if k[0] == UNASSIGNED and p.quantity]
+        assert ledger_positions(rt.ledger) == broker_positions(gateway) != {}
+        assert float(_cash(rt)) == pytest.approx(ex.cash["USD"] - 1_000_000.0, abs=0.005)
+        assert duplicate_orders(gateway) == {}
+    finally:
+        sess.stop()
+    from ats.ledger import load_ledger                # the deliveries are stored with the fills, with their kinds
+    stored = load_ledger(st)
+    assert sorted((x.exec_id, x.kind) for x in stored.fills.values() if x.kind != "trade") == sorted((x.exec_id, x.kind) for x in delivered)
+
+
+def test_backtest_of_options_income_counts_contracts_times_100_and_commissions():
+    from ats.backtest import run_backtest_cli
+    from ats.gateway.options import parse_occ
+    for tp in (0.5, 0.0):
+        res = run_backtest_cli("options_income", None, "2010-01-01", "2012-12-31", source="random", params=dict(max_contracts=3, take_profit=tp),
+                               strategies_dir=ROOT / "strategies", init_cash=1_000_000.0)
+        t = res.trades
+        closed = t[t.status == "Closed"]
+        assert len(closed) >= 8 and (closed["size"] == -3).all() and res.stats["prices"].startswith("model")
+        expiry = closed.symbol.map(lambda s: parse_occ(s)[1])
+        at_expiry = closed.exit_time.dt.date >= expiry
+        # a put held to expiry is worth its intrinsic value then (no commission); one bought back (take profit) costs
+        # at most half its premium and 0.65 × 3 = 1.95 commission, as its sale did
+        assert (closed.exit_price[~at_expiry] <= closed.entry_price[~at_expiry] * tp + 1e-9).all()
+        assert at_expiry.all() if tp == 0 else (~at_expiry).any()
+        commissions = 1.95 + 1.95 * (~at_expiry).astype(float)
+        expected = closed["size"] * 100 * (closed.exit_price - closed.entry_price) - commissions
+        assert list(closed.pnl.round(6)) == list(expected.round(6))
+        # the equity is the starting cash plus every trade's P&L (the open one marked to the model)
+        assert res.equity.iloc[-1] == pytest.approx(1_000_000.0 + t.pnl.sum())
+    assert (closed.exit_price > 0).any() and (closed.exit_price == 0).any()     # held to expiry: some assigned, some worthless
