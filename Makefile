@@ -34,9 +34,13 @@ run: install
 	$(BIN)/ats check
 	$(BIN)/ats up
 
+# pytest on two workers (most tests wait on sockets and subprocesses; the slowest are listed) while the notebooks'
+# own tests run beside it on one more; both must pass, and the notebooks' output is shown after pytest's.
 test: install /usr/bin/chromium
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests    # two workers: most tests wait on sockets and subprocesses; the slowest listed
-	$(BIN)/nbdev-test --n-workers 2
+	@$(BIN)/nbdev-test --n-workers 1 > .nbdev-test.log 2>&1 & nb=$$!; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests; py=$$?; \
+	wait $$nb; nbrc=$$?; echo "nbdev-test (the notebooks' tests):"; tail -n 20 .nbdev-test.log; \
+	test $$py -eq 0 -a $$nbrc -eq 0
 
 export: install
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean

@@ -1557,6 +1557,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'ats.runtime.Runtime._ask': ('runtime.html#runtime._ask', 'ats/runtime.py'),
                              'ats.runtime.Runtime._book': ('runtime.html#runtime._book', 'ats/runtime.py'),
                              'ats.runtime.Runtime._broker_positions': ('runtime.html#runtime._broker_positions', 'ats/runtime.py'),
+                             'ats.runtime.Runtime._check_and_send': ('runtime.html#runtime._check_and_send', 'ats/runtime.py'),
                              'ats.runtime.Runtime._configs': ('runtime.html#runtime._configs', 'ats/runtime.py'),
                              'ats.runtime.Runtime._contract': ('runtime.html#runtime._contract', 'ats/runtime.py'),
                              'ats.runtime.Runtime._contract_by_id': ('runtime.html#runtime._contract_by_id', 'ats/runtime.py'),

@@ -165,7 +165,6 @@ def _send(rt, slot, intent, c, bid: float, ask: float, received) -> None:
     "Size (whole contracts × 100), check with risk (a short option's Reg-T margin), place: as the runtime's `_route` does."
     from ats.sizing import intent_delta, SizingError
     from ats.risk import Order as RiskOrder
-    import time
     name, sym, key = slot.name, intent.symbol, intent.client_order_key
     if key and key in rt.sent: return
     inst, fx = Instrument.of(c), rt.fx(c.currency)
@@ -178,25 +177,9 @@ def _send(rt, slot, intent, c, bid: float, ask: float, received) -> None:
     except SizingError as e: return rt._reject(slot, intent, str(e))
     if delta == 0: return
     price = intent.limit_price or ((bid or ask) if delta < 0 else (ask or bid))
-    d = rt.risk.check(RiskOrder(name, sym, delta, price, float(inst.multiplier), fx, c.conId, key=key, instrument=inst,
-                                underlying_price=rt.last_price.get(sym)), rt.snapshot())
-    if not d.allowed:
-        slot.refused += 1
-        rt._note("refused", name, sym, float(delta), price, reason=d.message)
-        return rt._reject(slot, intent, d.message)
-    orders = rt._ib_orders(slot, intent, delta, price)
-    try:
-        for o in orders: slot.conn.ib.placeOrder(c, o)
-    except ConnectionError:
-        return rt._reject(slot, intent, f"not connected to the broker; the order for {c.localSymbol} was not sent")
-    if received is not None: rt.latencies.append(time.perf_counter() - received)
-    for o in orders: rt.intents[(name, o.orderId)] = intent
-    rt.sent[key] = dict(strategy=name, symbol=sym, order_id=orders[0].orderId, quantity=float(delta), at=pd.Timestamp.now(tz="UTC").isoformat())
-    slot.orders += 1
-    rt.orders_today[name] = rt.orders_today.get(name, 0) + 1
-    rt._snap = None
-    rt._note("order", name, sym, float(delta), price, order_type=intent.order_type, key=key, order_id=orders[0].orderId,
-             reason=f"{intent.reason} [{c.localSymbol.strip()}]".strip())
+    rt._check_and_send(slot, intent, c, RiskOrder(name, sym, delta, price, float(inst.multiplier), fx, c.conId, key=key, instrument=inst,
+                                                  underlying_price=rt.last_price.get(sym)),
+                       received, reason=f"{intent.reason} [{c.localSymbol.strip()}]".strip())
 
 # %% ../nbs/35_option_legs.ipynb #9075dfc9
 def _expiry(c) -> dt.date: return dt.datetime.strptime(c.lastTradeDateOrContractMonth[:8], "%Y%m%d").date()

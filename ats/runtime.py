@@ -771,14 +771,21 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
                              stats=self.trade_stats(name) if intent.target_weight is not None and self.sizing.method == "kelly" else None)
     except SizingError as e: return self._reject(slot, intent, str(e))
     if delta == 0: return
-    d = self.risk.check(RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key, instrument=Instrument.of(c)), self.snapshot())
+    self._check_and_send(slot, intent, c, RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key, instrument=Instrument.of(c)), received)
+
+@patch
+def _check_and_send(self: Runtime, slot: Slot, intent: OrderIntent, c, order: RiskOrder, received: float | None = None,
+                    reason: str | None = None) -> None:
+    "The last steps of every order path (stocks, futures, FX, options): the risk check, then the broker, then the books."
+    name, sym, key, delta, price = slot.name, intent.symbol, intent.client_order_key, order.quantity, order.price
+    d = self.risk.check(order, self.snapshot())
     if not d.allowed:
         slot.refused += 1
         self._note("refused", name, sym, float(delta), price, reason=d.message)
         return self._reject(slot, intent, d.message)
     orders = self._ib_orders(slot, intent, delta, price)
     try:
-        trades = [slot.conn.ib.placeOrder(c, o) for o in orders]
+        for o in orders: slot.conn.ib.placeOrder(c, o)
     except ConnectionError:
         return self._reject(slot, intent, f"not connected to the broker (connection {slot.conn.state.value}); the order was not sent")
     if received is not None: self.latencies.append(time.perf_counter() - received)
@@ -788,7 +795,7 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
     self.orders_today[name] = self.orders_today.get(name, 0) + 1
     self._snap = None
     self._note("order", name, sym, float(delta), price, order_type=intent.order_type, key=key, order_id=orders[0].orderId,
-               reason=intent.reason)
+               reason=intent.reason if reason is None else reason)
 
 @patch
 def _ib_orders(self: Runtime, slot: Slot, intent: OrderIntent, delta: Decimal, price: float) -> list:
