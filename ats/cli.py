@@ -989,7 +989,9 @@ def cmd_replay(args) -> int:
         return 0 if c.matched else 1
     print(f"{rp.strategy} {json.dumps(rp.params)}: {rp.bars:,} bars replayed in {rp.seconds:.1f} s ({rp.bars_per_second:,.0f} bars/s, {args.mode} mode)")
     print(f"{bt.run.describe()}; the account's NAV at the start {args.cash:,.0f}")
-    costs = "the gateway's quote (one tick) and 0.85 USD per contract" if hasattr(rp, "market") else "the gateway's slippage, no commission"   # futures: ats.replay.replay_future
+    costs = ("the gateway's quote (one tick) and 0.85 USD per contract" if hasattr(rp, "market") else   # futures: ats.replay.replay_future
+             "the gateway's option quote (bid/ask) and 0.65 USD per contract (1.00 at least)" if hasattr(rp, "desk") else   # options: replay_options
+             "the gateway's slippage, no commission")
     print(f"risk limits: {'the settings and the config' if not args.no_risk_limits else 'off (--no-risk-limits)'}; costs: {costs}\n")
     print(c.summary())
     print(f"final equity: backtest {bt.equity.iloc[-1]:,.2f}, replay {rp.equity.iloc[-1]:,.2f}")

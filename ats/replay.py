@@ -19,9 +19,10 @@ from .ledger import Ledger, Fill
 from .gateway.exchange import Exchange, Instrument, Bar, EngineConfig
 
 # %% auto #0
-__all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'ReplayResult', 'replay', 'round_trips',
-           'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket', 'futures_market',
-           'replay_future', 'future_tolerances', 'run_future_replay']
+__all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'OPTION_FILL_LAG', 'ReplayResult', 'replay',
+           'round_trips', 'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket',
+           'futures_market', 'replay_future', 'future_tolerances', 'run_future_replay', 'replay_options',
+           'option_tolerance', 'compare_options', 'run_option_replay']
 
 # %% ../nbs/42_replay.ipynb #58c85c78
 EXECUTION_COLUMNS = ["time", "symbol", "quantity", "price", "commission"]
@@ -432,6 +433,9 @@ def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, 
     syms = run.strategy().symbols
     if any(_is_future(x) for x in syms):                    # 'ES.FUT': the paper gateway's futures market (below)
         return run_future_replay(run, start, end, source, store=store, settings=settings, cash=cash, risk_limits=risk_limits, progress=progress)
+    from ats.option_legs import is_option
+    if any(is_option(x) for x in syms):                     # 'SPY.OPT:P:30d:0.25delta': the paper gateway's option market (below)
+        return run_option_replay(run, start, end, source, store=store, settings=settings, cash=cash, risk_limits=risk_limits, progress=progress)
     if source == "arctic": bars = {x: adjusted(read_bars(store, x, start=start, end=end)) for x in syms}
     else:
         src = get_source(source, store=store)
@@ -751,3 +755,263 @@ def _one_session_apart(c: Comparison, days: pd.DatetimeIndex) -> Comparison:
         if j is not None: e.loc[[i, j], "verdict"] = "one session apart"
     e.loc[(e.quantity_replay == 0) & e.quantity_backtest.isna(), "verdict"] = "roll"      # a close and an open: no net trade
     return c
+
+# %% ../nbs/42_replay.ipynb #a984ade5
+class _OptionClock:
+    "What the gateway's `OptionDesk` reads of its `PaperGateway`: the exchange, the underlying's bars, the day and phase, the clock."
+    def __init__(self, ex: Exchange, und: Instrument, bars: pd.DataFrame):
+        self.exchange, self.instruments, self.bars = ex, ex.instruments, {und.con_id: bars}
+        self.days, self.day, self.phase = list(bars.index), 0, 3
+    def now(self, inst=None) -> dt.datetime:
+        from .gateway.service import session_time
+        return session_time(self.days[self.day], self.phase)
+
+class _OptionReplay(_Replay):
+    "The runtime's option path in process (`ats.option_legs`): choose, quote, size in contracts × 100, Reg-T margin in risk, deliveries."
+    def __init__(self, strategy, bars: pd.DataFrame, spec, cash, sizing, risk, allocation):
+        from .gateway.options import OptionDesk
+        from .gateway.service import make_instrument
+        super().__init__(strategy, {spec.symbol: bars}, cash, sizing, risk, EngineConfig(), allocation)
+        self.ex = Exchange([make_instrument(0, spec.symbol, "ARCA", "USD", spec.symbol)], cash=cash)   # conId 100000, as `self.cid`
+        self.und, self.spec = self.ex.instruments[100_000], spec
+        self.gw = _OptionClock(self.ex, self.und, bars)
+        self.desk = OptionDesk(self.gw)
+        self.held = None                                   # the option the strategy holds or has orders on
+        self.delivered = []                                # (time, occ, contracts, intrinsic) of each expiry
+
+    def account_nav(self) -> float: return self.ex.net_liquidation()
+
+    def position_of(self, symbol: str) -> float:
+        if symbol == self.spec.text: return float(self.ledger.position(self.name, self.held.con_id)) if self.held else 0.0
+        return float(self.ledger.position(self.name, self.cid[symbol]))
+
+    def _choose(self):
+        "`option_legs.choose` on the desk: the expiration nearest `days`, then the listed strike whose model |delta| is nearest."
+        from .option_legs import nearest_expiry
+        from .gateway.options import make_option
+        exps, ks = self.desk.chain(self.und)
+        e = nearest_expiry(exps, self.desk.today(), self.spec.days)
+        if e is None: return None
+        opts = [make_option(self.und, e, k, self.spec.right) for k in ks]
+        best = min(opts, key=lambda o: (abs(abs(self.desk.model(o)[0].delta) - self.spec.delta), o.strike))
+        return self.desk.register(best)
+
+    def route(self, intent: OrderIntent) -> None:
+        if intent.symbol != self.spec.text: return super().route(intent)
+        from .ledger import Instrument as LedgerInstrument
+        key = intent.client_order_key
+        if key and key in self.sent: return
+        if self.held is None or (not self.position_of(intent.symbol) and not self.working(self.held.con_id)):
+            self.held = self._choose()
+            if self.held is None: return self._refuse(intent, 0.0, f"{intent.symbol}: the gateway lists no {self.spec.symbol} option today")
+        o = self.held
+        bid, ask = self.ex.quotes.get(o.con_id, (0.0, 0.0))
+        inst = LedgerInstrument(o.symbol, "OPT", Decimal(100), "USD", con_id=o.con_id, strike=Decimal(str(o.strike)), right=o.right, underlying=o.symbol)
+        cur = self.ledger.position(self.name, o.con_id)
+        guess = intent.limit_price or ((bid or ask) if (intent.quantity or intent.target_quantity or 0) < cur else (ask or bid))
+        if not guess: return self._refuse(intent, 0.0, f"{intent.symbol}: no quote for {o.local_symbol}")
+        try:
+            delta = intent_delta(intent, price=guess, capital=self.capital() if intent.target_weight is not None else 1.0, current=cur,
+                                 working=self.working(o.con_id), cfg=self.sizing, multiplier=100.0, instrument=inst)
+        except SizingError as e: return self._refuse(intent, 0.0, str(e))
+        if delta == 0: return
+        price = intent.limit_price or ((bid or ask) if delta < 0 else (ask or bid))
+        if self.risk is not None:
+            d = self.risk.check(RiskOrder(self.name, intent.symbol, delta, price, 100.0, 1.0, o.con_id, key=key, instrument=inst,
+                                          underlying_price=self.ex.last.get(self.und.con_id)), self.snapshot())
+            if not d.allowed: return self._refuse(intent, float(delta), d.message)
+        self.sent.add(key)
+        self.ex.place(_Placed(self.next_id, o.con_id, delta, intent, f"{self.name}:{key}"), 1, self.gw.now())
+        self.next_id += 1; self.orders_today += 1; self._snap = None
+
+    def working(self, con_id: int) -> Decimal:
+        return sum((o.remaining * o.sign for o in self.ex.orders.values() if not o.done and o.con_id == con_id), Decimal(0))
+
+    def snapshot(self) -> PortfolioSnapshot:
+        "The runtime's picture: positions under the strategy's symbols (the option under its spec), the account's margin."
+        if self._snap is not None: return self._snap
+        spec_of = lambda cid: self.spec.text if cid != self.und.con_id else self.spec.symbol
+        pos = {}
+        for (s, cid), p in self.ledger.positions.items():
+            if p.quantity: pos[(self.name, spec_of(cid))] = pos.get((self.name, spec_of(cid)), 0.0) + float(p.quantity)
+        for o in self.ex.orders.values():
+            if not o.done: pos[(self.name, spec_of(o.con_id))] = pos.get((self.name, spec_of(o.con_id)), 0.0) + float(o.remaining * o.sign)
+        acct = {k: float(v) for k, v, _ in self.ex.account_values() if k in ("NetLiquidation", "ExcessLiquidity", "InitMarginReq")}
+        S = self.ex.last.get(self.und.con_id, 0.0)
+        opt = self.ex.last.get(self.held.con_id, 0.0) if self.held else 0.0
+        pnl = float(sum(p.realized + p.unrealized - p.commissions for p in self.ledger.positions.values()))
+        self._snap = PortfolioSnapshot(nav=acct["NetLiquidation"], excess_liquidity=acct["ExcessLiquidity"], positions=pos,
+                                       prices={self.spec.symbol: (S, 1.0, 1.0), self.spec.text: (opt, 100.0, 1.0)}, init_margin=acct["InitMarginReq"],
+                                       strategy_pnl_today={self.name: pnl - self.pnl_day_start}, day_start_equity=self.day_start_nav,
+                                       peak_equity=self.day_start_nav, strategy_capital={self.name: self.capital()},
+                                       orders_today={self.name: self.orders_today}, day=self.now.date())
+        return self._snap
+
+    def book(self) -> list[Fill]:
+        "The exchange's new executions into the ledger; one no order caused (order id 0) is a delivery at expiry."
+        out = []
+        for f in self.ex.fills[self.seen:]:
+            o = self.desk.listed.get(f.con_id)
+            sign = 1 if f.side == "BOT" else -1
+            kind = "trade"
+            if not f.order_id:
+                held = self.ledger.position(self.name, f.con_id) if o else -sign
+                itm = self.held is not None and self.held.intrinsic(self.ex.last[self.und.con_id]) >= 0.01
+                kind = "assignment" if itm else "expiry"
+                if o: self.delivered.append((self.now, o.local_symbol, float(held), o.intrinsic(self.ex.last[self.und.con_id])))
+            x = Fill(f.exec_id, self.name, f.con_id, o.local_symbol if o else self.spec.symbol, Decimal(f.shares) * sign, Decimal(str(f.price)),
+                     self._clock(self.now), multiplier=Decimal(100 if o else 1), commission=Decimal(str(f.commission)), order_id=f.order_id,
+                     perm_id=f.perm_id, order_ref=f.order_ref, sec_type="OPT" if o else "STK", kind=kind)
+            self.ledger.record_fill(x); out.append(x)
+        self.seen = len(self.ex.fills)
+        for k in [k for k, o in self.ex.orders.items() if o.done]: del self.ex.orders[k]
+        return out
+
+class _OptionContext(_Context):
+    def position(self, symbol: str) -> float: return self.rp.position_of(symbol)
+    def history(self, symbol: str, n: int | None = None) -> pd.DataFrame:
+        h = self.rp.bars[self.rp.spec.symbol].loc[:self._now]
+        return h.tail(n) if n else h
+
+def replay_options(strategy: Strategy, underlying: pd.DataFrame, *, cash: float = 100_000.0, sizing: SizingConfig | None = None,
+                   risk: RiskEngine | RiskConfig | None = None, start=None, end=None, allocation: float = 1.0,
+                   risk_limits: Mapping | None = None, progress: bool = False) -> ReplayResult:
+    """Replay an options strategy (its `symbols`: the underlying and one option spec) on the paper gateway's option market:
+    its `OptionDesk` prices, quotes, lists and settles the options from `underlying` (the ETF's daily bars as the gateway
+    has them), session by session in the gateway's four phases (open, the day's extremes, close); decisions at each close
+    from `start` on. Executions name the option (its OCC symbol) and carry deliveries at expiry (`result.delivered`)."""
+    from tqdm.auto import tqdm
+    from .instruments import parse_spec
+    specs = [parse_spec(s, strategy.name) for s in strategy.symbols]
+    opts = [s for s in specs if s.is_option]
+    if len(opts) != 1: raise ValueError(f"strategy {strategy.name!r}: an options replay takes one option spec; symbols = {strategy.symbols}")
+    spec = opts[0]
+    bars = underlying.copy()
+    bars.index = pd.DatetimeIndex(bars.index).tz_localize(None).normalize() if pd.DatetimeIndex(bars.index).tz is not None else pd.DatetimeIndex(bars.index).normalize()
+    if end is not None: bars = bars.loc[:pd.Timestamp(end)]
+    if isinstance(risk, RiskConfig) or risk is None:
+        risk = RiskEngine(risk or RiskConfig(), {strategy.name: dict(risk_limits)} if risk_limits else {})
+    elif risk_limits: risk.set_strategy_limits(strategy.name, risk_limits)
+    rp = _OptionReplay(strategy, bars, spec, cash, sizing or SizingConfig(), risk, allocation)
+    ctx = _OptionContext(rp)
+    strategy.ctx = ctx
+    first = max(1, bars.index.searchsorted(pd.Timestamp(start))) if start is not None else 1
+    u, gw, ex = rp.und.con_id, rp.gw, rp.ex
+    gw.day = first - 1; ex.last[u] = float(bars["close"].iloc[first - 1])
+    t0, n, eq, days = time.perf_counter(), 0, [], bars.index[first:]
+    strategy.on_start()
+    for k in tqdm(range(first, len(bars)), desc=f"replay {strategy.name}", disable=not progress, unit="day"):
+        t = bars.index[k]
+        r = bars.iloc[k]
+        gw.day, rp.now, ctx._now = k, t, t
+        path = [r.low, r.high] if r.close >= r.open else [r.high, r.low]
+        ex.market_open = True
+        for ph, px in enumerate([r.open, *path, r.close]):         # `PaperGateway._phase`: the underlying, then its options
+            gw.phase = ph
+            if ph == 0: ex.bar[u] = Bar(t.date(), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume)); ex.used[u] = Decimal(0)
+            ex.last[u] = float(px)
+            ex._match(u, float(px), gw.now(), gap=ph == 0, at_close=ph == 3)
+            rp.desk.on_phase(ph, {})
+        ex.end_of_day(gw.now(), traded={u} | rp.desk.traded({u}))
+        ex.market_open = False
+        rp._snap = None
+        fills = rp.book()
+        rp.ledger.mark_many({c: ex.last[c] for c in [u, *rp.desk.listed] if c in ex.last})
+        for f in fills: strategy.on_fill(f)
+        n += 1
+        strategy.on_bar(BarEvent(t, {spec.symbol: float(r.close)}, {spec.symbol: dict(r[list(_FIELDS)].astype(float))}))
+        eq.append(ex.net_liquidation())
+        rp.day_start_nav = eq[-1]
+        rp.pnl_day_start = float(sum(p.realized + p.unrealized - p.commissions for p in rp.ledger.positions.values()))
+        rp.orders_today = 0
+    strategy.on_stop()
+    ex_ = pd.DataFrame([dict(time=pd.Timestamp(f.time), symbol=f.symbol, quantity=float(f.quantity), price=float(f.price), commission=float(f.commission), kind=f.kind)
+                        for f in rp.ledger.fills.values()], columns=EXECUTION_COLUMNS + ["kind"])
+    res = ReplayResult(strategy.name, dict(strategy.p), ex_, pd.Series(eq, index=pd.DatetimeIndex(days), name="equity"),
+                       pd.DataFrame(rp.refused, columns=["time", "symbol", "quantity", "reason"]), rp.ledger, n, time.perf_counter() - t0)
+    res.delivered, res.desk = pd.DataFrame(rp.delivered, columns=["time", "symbol", "contracts", "intrinsic"]), rp.desk
+    return res
+OPTION_FILL_LAG = 1     # sessions: the backtest trades at the decision's close, the runtime (and the replay) at the next open
+
+def option_tolerance(mid: float, occ: str, closes: pd.Series, i: int, s_open: float) -> float:
+    """How far the replay's fill of an option (at the next open) may be from the backtest's model mid price at the close of
+    day `i` (USD per share of the option; see the text above): the gateway's half-spread (`option_quote`: about 1 %, at least
+    a tick) plus, with a margin of 1.5, what moves the model price from that close to the next open — the underlying's
+    overnight move (delta and gamma), the volatility the desk computes the next day (one more return in its 30; vega) and the
+    calendar days of time decay (theta; three over a weekend) — plus a cent."""
+    from .gateway.options import option_quote, parse_occ, bs, realized_vol, RATE
+    from .option_legs import years
+    _, expiry, right, K = parse_occ(occ)
+    S, t, nxt = float(closes.iloc[i]), closes.index[i].date(), closes.index[i + 1].date()
+    vol = lambda k: max(0.05, realized_vol(closes.iloc[max(0, k - 31):k].tolist()) or 0.25)
+    g = bs(S, K, years(expiry, t), RATE, vol(i), right)
+    move = abs(s_open - S)
+    drift = abs(g.delta) * move + 0.5 * g.gamma * move ** 2 + abs(g.vega) * abs(vol(i + 1) - vol(i)) * 100 + abs(g.theta) * (nxt - t).days
+    bid, ask = option_quote(mid)
+    return max(mid - bid, ask - mid) + 1.5 * drift + 0.01
+
+def compare_options(bt, rp: ReplayResult, underlying: pd.DataFrame) -> Comparison:
+    """The backtest's option trades (`backtest_options`: at model mid prices at a close) against the replay's (at the
+    gateway's bid/ask at the next open, deliveries at the expiration's close), option by option (OCC symbol): the same
+    option and contracts; a sale or take-profit buy-back one session later within `option_tolerance`; an expiry on the
+    same day at the same intrinsic value (to 0.0001)."""
+    und = underlying.copy()
+    und.index = pd.DatetimeIndex(und.index).tz_localize(None).normalize() if pd.DatetimeIndex(und.index).tz is not None else pd.DatetimeIndex(und.index).normalize()
+    days = list(und.index)
+    nday = lambda x: (pd.Timestamp(x).tz_convert(None) if pd.Timestamp(x).tz is not None else pd.Timestamp(x)).normalize()
+    norm = lambda s: " ".join(str(s).split())
+    b = []
+    for r in bt.trades.itertuples():
+        b.append(dict(symbol=norm(r.symbol), time=nday(r.entry_time), quantity=r.size, price=r.entry_price, leg="open"))
+        if r.status == "Closed": b.append(dict(symbol=norm(r.symbol), time=nday(r.exit_time), quantity=-r.size, price=r.exit_price, leg="close"))
+    e = rp.executions[rp.executions.symbol.str.len() > 10]
+    dl = {(norm(d.symbol), nday(d.time)): d.intrinsic for d in rp.delivered.itertuples()}
+    r_ = [dict(symbol=norm(x.symbol), time=nday(x.time), quantity=x.quantity, kind=x.kind,
+               price=dl.get((norm(x.symbol), nday(x.time)), x.price) if x.kind != "trade" else x.price) for x in e.itertuples()]
+    rows, used = [], set()
+    for x in b:
+        i = days.index(x["time"]) if x["time"] in days else None
+        expiry = x["leg"] == "close" and not any(y["kind"] == "trade" and y["symbol"] == x["symbol"] and y["quantity"] == x["quantity"] for y in r_)
+        want = x["time"] if expiry else (days[i + OPTION_FILL_LAG] if i is not None and i + OPTION_FILL_LAG < len(days) else None)
+        j = next((k for k, y in enumerate(r_) if k not in used and y["symbol"] == x["symbol"] and y["time"] == want and y["quantity"] == x["quantity"]), None)
+        row = dict(time=x["time"], symbol=x["symbol"], quantity_backtest=x["quantity"], price_backtest=x["price"], quantity_replay=float("nan"),
+                   price_replay=float("nan"), tolerance=float("nan"), verdict="only in backtest")
+        if j is not None:
+            used.add(j); y = r_[j]
+            tol = 0.0001 if expiry else option_tolerance(x["price"], x["symbol"], und["close"], i, float(und["open"].iloc[i + OPTION_FILL_LAG]))
+            ok = abs(y["price"] - x["price"]) <= tol + 1e-9
+            row.update(quantity_replay=y["quantity"], price_replay=y["price"], tolerance=tol,
+                       verdict=("match" if expiry else "one session apart") if ok else "price")
+        rows.append(row)
+    end = nday(rp.equity.index[-1])
+    for k, y in enumerate(r_):
+        if k in used: continue
+        # the backtest trades at the decision's close: a sale on the replay's last day follows a decision it made the day before
+        rows.append(dict(time=y["time"], symbol=y["symbol"], quantity_backtest=float("nan"), price_backtest=float("nan"), quantity_replay=y["quantity"],
+                         price_replay=y["price"], tolerance=float("nan"), verdict="only in replay"))
+    m = pd.DataFrame(rows, columns=["time", "symbol", "quantity_backtest", "price_backtest", "quantity_replay", "price_replay", "tolerance", "verdict"])
+    m["qty_diff"] = m["quantity_replay"].fillna(0) - m["quantity_backtest"].fillna(0)
+    m["price_diff"] = m["price_replay"] - m["price_backtest"]
+    return Comparison(m.sort_values(["time", "symbol"], kind="stable").reset_index(drop=True), round_trips(rp.executions.drop(columns="kind")), 0.0, float("nan"))
+
+def run_option_replay(run, start=None, end=None, source: str = "sample", *, store=None, settings=None, cash: float = 100_000.0,
+                      risk_limits: bool = True, progress: bool = True):
+    "`ats replay` of an options strategy (`run`: its `StrategyRun`): (backtest, replay, comparison) on the gateway's option market."
+    from .option_legs import backtest_options
+    from .instruments import parse_spec
+    strat = run.strategy()
+    spec = next(parse_spec(s, strat.name) for s in strat.symbols if parse_spec(s, strat.name).is_option)
+    try: under = _gateway_underlying(source, spec.symbol, end, store).loc[:end]
+    except Exception as e:
+        raise ValueError(f"strategy {strat.name!r}: its options are priced from {spec.symbol}, which the source {source!r} lacks ({e})") from None
+    sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
+    risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
+    rp = replay_options(strat, under, cash=cash, sizing=sizing, risk=risk, start=start, end=end, allocation=run.allocation,
+                        risk_limits=run.risk_limits if risk_limits else None, progress=progress)
+    # the backtest's first decision at the replay's first close: 31 closes before it give the desk's volatility (30 returns)
+    close = under["close"]
+    close.index = pd.DatetimeIndex(close.index).tz_localize(None).normalize() if pd.DatetimeIndex(close.index).tz is not None else pd.DatetimeIndex(close.index).normalize()
+    first = close.index.searchsorted(rp.equity.index[0])
+    bt = backtest_options(run.strategy(), close.iloc[first - 31:], init_cash=cash, allocation=run.allocation, lookback=31)
+    bt.run = run
+    return bt, rp, compare_options(bt, rp, under)
