@@ -134,7 +134,7 @@ def cmd_check(args) -> int:
 
 def _config_export(args) -> int:
     "Every effective setting (secrets masked) with its source, as JSON (--json) or INI-like text, to stdout or --output."
-    from .config import export_settings, export_text
+    from ats.config import export_settings, export_text
     st = None
     try: st = _store(args)
     except StoreError: pass
@@ -146,7 +146,7 @@ def _config_export(args) -> int:
 
 def _config_import(args) -> int:
     "Apply an export's values as runtime overrides, all or nothing (exit 2 naming every bad value; nothing written then)."
-    from .config import import_settings, read_import_file
+    from ats.config import import_settings, read_import_file
     if not args.key: raise UserError("name the file: ats config import FILE (written by `ats config export --json --output FILE`)")
     data = read_import_file(args.key)
     st = _store(args)

@@ -473,15 +473,15 @@ class FuturesMarket:
 
     def front(self, day: dt.date, roll_days: int):
         "The contract ats holds on `day` (as `ats.instruments.front` picks it from the listed contracts)."
-        from .gateway import assets
-        from .instruments import roll_date
+        from ats.gateway import assets
+        from ats.instruments import roll_date
         for y, m, ltd in assets.listed(self.spec, day):
             if day < roll_date(ltd, roll_days): return self.months[(y, m)]
         return None
 
 def futures_market(root: str, underlying: pd.DataFrame, seed: int = 0) -> FuturesMarket:
     "The contracts of `root` the gateway lists on the underlying ETF's days, priced as it prices them (`assets.contract_bars`)."
-    from .gateway import assets
+    from ats.gateway import assets
     if root not in assets.FUTURES: raise ValueError(f"the paper gateway has no futures {root!r}; it has {', '.join(assets.FUTURES)}")
     spec = assets.FUTURES[root]
     u = underlying.copy()
@@ -503,7 +503,7 @@ class _FuturesContext(_Context):
 class _FuturesReplay:
     "The runtime's futures path in process: contract, history, settlement, roll, sizing, risk; the gateway's engine."
     def __init__(self, strategy, market: FuturesMarket, spec, cash, sizing, risk, engine, allocation):
-        from .ledger import Instrument as LedgerInstrument
+        from ats.ledger import Instrument as LedgerInstrument
         self.s, self.name, self.m, self.spec, self.sym = strategy, strategy.name, market, spec, spec.text
         self.sizing, self.risk, self.allocation = sizing, risk, allocation
         self.ex = Exchange(list(market.contracts.values()), cash=cash, config=engine)
@@ -589,7 +589,7 @@ class _FuturesReplay:
 
     def roll(self, t: pd.Timestamp) -> bool:
         "`ats.instruments.roll`: the front for the day after `t`; every position in another contract closed there and opened in it."
-        from .strategy import order_key
+        from ats.strategy import order_key
         new = self.m.front(t.date(), self.spec.roll_days)
         if new is None or new.con_id == self.current.con_id: return False
         old, self.current = self.current, new
@@ -619,8 +619,8 @@ def replay_future(strategy: Strategy, underlying: pd.DataFrame, *, cash: float =
     account starts with `cash` at the close of the day before `start` (the runtime's first bar: history only); decisions
     are taken from `start` on (default: the first day of the data). Executions name the contract (ESH6)."""
     from tqdm.auto import tqdm
-    from .instruments import parse_spec
-    from .gateway import assets
+    from ats.instruments import parse_spec
+    from ats.gateway import assets
     spec = parse_spec(strategy.symbols[0], strategy.name)
     if len(strategy.symbols) != 1 or spec.kind != "FUT":
         raise ValueError(f"strategy {strategy.name!r}: a futures replay takes one future (e.g. ['ES.FUT']), not {strategy.symbols}")
@@ -763,14 +763,14 @@ class _OptionClock:
         self.exchange, self.instruments, self.bars = ex, ex.instruments, {und.con_id: bars}
         self.days, self.day, self.phase = list(bars.index), 0, 3
     def now(self, inst=None) -> dt.datetime:
-        from .gateway.service import session_time
+        from ats.gateway.service import session_time
         return session_time(self.days[self.day], self.phase)
 
 class _OptionReplay(_Replay):
     "The runtime's option path in process (`ats.option_legs`): choose, quote, size in contracts × 100, Reg-T margin in risk, deliveries."
     def __init__(self, strategy, bars: pd.DataFrame, spec, cash, sizing, risk, allocation):
-        from .gateway.options import OptionDesk
-        from .gateway.service import make_instrument
+        from ats.gateway.options import OptionDesk
+        from ats.gateway.service import make_instrument
         super().__init__(strategy, {spec.symbol: bars}, cash, sizing, risk, EngineConfig(), allocation)
         self.ex = Exchange([make_instrument(0, spec.symbol, "ARCA", "USD", spec.symbol)], cash=cash)   # conId 100000, as `self.cid`
         self.und, self.spec = self.ex.instruments[100_000], spec
@@ -787,8 +787,8 @@ class _OptionReplay(_Replay):
 
     def _choose(self):
         "`option_legs.choose` on the desk: the expiration nearest `days`, then the listed strike whose model |delta| is nearest."
-        from .option_legs import nearest_expiry
-        from .gateway.options import make_option
+        from ats.option_legs import nearest_expiry
+        from ats.gateway.options import make_option
         exps, ks = self.desk.chain(self.und)
         e = nearest_expiry(exps, self.desk.today(), self.spec.days)
         if e is None: return None
@@ -798,7 +798,7 @@ class _OptionReplay(_Replay):
 
     def route(self, intent: OrderIntent) -> None:
         if intent.symbol != self.spec.text: return super().route(intent)
-        from .ledger import Instrument as LedgerInstrument
+        from ats.ledger import Instrument as LedgerInstrument
         key = intent.client_order_key
         if key and key in self.sent: return
         if self.held is None or (not self.position_of(intent.symbol) and not self.working(self.held.con_id)):
@@ -881,7 +881,7 @@ def replay_options(strategy: Strategy, underlying: pd.DataFrame, *, cash: float 
     has them), session by session in the gateway's four phases (open, the day's extremes, close); decisions at each close
     from `start` on. Executions name the option (its OCC symbol) and carry deliveries at expiry (`result.delivered`)."""
     from tqdm.auto import tqdm
-    from .instruments import parse_spec
+    from ats.instruments import parse_spec
     specs = [parse_spec(s, strategy.name) for s in strategy.symbols]
     opts = [s for s in specs if s.is_option]
     if len(opts) != 1: raise ValueError(f"strategy {strategy.name!r}: an options replay takes one option spec; symbols = {strategy.symbols}")
@@ -939,8 +939,8 @@ def option_tolerance(mid: float, occ: str, closes: pd.Series, i: int, s_open: fl
     a tick) plus, with a margin of 1.5, what moves the model price from that close to the next open — the underlying's
     overnight move (delta and gamma), the volatility the desk computes the next day (one more return in its 30; vega) and the
     calendar days of time decay (theta; three over a weekend) — plus a cent."""
-    from .gateway.options import option_quote, parse_occ, bs, realized_vol, RATE
-    from .option_legs import years
+    from ats.gateway.options import option_quote, parse_occ, bs, realized_vol, RATE
+    from ats.option_legs import years
     _, expiry, right, K = parse_occ(occ)
     S, t, nxt = float(closes.iloc[i]), closes.index[i].date(), closes.index[i + 1].date()
     vol = lambda k: max(0.05, realized_vol(closes.iloc[max(0, k - 31):k].tolist()) or 0.25)
@@ -997,8 +997,8 @@ def compare_options(bt, rp: ReplayResult, underlying: pd.DataFrame) -> Compariso
 def run_option_replay(run, start=None, end=None, source: str = "sample", *, store=None, settings=None, cash: float = 100_000.0,
                       risk_limits: bool = True, progress: bool = True):
     "`ats replay` of an options strategy (`run`: its `StrategyRun`): (backtest, replay, comparison) on the gateway's option market."
-    from .option_legs import backtest_options
-    from .instruments import parse_spec
+    from ats.option_legs import backtest_options
+    from ats.instruments import parse_spec
     strat = run.strategy()
     spec = next(parse_spec(s, strat.name) for s in strat.symbols if parse_spec(s, strat.name).is_option)
     try: under = _gateway_underlying(source, spec.symbol, end, store).loc[:end]

@@ -219,7 +219,7 @@ def exposure_key(symbol: str) -> str:
     """The key risk counts one exposure under: a future's root for every spelling of it ('ES.FUT', 'FUT:ES@CME',
     'ES.FUT:roll=3') and for its contracts' own symbol ('ES', whichever month: after a roll the old and the new contract
     are one exposure); any other symbol as it is."""
-    from .instruments import parse_spec, InstrumentSpecError
+    from ats.instruments import parse_spec, InstrumentSpecError
     try: sp = parse_spec(symbol)
     except (InstrumentSpecError, TypeError): return symbol
     return sp.symbol if sp.kind == "FUT" else symbol
