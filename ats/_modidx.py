@@ -1405,6 +1405,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ats.replay._is_future': ('replay.html#_is_future', 'ats/replay.py'),
                             'ats.replay._ohlcv': ('replay.html#_ohlcv', 'ats/replay.py'),
                             'ats.replay._one_session_apart': ('replay.html#_one_session_apart', 'ats/replay.py'),
+                            'ats.replay._replay_configs': ('replay.html#_replay_configs', 'ats/replay.py'),
                             'ats.replay.backtest_executions': ('replay.html#backtest_executions', 'ats/replay.py'),
                             'ats.replay.compare': ('replay.html#compare', 'ats/replay.py'),
                             'ats.replay.compare_options': ('replay.html#compare_options', 'ats/replay.py'),

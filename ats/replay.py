@@ -411,6 +411,12 @@ def plot(backtest, replay: ReplayResult, comparison: Comparison | None = None, t
     return f
 
 # %% ../nbs/42_replay.ipynb #7c45875d
+def _replay_configs(settings, risk_limits: bool) -> tuple:
+    "Sizing and risk as the runtime would use them (the settings' limits, or limits that never bind: compare behaviour only)."
+    sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
+    risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
+    return sizing, risk
+
 def _is_future(symbol: str) -> bool:
     from ats.instruments import parse_spec, InstrumentSpecError
     try: return parse_spec(symbol).kind == "FUT"
@@ -442,8 +448,7 @@ def run_replay_cli(strategy: str, symbols: list[str] | None = None, start=None, 
         bars = {x: adjusted(src.bars(x, start, end)) for x in syms}
     empty = [x for x, b in bars.items() if not len(b)]
     if empty: raise ValueError(f"no bars for {', '.join(empty)} from {source} between {start or 'the start'} and {end or 'the end'}")
-    sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
-    risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
+    sizing, risk = _replay_configs(settings, risk_limits)
     engine = EngineConfig(commission_per_share=0.0, commission_min=0.0)
     bt = backtest(run.strategy(), bars, init_cash=cash, fees=0.0, slippage=engine.slippage_bps / 10_000, sizing=sizing, allocation=run.allocation)
     bt.run = run
@@ -720,8 +725,7 @@ def run_future_replay(run, start=None, end=None, source: str = "sample", *, stor
     try: under = _gateway_underlying(source, fs.underlying, end, store).loc[:end]
     except Exception as e:
         raise ValueError(f"strategy {strat.name!r}: {spec.symbol} is derived from {fs.underlying}, which the source {source!r} lacks ({e})") from None
-    sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
-    risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
+    sizing, risk = _replay_configs(settings, risk_limits)
     rp = replay_future(strat, under, cash=cash, sizing=sizing, risk=risk, start=start, end=end, allocation=run.allocation,
                        risk_limits=run.risk_limits if risk_limits else None, progress=progress)
     cont = rp.market.continuous.loc[:end] if end is not None else rp.market.continuous
@@ -1004,8 +1008,7 @@ def run_option_replay(run, start=None, end=None, source: str = "sample", *, stor
     try: under = _gateway_underlying(source, spec.symbol, end, store).loc[:end]
     except Exception as e:
         raise ValueError(f"strategy {strat.name!r}: its options are priced from {spec.symbol}, which the source {source!r} lacks ({e})") from None
-    sizing = SizingConfig.from_settings(settings) if settings is not None else SizingConfig()
-    risk = (RiskConfig.from_settings(settings) if settings is not None else RiskConfig()) if risk_limits else RiskConfig(**LOOSE_RISK)
+    sizing, risk = _replay_configs(settings, risk_limits)
     rp = replay_options(strat, under, cash=cash, sizing=sizing, risk=risk, start=start, end=end, allocation=run.allocation,
                         risk_limits=run.risk_limits if risk_limits else None, progress=progress)
     # the backtest's first decision at the replay's first close: 31 closes before it give the desk's volatility (30 returns)

@@ -19,7 +19,7 @@ def test_ats_replay_options_income_matches_its_backtest_and_books_premium_commis
     assert abs(j["final_equity"]["replay"] - j["final_equity"]["backtest"]) < 0.01 * 30_000
 
 
-def test_the_replay_sells_puts_at_the_bid_and_books_deliveries_into_the_ledger():
+def test_the_replay_sells_puts_and_books_assignments_at_the_strike_into_the_ledger():
     from ats.strategy import load_strategy_class
     from ats.data import RandomWalkSource
     from ats.replay import replay_options
@@ -31,7 +31,10 @@ def test_the_replay_sells_puts_at_the_bid_and_books_deliveries_into_the_ledger()
     assigned = [f for f in fills if f.sec_type == "STK" and f.kind == "assignment"]
     assert sold and all(f.quantity == -1 and f.multiplier == 100 and f.commission == Decimal("1.00") for f in sold)
     assert {f.kind for f in fills if f.sec_type == "OPT" and f.kind != "trade"} == {"assignment", "expiry"}
-    assert assigned and all(f.price == Decimal(str(float(f.price))) and f.quantity == 100 for f in assigned)
+    # each assignment buys 100 shares at the strike of a put that expired in the money (the OCC symbol's last 8 digits)
+    itm = rp.delivered[rp.delivered.intrinsic > 0]
+    assert assigned and all(f.quantity == 100 for f in assigned)
+    assert sorted(float(f.price) for f in assigned) == sorted(int(o.strip()[-8:]) / 1000 for o in itm.symbol)
     # the options' cash: premium − commissions − assignment cash (the shares bought at the strike)
     premium = sum(-f.quantity * f.multiplier * f.price for f in sold)
     commissions = sum(f.commission for f in sold)
@@ -39,4 +42,3 @@ def test_the_replay_sells_puts_at_the_bid_and_books_deliveries_into_the_ledger()
     stock_sales = sum(-f.quantity * f.price - f.commission for f in fills if f.sec_type == "STK" and f.kind == "trade")
     cash = sum(rp.ledger.cash.values())
     assert cash == premium - commissions - assignment_cash + stock_sales
-    assert cash - stock_sales == premium - commissions - assignment_cash
