@@ -1544,6 +1544,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'ats.risk._unit': ('risk.html#_unit', 'ats/risk.py'),
                           'ats.risk.as_state_store': ('risk.html#as_state_store', 'ats/risk.py'),
                           'ats.risk.exposure_key': ('risk.html#exposure_key', 'ats/risk.py'),
+                          'ats.risk.held_key': ('risk.html#held_key', 'ats/risk.py'),
                           'ats.risk.order_margin': ('risk.html#order_margin', 'ats/risk.py'),
                           'ats.risk.regt_short_option': ('risk.html#regt_short_option', 'ats/risk.py'),
                           'ats.risk.return_correlations': ('risk.html#return_correlations', 'ats/risk.py')},

@@ -17,8 +17,8 @@ from .ledger import Instrument, FUTURES_MARGIN
 
 # %% auto #0
 __all__ = ['OrderRequest', 'Snapshot', 'RiskError', 'TradingState', 'RiskConfig', 'Limits', 'WhatIf', 'Order',
-           'regt_short_option', 'order_margin', 'exposure_key', 'return_correlations', 'PortfolioSnapshot', 'Reason',
-           'Decision', 'RiskEvent', 'RiskAction', 'RiskStateStore', 'JsonFileStore', 'ArcticStateStore',
+           'regt_short_option', 'order_margin', 'exposure_key', 'held_key', 'return_correlations', 'PortfolioSnapshot',
+           'Reason', 'Decision', 'RiskEvent', 'RiskAction', 'RiskStateStore', 'JsonFileStore', 'ArcticStateStore',
            'as_state_store', 'BackgroundStateStore', 'RiskEngine']
 
 # %% ../nbs/31_risk.ipynb #1a6bdc88
@@ -218,11 +218,19 @@ OrderRequest = Order                  # the name the runtime used first
 def exposure_key(symbol: str) -> str:
     """The key risk counts one exposure under: a future's root for every spelling of it ('ES.FUT', 'FUT:ES@CME',
     'ES.FUT:roll=3') and for its contracts' own symbol ('ES', whichever month: after a roll the old and the new contract
-    are one exposure); any other symbol as it is."""
+    are one exposure); an FX pair's spec ('EURUSD.CASH', 'CASH:EURUSD') as IB names the pair it holds ('EUR.USD', see
+    `held_key`); any other symbol as it is."""
     from ats.instruments import parse_spec, InstrumentSpecError
     try: sp = parse_spec(symbol)
     except (InstrumentSpecError, TypeError): return symbol
+    if sp.kind == "CASH": return f"{sp.symbol[:3]}.{sp.symbol[3:]}"
     return sp.symbol if sp.kind == "FUT" else symbol
+
+def held_key(symbol: str, sec_type: str = "STK", currency: str = "") -> str:
+    """The symbol a held position counts under. IB (and the ledger) hold an FX pair under its base currency alone
+    (symbol 'EUR', currency 'USD'), which says neither the pair nor that it is one: it counts as 'EUR.USD', the key
+    its spec's orders have, so a per-symbol limit sees the pair held. Anything else counts under its symbol."""
+    return f"{symbol}.{currency}" if sec_type == "CASH" and currency else symbol
 
 def _unit(p) -> float | None:
     if isinstance(p, (tuple, list)):

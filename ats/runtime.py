@@ -155,7 +155,7 @@ class StrategyWorker:
 from .strategy import load_strategy_class, OrderIntent, BarEvent, order_key, StrategyLoadError, StrategyParamError
 from .ledger import Ledger, Fill, dec, UNASSIGNED, Instrument
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError, working_quantities
-from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent
+from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent, held_key
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
 from . import stop_orders, instruments, option_legs
 @dataclass
@@ -839,7 +839,8 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
     if self._snap is not None: return self._snap
     positions, prices = {}, {}
     for (s, cid), p in self.ledger.positions.items():
-        if p.quantity: positions[(s, p.symbol)] = positions.get((s, p.symbol), 0.0) + float(p.quantity)
+        if p.quantity:                            # an FX pair held as 'EUR' counts as 'EUR.USD', as its orders do
+            k = (s, held_key(p.symbol, p.sec_type, p.currency)); positions[k] = positions.get(k, 0.0) + float(p.quantity)
     for slot in self.slots.values():
         # one pass over the connection's trades per strategy, not one per symbol (the list grows all session)
         working = working_quantities(slot.conn.ib.openTrades()) if slot.conn is not None and slot.contracts else {}
@@ -850,12 +851,13 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
         known = {c.conId for c in slot.contracts.values()}
         for cid, w in working.items():
             if w and cid not in known and (p := self.ledger.positions.get((slot.name, cid))) is not None:
-                positions[(slot.name, p.symbol)] = positions.get((slot.name, p.symbol), 0.0) + float(w)
+                k = (slot.name, held_key(p.symbol, p.sec_type, p.currency)); positions[k] = positions.get(k, 0.0) + float(w)
     for sym, px in self.last_price.items():
         c = self.contracts.get(sym)
         prices[sym] = (px, float(c.multiplier or 1) if c else 1.0, self.fx(c.currency) if c else 1.0)
     for p in self.ledger.positions.values():
-        if p.quantity and p.symbol not in prices and p.mark is not None: prices[p.symbol] = (float(p.mark), float(p.multiplier), self.fx(p.currency))
+        k = held_key(p.symbol, p.sec_type, p.currency)
+        if p.quantity and k not in prices and p.mark is not None: prices[k] = (float(p.mark), float(p.multiplier), self.fx(p.currency))
     pnl = self._net_pnl()
     self._snap = PortfolioSnapshot(
         nav=self.nav(), excess_liquidity=self._account_value("ExcessLiquidity") or 0.0, positions=positions, prices=prices,

@@ -1,4 +1,5 @@
-"""Risk on futures held under the contract's symbol ('ES', any month) and ordered under the strategy's spec ('ES.FUT'):
+"""Risk on futures and FX held under the names IB holds them by (a future as its contract's symbol 'ES', any month; an FX pair as
+its base currency 'EUR') and ordered under the strategy's spec ('ES.FUT', 'EURUSD.CASH'):
 one exposure per root, so per-symbol limits bind given what is held; and [risk] futures_margin, the initial margin per
 contract that the margin check uses instead of the ledger's default table."""
 import pytest
@@ -20,7 +21,7 @@ def order(q: float) -> Order: return Order("trend", "ES.FUT", q, PX, instrument=
 
 def test_every_spelling_of_a_future_is_one_exposure_under_its_root():
     assert {exposure_key(s) for s in ("ES", "ES.FUT", "FUT:ES", "ES.FUT:roll=3", "ES.FUT@CME")} == {"ES"}
-    assert exposure_key("AAPL") == "AAPL" and exposure_key("EURUSD.CASH") == "EURUSD.CASH"
+    assert exposure_key("AAPL") == "AAPL" and exposure_key("EURUSD.CASH") == "EUR.USD"        # as IB names the held pair
 
 
 def test_a_position_limit_binds_an_es_fut_order_given_the_held_es_contracts():
@@ -83,3 +84,39 @@ def test_bad_futures_margin_in_settings_ini_names_the_line_and_key(tmp_path, tex
     (tmp_path / "settings.ini").write_text(f"[risk]\n{text}\n")
     with pytest.raises(SettingsError) as e: load_settings(tmp_path / "settings.ini", env={})
     assert expected in str(e.value) and "futures_margin" in str(e.value) and "settings.ini:2" in str(e.value), str(e.value)
+
+
+FX_BUYER = """from ats.strategy import Strategy
+class FxBuyer(Strategy):
+    params = dict(symbols=["EURUSD.CASH"])
+    def on_bar(self, bar):
+        self.buy("EURUSD.CASH", 20_000)
+"""
+
+
+def test_an_fx_pair_held_as_its_base_currency_counts_toward_the_limits_of_its_spec(project, tmp_path):
+    """IB and the ledger hold EUR.USD under 'EUR' (currency 'USD'); the strategy orders 'EURUSD.CASH'. Both are one
+    exposure, so a per-symbol limit binds given what is held: 20,000 EUR (about 25,000-30,000 USD) fit a 50,000 limit,
+    a second 20,000 do not. Before, the held pair was invisible to the order and every day's buy went out."""
+    import datetime as dt
+    from ats.store import StrategyConfig
+    from ats.gateway.service import GatewayThread
+    from runtime_helpers import Session, make_project
+    from ats.risk import held_key
+    assert exposure_key("EURUSD.CASH") == exposure_key("CASH:EURUSD") == held_key("EUR", "CASH", "USD") == "EUR.USD"
+    assert held_key("AAPL", "STK", "USD") == "AAPL" and held_key("ES", "FUT", "USD") == "ES"
+    gw = GatewayThread(data="sample", speed=0, start="2006-03-01", state_path=tmp_path / "gw.json").start()
+    s, st = make_project(project, strategies={"fx_buyer": FX_BUYER},
+                         configs=[StrategyConfig("fx_buyer.py", "fx_buyer", True, {}, dict(max_position_value=50_000), 0.5)])
+    sess = Session(s, st, gw).start()
+    try:
+        sess.step(4)
+        rt = sess.rt
+        held = {p.symbol: p.quantity for p in rt.ledger.positions.values() if p.strategy == "fx_buyer" and p.quantity}
+        assert held == {"EUR": 20_000}, held                                  # one buy filled; every later one refused
+        snap = sess.call(lambda: (setattr(rt, "_snap", None), rt.snapshot())[1])
+        assert snap.positions.get(("fx_buyer", "EUR.USD")) == 20_000 and ("fx_buyer", "EUR") not in snap.positions
+        refused = [a for a in rt.activity if a["kind"] == "refused" and a["strategy"] == "fx_buyer"]
+        assert refused and all("max_position_value" in a["reason"] for a in refused), refused
+    finally:
+        sess.stop(); gw.stop()
