@@ -1871,6 +1871,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'ats.store._paper_lists': ('store.html#_paper_lists', 'ats/store.py'),
                            'ats.store._who': ('store.html#_who', 'ats/store.py'),
                            'ats.store.check_strategy_params': ('store.html#check_strategy_params', 'ats/store.py'),
+                           'ats.store.exit_skipping_teardown': ('store.html#exit_skipping_teardown', 'ats/store.py'),
                            'ats.store.known_symbols': ('store.html#known_symbols', 'ats/store.py'),
                            'ats.store.lmdb_path': ('store.html#lmdb_path', 'ats/store.py'),
                            'ats.store.normalize_uri': ('store.html#normalize_uri', 'ats/store.py'),

@@ -1072,12 +1072,8 @@ def console() -> None:
     """The `ats` console script: `main`, then leave without tearing the interpreter down. ArcticDB's native threads and
     LMDB handles are torn down there, and on a busy machine that occasionally crashed (SIGSEGV) *after* the command had
     done its work and printed its answer (`ats shutdown` seen exiting -11): the exit code must be the command's."""
-    import logging
-    code = main()
-    try: sys.stdout.flush(); sys.stderr.flush()
-    finally:
-        logging.shutdown()                      # log files complete before the hard exit
-        os._exit(code if isinstance(code, int) else 1)
+    from ats.store import exit_skipping_teardown
+    exit_skipping_teardown(main())
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `ats` command (in-process callers get its exit code)."

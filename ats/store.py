@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #b4a2a0f1
 from __future__ import annotations
-import collections, contextlib, dataclasses, datetime as dt, fcntl, functools, getpass, hashlib, os, re, tempfile, threading
+import collections, contextlib, dataclasses, datetime as dt, fcntl, functools, getpass, hashlib, os, re, sys, tempfile, threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ set_config_int("VersionMap.ReloadInterval", 0)
 # %% auto #0
 __all__ = ['LIBRARIES', 'DEFAULT_MAP_SIZE', 'RISK_LIMIT_KEYS', 'CONFIG_PREFIX', 'OVERRIDES_SYMBOL', 'StoreError', 'lmdb_path',
            'symbol_lock', 'normalize_uri', 'StrategyConfig', 'validate_strategy_config', 'check_strategy_params',
-           'known_symbols', 'Store']
+           'known_symbols', 'exit_skipping_teardown', 'Store']
 
 # %% ../nbs/01_store.ipynb #284c2601
 LIBRARIES = ("market_data", "strategies", "portfolios", "jobs", "research", "options_data")
@@ -198,6 +198,17 @@ CONFIG_PREFIX = "strategy_config."
 OVERRIDES_SYMBOL = "settings_overrides"
 
 def _now() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
+
+def exit_skipping_teardown(code: int = 0) -> None:
+    """Leave the process now, with `code`, after flushing output and logs — without the interpreter's teardown.
+    ArcticDB's native threads and storage clients (LMDB handles, the AWS SDK of S3 storage) are destroyed there, and on a
+    busy machine that occasionally crashes (SIGSEGV) *after* the process did its work and printed its answer; the exit
+    code must be the work's. Every ats process that used ArcticDB ends through it (the `ats` command, backup's children)."""
+    import logging
+    try: sys.stdout.flush(); sys.stderr.flush()
+    finally:
+        logging.shutdown()                        # log files complete before the hard exit
+        os._exit(code if isinstance(code, int) else 1)
 
 def _who() -> str:
     try: return getpass.getuser()

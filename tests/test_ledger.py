@@ -310,13 +310,14 @@ def test_snapshot_is_taken_when_queued_not_when_written(tmp_path):
 WRITER = textwrap.dedent("""
     import sys, time, datetime as dt
     from decimal import Decimal as D
-    from ats.store import Store
+    from ats.store import Store, exit_skipping_teardown
     from ats.ledger import LedgerStore, Fill
     ls = LedgerStore(Store(sys.argv[1]))
     T = dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)
     for b in range(int(sys.argv[2])):
         ls.append_fills([Fill(f"e{b * 5 + i:04d}", "s", 1, "X", D(1), D("10.5"), T) for i in range(5)])
         time.sleep(0.01)
+    exit_skipping_teardown(0)
 """)
 
 
