@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio, contextlib, logging
 from .control import CommandInbox
 from .status import publish
+from .reconciliation import resync
 log = logging.getLogger("ats.runtime")
 
 # %% auto #0
@@ -59,7 +60,7 @@ async def handle(rt, cmd) -> str:
         await store_ledger(rt)
         return f"assigned {t['quantity']} {t['symbol']} to {t['to']}"
     if a == "reconcile":
-        await rt._resync(f"requested by {cmd.by}")
+        await resync(rt, f"requested by {cmd.by}")
         await store_ledger(rt)
         return f"reconciled with the broker: {rt.last_reconciliation}"
     if a == "shutdown":                  # stops once the answer is written (the control loop ends with the session)

@@ -216,7 +216,8 @@ class HealthMonitor:
 
     @staticmethod
     def _resubscribe(rt) -> None:
-        if rt.main is not None: rt._spawn(rt._after_reconnect(rt.main))   # what a reconnect does: request the bars again
+        from ats.reconciliation import after_reconnect
+        if rt.main is not None: rt._spawn(after_reconnect(rt, rt.main))   # what a reconnect does: request the bars again
 
 _MONITORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 

@@ -157,7 +157,7 @@ from .ledger import Ledger, Fill, dec, UNASSIGNED, Instrument
 from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, TradeStats, SizingError, working_quantities
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent, held_key
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
-from . import stop_orders, instruments, option_legs
+from . import stop_orders, instruments, option_legs, reconciliation
 @dataclass
 class OrderUpdate:
     "The state of one of the strategy's orders, as the broker reports it."
@@ -1028,89 +1028,16 @@ async def _ask(self: Runtime, coro) -> Any:
     return await asyncio.wait_for(coro, max(self.cs.timeout, 1.0))
 
 @patch
-async def _resync(self: Runtime, why: str) -> int:
-    # ib_async files reqAllOpenOrders and reqPositions under one fixed key each: two overlapping calls leave the first
-    # waiting forever, so re-synchronisations (start, reconnects, periodic, on request) run one after the other.
-    self._sync_lock = self._sync_lock or asyncio.Lock()
-    async with self._sync_lock:
-        from ib_async import ExecutionFilter
-        ib = self.main.ib
-        fills = await self._ask(ib.reqExecutionsAsync(ExecutionFilter()))
-        n = sum(self._book(f) for f in fills)
-        await self._ask(ib.reqAllOpenOrdersAsync())
-        for t in ib.openTrades():
-            s, k = parse_order_ref(t.order.orderRef)
-            if k: self.sent.setdefault(k, dict(strategy=s, symbol=t.contract.symbol, order_id=t.order.orderId))
-        self.counters["resyncs"] += 1
-        if n: self.alert("WARNING", f"{why}: booked {n} execution(s) the ledger had missed")
-        if why != "start" or self.s.recovery.reconcile_on_start: await self._reconcile(why)
-    return n
-
-@patch
-def _broker_positions(self: Runtime) -> dict:
-    out = {}
-    for p in self.main.ib.positions():
-        if self.cs.account and p.account != self.cs.account: continue
-        if p.position:
-            sym, q = out.get(p.contract.conId, (p.contract.symbol, Decimal(0)))
-            out[p.contract.conId] = (sym, q + dec(p.position))
-    return out
-
-@patch
-def _differences(self: Runtime, broker: dict) -> dict:
-    "Broker minus the strategies' sum, per contract (without changing anything)."
-    held = {}
-    for (s, cid), p in self.ledger.positions.items():
-        if s != UNASSIGNED: held[cid] = held.get(cid, Decimal(0)) + p.quantity
-    return {cid: d for cid in set(broker) | set(held) if (d := broker.get(cid, ("", Decimal(0)))[1] - held.get(cid, Decimal(0)))}
-
-@patch
 async def reconcile(self: Runtime, why: str = "") -> Any:
-    "Broker positions against the sum of the strategies' positions (see `_reconcile`), after any running re-synchronisation."
-    self._sync_lock = self._sync_lock or asyncio.Lock()
-    async with self._sync_lock: return await self._reconcile(why)
+    "Broker positions against the sum of the strategies' positions, after any running re-synchronisation (`ats.reconciliation`)."
+    return await reconciliation.reconcile(self, why)
+
+# the runtime's own calls (start, reconnect handlers, periodic check, end of session) go through these two
+@patch
+async def _resync(self: Runtime, why: str) -> int: return await reconciliation.resync(self, why)
 
 @patch
-async def _reconcile(self: Runtime, why: str = "", settle: float = 0.3, tries: int = 6) -> Any:
-    """Broker positions against the sum of the strategies' positions; differences become `_unassigned` positions.
-    Fills travel on the strategies' connections and positions on the runtime's, so a fill can be booked a moment before
-    the broker's position moves: only a difference seen twice in a row, `settle` seconds apart, counts."""
-    from ib_async import ExecutionFilter
-    prev = None
-    for _ in range(tries):
-        await self._ask(self.main.ib.reqPositionsAsync())
-        broker = self._broker_positions()
-        diff = self._differences(broker)
-        if not diff or diff == prev: break
-        prev = diff
-        await asyncio.sleep(settle)
-        # the broker's position can move before the fill's execution reaches us: its connection is slow, or already
-        # closed at the end of a session while a stop fills. Ask for the executions again before calling it a difference.
-        for f in await self._ask(self.main.ib.reqExecutionsAsync(ExecutionFilter())): self._book(f)
-    prices = {c.conId: dec(self.last_price[s]) for s, c in self.contracts.items() if s in self.last_price}
-    contracts = {p.contract.conId: (p.contract.currency or self.base, dec(p.contract.multiplier or 1)) for p in self.main.ib.positions()}
-    rep = self.ledger.reconcile(broker, prices, contracts)
-    seen = str(self.last_reconciliation) if self.last_reconciliation is not None else None
-    self.last_reconciliation = rep
-    self._snap = None
-    if not rep.ok and str(rep) != seen:             # the same difference is reported once, not at every check
-        self.alert("WARNING", f"reconciliation ({why or 'on request'}): {rep}. Assign it to a strategy with "
-                              "`ats ledger assign SYMBOL QUANTITY --to STRATEGY`, or close it")
-    return rep
-
-@patch
-async def _after_reconnect(self: Runtime, conn: Connection) -> None:
-    "A connection is back: market data is re-subscribed (main), missed fills booked, orders and positions re-read."
-    try:
-        if conn is self.main:
-            for sym in list(self._subs):
-                await self._subscribe(sym, again=True)
-                for slot in self.slots.values():
-                    if slot.state == "running" and sym in slot.contracts: self._deliver_bars(slot)
-        if self.main.connected: await self._resync(f"after reconnect of {conn.name}")
-    except Exception as e:
-        self.alert("ERROR", f"re-synchronisation after the reconnect of {conn.name} failed: {e}; it is retried at the next check")
-        self._resync_due = True
+async def _after_reconnect(self: Runtime, conn: Connection) -> None: await reconciliation.after_reconnect(self, conn)
 
 # %% ../nbs/22_runtime.ipynb #e0d0a073
 @patch

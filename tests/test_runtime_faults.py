@@ -9,6 +9,7 @@ from ats.store import StrategyConfig
 from ats.gateway.service import GatewayThread
 from ats.ledger import load_ledger
 from ats.control import send_command
+from ats.reconciliation import resync
 from runtime_helpers import Session, make_project, wait_for, broker_positions, ledger_positions, duplicate_orders, PROBE
 
 FLOOD = """from ats.strategy import Strategy
@@ -44,7 +45,7 @@ def test_the_runtime_reconnects_after_five_dropped_connections_and_ends_consiste
             sess.step(3)
         # nothing half done: every order is complete or still waiting, untouched, for the next open
         assert wait_for(lambda: ledger_positions(sess.rt.ledger) == broker_positions(gw) and all(o.done or o.filled == 0 for o in gw.gw.exchange.orders.values()))
-        sess.run(sess.rt._resync("test"))
+        sess.run(resync(sess.rt, "test"))
         rows = {r["strategy"]: r for r in sess.rt.status()}
         assert all(r["state"] == "running" and r["connection"] == "connected" for r in rows.values())
         assert rows["probe"]["orders"] >= 20 and rows["ma_crossover"]["orders"] > 0
