@@ -274,7 +274,7 @@ class RecoverySettings:
     fallback_mode: str = _f("safe", "after the runner restarts: safe (trading REDUCING until a person resumes), aggressive (ACTIVE at once), manual (no restart: alert and wait)", choices=("safe", "aggressive", "manual"))
     recovery_delay: float = _f(5.0, "wait before restarting a strategy or the runner", "s", lo=0)
     cancel_orders_on_stop: bool = _f(True, "stopping a strategy cancels its open orders")
-    reconcile_on_start: bool = _f(True, "compare ledger and broker positions at start and after reconnects")
+    reconcile_on_start: bool = _f(True, "compare ledger and broker positions at start (reconnects, the periodic check and `ats ledger reconcile` always do)")
 
 THRESHOLD_KEYS = ("cpu_usage", "memory_usage", "disk_usage", "connection_latency", "error_rate")
 
