@@ -17,9 +17,10 @@ CANDIDATES = 6                  # strikes quoted when choosing (the nearest by B
 DELIVERY_KINDS = ("exercise", "assignment", "expiry")
 
 # %% auto #0
-__all__ = ['log', 'CANDIDATES', 'DELIVERY_KINDS', 'REQUEST_TIMEOUT', 'is_option', 'years', 'bs_delta', 'nearest_expiry',
-           'candidate_strikes', 'OptionChoice', 'choose', 'settle', 'route', 'on_close', 'collect', 'delivery_owner',
-           'option_commission', 'backtest_options', 'backtest_cli']
+__all__ = ['log', 'CANDIDATES', 'DELIVERY_KINDS', 'REQUEST_TIMEOUT', 'TAKE_PROFIT_REST', 'is_option', 'years', 'bs_delta',
+           'nearest_expiry', 'candidate_strikes', 'OptionChoice', 'choose', 'settle', 'route', 'on_close', 'collect',
+           'delivery_owner', 'DeskClock', 'phases', 'DeskQuotes', 'limit_fill', 'option_commission',
+           'take_profit_model', 'backtest_options', 'backtest_cli']
 
 # %% ../nbs/35_option_legs.ipynb #778b2c88
 def is_option(sym: str) -> bool:
@@ -241,31 +242,114 @@ def delivery_owner(rt, fill) -> tuple[str, str]:
             return f.strategy, f.kind if f.kind != "expiry" else ("assignment" if f.quantity > 0 else "exercise")
     return "", "trade"
 
+# %% ../nbs/35_option_legs.ipynb #8353e7d6
+TAKE_PROFIT_REST = 2        # sessions after the sale's decision: the take-profit limit works from that session's open
+
+class DeskClock:
+    """What the paper gateway's `OptionDesk` reads of its `PaperGateway` — the exchange, the underlying's daily bars, the
+    session (`day`, an index into them), its phase and the clock — so the backtest and the replay quote with the desk itself."""
+    def __init__(self, ex, und, bars: pd.DataFrame):
+        self.exchange, self.instruments, self.bars = ex, ex.instruments, {und.con_id: bars}
+        self.days, self.day, self.phase = list(bars.index), 0, 3
+    def now(self, inst=None) -> dt.datetime:
+        from ats.gateway.service import session_time
+        return session_time(self.days[self.day], self.phase)
+
+def phases(bar) -> list[float]:
+    "The underlying's price at a session's four phases, as `PaperGateway._phase` plays them: open, the day's extremes (the low first on an up day), close."
+    path = [bar.low, bar.high] if bar.close >= bar.open else [bar.high, bar.low]
+    return [float(bar.open), *map(float, path), float(bar.close)]
+
+class DeskQuotes:
+    "The paper gateway's `OptionDesk` over an underlying's daily bars: an option's (bid, ask) at any phase of any session."
+    def __init__(self, symbol: str, bars: pd.DataFrame):
+        from ats.gateway.exchange import Exchange
+        from ats.gateway.service import make_instrument
+        from ats.gateway.options import OptionDesk
+        self.ex = Exchange([make_instrument(0, symbol, "ARCA", "USD", symbol)], cash=0.0)
+        self.und = self.ex.instruments[100_000]
+        self.gw = DeskClock(self.ex, self.und, bars)
+        self.desk = OptionDesk(self.gw)
+        self.path = [phases(r) for r in bars.itertuples()]
+
+    def option(self, expiry: dt.date, strike: float, right: str):
+        from ats.gateway.options import make_option
+        return make_option(self.und, expiry, strike, right)
+
+    def quote(self, o, day: int, phase: int) -> tuple[float, float]:
+        "(bid, ask) of option `o` at `phase` (0 open, 1–2 the extremes, 3 close) of session `day`, as the desk quotes it then."
+        self.gw.day, self.gw.phase = day, phase
+        self.ex.last[self.und.con_id] = self.path[day][phase]
+        self.desk.requote(o)
+        return self.ex.quotes[o.con_id]
+
+def limit_fill(quotes: DeskQuotes, o, limit: float, day: int, at=range(4)) -> tuple[int, float] | None:
+    """(phase, price) at which the gateway fills a resting buy limit at `limit` on option `o` during session `day`: the
+    first phase (of `at`) whose ask is at or below the limit, at that ask (`Exchange._match_quoted`); None if none is."""
+    for ph in at:
+        ask = quotes.quote(o, day, ph)[1]
+        if 0 < ask <= limit: return ph, ask
+    return None
+
 # %% ../nbs/35_option_legs.ipynb #f35b512b
 def option_commission(n: float) -> float: return round(max(COMMISSION_MIN, COMMISSION_PER_CONTRACT * abs(n)), 2)
 
-def backtest_options(strategy, close: pd.Series, *, init_cash: float = 100_000.0, allocation: float = 1.0, lookback: int = 30):
-    "An options strategy (one option spec, `contracts(capital, price)`, `take_profit`) on its underlying's closes: a `BacktestResult`."
+@dataclass
+class _Leg:
+    "An option position the backtest holds: contracts, the option, its sale, and the take-profit limit resting on it (0: none)."
+    n: int
+    option: object                  # the desk's OptionInstrument
+    entry: float
+    time: pd.Timestamp
+    i: int                          # the session of the sale's decision
+    commission: float
+    limit: float
+    occ: str
+
+def _daily_bars(prices) -> tuple[pd.DataFrame, bool]:
+    "OHLC bars from `prices` and whether they are real (True) or closes only, each phase at the close (False)."
+    if isinstance(prices, pd.DataFrame) and {"open", "high", "low", "close"} <= set(prices.columns):
+        return prices[["open", "high", "low", "close"]].astype(float).dropna(), True
+    c = (prices["close"] if isinstance(prices, pd.DataFrame) else prices).astype(float).dropna()
+    return pd.DataFrame(dict(open=c, high=c, low=c, close=c)), False
+
+def take_profit_model(tp: float, ohlc: bool) -> str:
+    "How the backtest models a take-profit (`stats['take_profit']`)."
+    if not tp: return "none: held to expiry"
+    where = "intraday at the gateway desk's ask (open, the day's extremes, close)" if ohlc else \
+            "at closes only (no open/high/low: a limit the day's extreme would reach waits for a close that does)"
+    return f"GTC buy limit at round(premium × {1 - tp:g}, 2) of the sale's fill (the desk's bid at the next open), filled {where}"
+
+def backtest_options(strategy, prices: pd.DataFrame | pd.Series, *, init_cash: float = 100_000.0, allocation: float = 1.0,
+                     lookback: int = 30):
+    """An options strategy (one option spec, `contracts(capital, price)`, `take_profit`) on its underlying's daily bars
+    (open, high, low, close; or closes only: see the text): a `BacktestResult`."""
     from ats.backtest import BacktestResult, performance_stats, TRADE_COLUMNS
+    from ats.gateway.options import occ_symbol
     spec = next(parse_spec(s, strategy.name) for s in strategy.symbols if is_option(s))
     tp = float(strategy.p.get("take_profit", 0.0) or 0.0)
-    close = close.dropna()
-    cash, leg, rows = init_cash, None, []
+    bars, ohlc = _daily_bars(prices)
+    if tp and not ohlc:
+        log.warning("%s: %s has closes only: take-profit limits are checked at closes, not intraday (a limit the day's extreme "
+                    "would reach waits for a close that does)", strategy.name, spec.symbol)
+    close, desk, at = bars["close"], DeskQuotes(spec.symbol, bars), (range(4) if ohlc else (3,))
+    cash, leg, rows, buy_backs = init_cash, None, [], 0
     equity, held, traded = [], [], []
     for i, (t, S) in enumerate(close.items()):
         day, S, trade = t.date(), float(S), 0.0
         sigma = max(0.05, realized_vol(close.iloc[max(0, i - lookback):i].tolist()) or 0.25)
         if leg is not None:
-            n, K, exp, entry, t0, occ, c0 = leg
-            value = bs(S, K, years(exp, day), RATE, sigma, spec.right).price
-            done = day >= exp
-            if done or (tp and value <= entry * (1 - tp)):
-                exit_px = round(max(K - S, 0.0) if spec.right == "P" else max(S - K, 0.0), 4) if done else round(value, 4)
-                c1 = 0.0 if done else option_commission(n)
-                pnl = n * MULTIPLIER * (exit_px - entry) - c0 - c1
+            n, o = leg.n, leg.option
+            K, exp = o.strike, o.expiry
+            # the resting limit first: on the expiration day its close's phase comes before the settlement, as at the gateway
+            hit = limit_fill(desk, o, leg.limit, i, at) if leg.limit and i >= leg.i + TAKE_PROFIT_REST and day <= exp else None
+            if hit is not None or day >= exp:
+                if hit is not None: exit_px, c1 = hit[1], float(o.commission(Decimal(n), hit[1])); buy_backs += 1
+                else: exit_px, c1 = round(o.intrinsic(S), 4), 0.0
+                pnl = n * MULTIPLIER * (exit_px - leg.entry) - leg.commission - c1
                 cash += n * MULTIPLIER * exit_px - c1
                 trade += abs(n) * exit_px * MULTIPLIER
-                rows.append([occ, t0, entry, t, exit_px, float(n), pnl, pnl / (abs(n) * MULTIPLIER * K), "Closed"])
+                rows.append([leg.occ, leg.time, leg.entry, t, exit_px, float(n), pnl, pnl / (abs(n) * MULTIPLIER * K), "Closed"])
                 leg = None
         if leg is None and i >= lookback and i + 1 < len(close):
             n = -abs(int(strategy.contracts(init_cash * allocation, S)))
@@ -278,28 +362,31 @@ def backtest_options(strategy, close: pd.Series, *, init_cash: float = 100_000.0
                     c0 = option_commission(n)
                     cash += -n * MULTIPLIER * entry - c0
                     trade += abs(n) * entry * MULTIPLIER
-                    from ats.gateway.options import occ_symbol
-                    leg = (n, K, exp, entry, t, occ_symbol(spec.symbol, exp, spec.right, K).replace("  ", " "), c0)
+                    o = desk.option(exp, K, spec.right)
+                    # the strategy's on_fill places the limit from the premium its sale really gets: the desk's bid at the
+                    # next open (`Exchange._match_quoted`); none under a cent
+                    limit = round(desk.quote(o, i + 1, 0)[0] * (1 - tp), 2) if tp else 0.0
+                    leg = _Leg(n, o, entry, t, i, c0, limit if limit >= 0.01 else 0.0, occ_symbol(spec.symbol, exp, spec.right, K).replace("  ", " "))
         mark = 0.0
         if leg is not None:
-            n, K, exp, *_ = leg
-            mark = n * MULTIPLIER * bs(S, K, years(exp, day), RATE, sigma, spec.right).price
-        equity.append(cash + mark); held.append(float(leg[0]) if leg else 0.0); traded.append(trade)
+            mark = leg.n * MULTIPLIER * bs(S, leg.option.strike, years(leg.option.expiry, day), RATE, sigma, spec.right).price
+        equity.append(cash + mark); held.append(float(leg.n) if leg else 0.0); traded.append(trade)
     if leg is not None:
-        n, K, exp, entry, t0, occ, c0 = leg
-        last = (equity[-1] - cash) / (n * MULTIPLIER)
-        rows.append([occ, t0, entry, pd.NaT, float("nan"), float(n), n * MULTIPLIER * (last - entry) - c0, float("nan"), "Open"])
+        last = (equity[-1] - cash) / (leg.n * MULTIPLIER)
+        rows.append([leg.occ, leg.time, leg.entry, pd.NaT, float("nan"), float(leg.n), leg.n * MULTIPLIER * (last - leg.entry) - leg.commission,
+                     float("nan"), "Open"])
     idx = close.index
     equity = pd.Series(equity, idx, name="equity")
     stats = performance_stats(equity, pd.Series(traded, idx), pd.Series(held, idx))
     trades = pd.DataFrame(rows, columns=TRADE_COLUMNS)
     stats["trades"], stats["win_rate"] = int(len(trades)), float((trades["pnl"] > 0).mean()) if len(trades) else float("nan")
     stats["prices"] = "model (Black-Scholes, realized vol)"
+    stats["take_profit"], stats["buy_backs"] = take_profit_model(tp, ohlc), buy_backs
     return BacktestResult(strategy.name, dict(strategy.p), stats, trades, equity, (equity / equity.cummax() - 1).rename("drawdown"),
                           pd.Series(held, idx).to_frame(spec.text), None, allocation)
 
 def backtest_cli(strat, source: str, start=None, end=None, store=None, init_cash: float = 100_000.0, allocation: float = 1.0):
-    "`ats backtest` of an options strategy: its option legs priced by the model on the underlying's closes from `source`."
+    "`ats backtest` of an options strategy: its option legs priced by the model on the underlying's daily bars from `source`."
     from ats.data import load_prices
     specs = [parse_spec(s, strat.name) for s in strat.symbols]
     opts = [s for s in specs if s.is_option]
@@ -310,5 +397,8 @@ def backtest_cli(strat, source: str, start=None, end=None, store=None, init_cash
     except Exception as e:
         raise ValueError(f"strategy {strat.name!r}: its options are priced from {und}'s closes, which the source {source!r} lacks ({e}); "
                          f"use --source arctic with {und} stored, or --source random") from None
+    try:      # open, high and low: the take-profit limit is checked through each session as the gateway plays it
+        bars = pd.DataFrame({f: load_prices(source, [und], start, end, store=store, field=f)[und] for f in ("open", "high", "low")}).assign(close=c)
+    except Exception: bars = c      # closes only: backtest_options says so (a log line and stats['take_profit'])
     log.warning("%s: backtested with MODEL option prices (Black-Scholes, %s realized vol), not market quotes", strat.name, und)
-    return backtest_options(strat, c, init_cash=init_cash, allocation=allocation)
+    return backtest_options(strat, bars, init_cash=init_cash, allocation=allocation)

@@ -761,24 +761,16 @@ def _one_session_apart(c: Comparison, days: pd.DatetimeIndex) -> Comparison:
     return c
 
 # %% ../nbs/42_replay.ipynb #a984ade5
-class _OptionClock:
-    "What the gateway's `OptionDesk` reads of its `PaperGateway`: the exchange, the underlying's bars, the day and phase, the clock."
-    def __init__(self, ex: Exchange, und: Instrument, bars: pd.DataFrame):
-        self.exchange, self.instruments, self.bars = ex, ex.instruments, {und.con_id: bars}
-        self.days, self.day, self.phase = list(bars.index), 0, 3
-    def now(self, inst=None) -> dt.datetime:
-        from ats.gateway.service import session_time
-        return session_time(self.days[self.day], self.phase)
-
 class _OptionReplay(_Replay):
     "The runtime's option path in process (`ats.option_legs`): choose, quote, size in contracts × 100, Reg-T margin in risk, deliveries."
     def __init__(self, strategy, bars: pd.DataFrame, spec, cash, sizing, risk, allocation):
         from ats.gateway.options import OptionDesk
         from ats.gateway.service import make_instrument
+        from ats.option_legs import DeskClock            # what the desk reads of the gateway: the backtest's desk reads the same
         super().__init__(strategy, {spec.symbol: bars}, cash, sizing, risk, EngineConfig(), allocation)
         self.ex = Exchange([make_instrument(0, spec.symbol, "ARCA", "USD", spec.symbol)], cash=cash)   # conId 100000, as `self.cid`
         self.und, self.spec = self.ex.instruments[100_000], spec
-        self.gw = _OptionClock(self.ex, self.und, bars)
+        self.gw = DeskClock(self.ex, self.und, bars)
         self.desk = OptionDesk(self.gw)
         self.held = None                                   # the option the strategy holds or has orders on
         self.delivered = []                                # (time, occ, contracts, intrinsic) of each expiry
@@ -886,6 +878,7 @@ def replay_options(strategy: Strategy, underlying: pd.DataFrame, *, cash: float 
     from `start` on. Executions name the option (its OCC symbol) and carry deliveries at expiry (`result.delivered`)."""
     from tqdm.auto import tqdm
     from ats.instruments import parse_spec
+    from ats.option_legs import phases
     specs = [parse_spec(s, strategy.name) for s in strategy.symbols]
     opts = [s for s in specs if s.is_option]
     if len(opts) != 1: raise ValueError(f"strategy {strategy.name!r}: an options replay takes one option spec; symbols = {strategy.symbols}")
@@ -908,9 +901,8 @@ def replay_options(strategy: Strategy, underlying: pd.DataFrame, *, cash: float 
         t = bars.index[k]
         r = bars.iloc[k]
         gw.day, rp.now, ctx._now = k, t, t
-        path = [r.low, r.high] if r.close >= r.open else [r.high, r.low]
         ex.market_open = True
-        for ph, px in enumerate([r.open, *path, r.close]):         # `PaperGateway._phase`: the underlying, then its options
+        for ph, px in enumerate(phases(r)):                       # `PaperGateway._phase`: the underlying, then its options
             gw.phase = ph
             if ph == 0: ex.bar[u] = Bar(t.date(), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume)); ex.used[u] = Decimal(0)
             ex.last[u] = float(px)
@@ -955,10 +947,11 @@ def option_tolerance(mid: float, occ: str, closes: pd.Series, i: int, s_open: fl
     return max(mid - bid, ask - mid) + 1.5 * drift + 0.01
 
 def compare_options(bt, rp: ReplayResult, underlying: pd.DataFrame) -> Comparison:
-    """The backtest's option trades (`backtest_options`: at model mid prices at a close) against the replay's (at the
-    gateway's bid/ask at the next open, deliveries at the expiration's close), option by option (OCC symbol): the same
-    option and contracts; a sale or take-profit buy-back one session later within `option_tolerance`; an expiry on the
-    same day at the same intrinsic value (to 0.0001)."""
+    """The backtest's option trades (`backtest_options`: sales at model mid prices at a close, take-profit buy-backs at the
+    desk's ask in the session's phase the limit is reached) against the replay's (sales at the gateway's bid at the next
+    open, the GTC limit filled by the desk, deliveries at the expiration's close), option by option (OCC symbol): the same
+    option and contracts; a sale one session later within `option_tolerance`; a take-profit buy-back or an expiry on the
+    same day at the same price (to 0.0001: the desk's ask at the same phase, or the intrinsic value at the close)."""
     und = underlying.copy()
     und.index = pd.DatetimeIndex(und.index).tz_localize(None).normalize() if pd.DatetimeIndex(und.index).tz is not None else pd.DatetimeIndex(und.index).normalize()
     days = list(und.index)
@@ -975,17 +968,17 @@ def compare_options(bt, rp: ReplayResult, underlying: pd.DataFrame) -> Compariso
     rows, used = [], set()
     for x in b:
         i = days.index(x["time"]) if x["time"] in days else None
-        expiry = x["leg"] == "close" and not any(y["kind"] == "trade" and y["symbol"] == x["symbol"] and y["quantity"] == x["quantity"] for y in r_)
-        want = x["time"] if expiry else (days[i + OPTION_FILL_LAG] if i is not None and i + OPTION_FILL_LAG < len(days) else None)
+        same_day = x["leg"] == "close"             # a buy-back (the limit rests at the desk in both) or an expiry
+        want = x["time"] if same_day else (days[i + OPTION_FILL_LAG] if i is not None and i + OPTION_FILL_LAG < len(days) else None)
         j = next((k for k, y in enumerate(r_) if k not in used and y["symbol"] == x["symbol"] and y["time"] == want and y["quantity"] == x["quantity"]), None)
         row = dict(time=x["time"], symbol=x["symbol"], quantity_backtest=x["quantity"], price_backtest=x["price"], quantity_replay=float("nan"),
                    price_replay=float("nan"), tolerance=float("nan"), verdict="only in backtest")
         if j is not None:
             used.add(j); y = r_[j]
-            tol = 0.0001 if expiry else option_tolerance(x["price"], x["symbol"], und["close"], i, float(und["open"].iloc[i + OPTION_FILL_LAG]))
+            tol = 0.0001 if same_day else option_tolerance(x["price"], x["symbol"], und["close"], i, float(und["open"].iloc[i + OPTION_FILL_LAG]))
             ok = abs(y["price"] - x["price"]) <= tol + 1e-9
             row.update(quantity_replay=y["quantity"], price_replay=y["price"], tolerance=tol,
-                       verdict=("match" if expiry else "one session apart") if ok else "price")
+                       verdict=("match" if same_day else "one session apart") if ok else "price")
         rows.append(row)
     end = nday(rp.equity.index[-1])
     for k, y in enumerate(r_):
@@ -1011,10 +1004,11 @@ def run_option_replay(run, start=None, end=None, source: str = "sample", *, stor
     sizing, risk = _replay_configs(settings, risk_limits)
     rp = replay_options(strat, under, cash=cash, sizing=sizing, risk=risk, start=start, end=end, allocation=run.allocation,
                         risk_limits=run.risk_limits if risk_limits else None, progress=progress)
-    # the backtest's first decision at the replay's first close: 31 closes before it give the desk's volatility (30 returns)
-    close = under["close"]
-    close.index = pd.DatetimeIndex(close.index).tz_localize(None).normalize() if pd.DatetimeIndex(close.index).tz is not None else pd.DatetimeIndex(close.index).normalize()
-    first = close.index.searchsorted(rp.equity.index[0])
-    bt = backtest_options(run.strategy(), close.iloc[first - 31:], init_cash=cash, allocation=run.allocation, lookback=31)
+    # the backtest's first decision at the replay's first close: 31 closes before it give the desk's volatility (30 returns);
+    # its bars (open, high, low, close) walk each session's phases for the take-profit limit, as the desk does
+    bars = under[["open", "high", "low", "close"]].copy()
+    bars.index = pd.DatetimeIndex(bars.index).tz_localize(None).normalize() if pd.DatetimeIndex(bars.index).tz is not None else pd.DatetimeIndex(bars.index).normalize()
+    first = bars.index.searchsorted(rp.equity.index[0])
+    bt = backtest_options(run.strategy(), bars.iloc[first - 31:], init_cash=cash, allocation=run.allocation, lookback=31)
     bt.run = run
     return bt, rp, compare_options(bt, rp, under)

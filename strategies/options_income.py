@@ -9,7 +9,8 @@ by default; 0 holds every put to expiry). A put that expires out of the money le
 premium is kept); one in the money is assigned: 100 SPY shares per contract bought at the strike. It does not sell
 covered calls: it sells assigned shares at the next bar's market order and goes on selling puts.
 Not active after `ats init`: activate it with `ats strategies activate options_income` once the account can trade
-options. `ats backtest options_income` prices its puts with the paper gateway's model (Black-Scholes, realized vol)."""
+options. `ats backtest options_income` prices its puts with the paper gateway's model (Black-Scholes, realized vol) and
+fills the take-profit limit as the gateway does: intraday, at the first ask at or below it (`ats replay` matches it)."""
 import math
 from ats.strategy import Strategy, StrategyParamError
 

@@ -2,6 +2,7 @@
 (ats.replay.replay_options: the OptionDesk's chain, model prices, quotes and expiry settlement) against its model-priced
 backtest, within the tolerances of nbs/42_replay.ipynb (one session later, the bid instead of the model mid)."""
 import json, shutil
+import pandas as pd
 from decimal import Decimal
 from conftest import run_ats
 from runtime_helpers import ROOT
@@ -42,3 +43,50 @@ def test_the_replay_sells_puts_and_books_assignments_at_the_strike_into_the_ledg
     stock_sales = sum(-f.quantity * f.price - f.commission for f in fills if f.sec_type == "STK" and f.kind == "trade")
     cash = sum(rp.ledger.cash.values())
     assert cash == premium - commissions - assignment_cash + stock_sales
+
+
+def test_ats_replay_options_income_with_its_default_take_profit_matches_its_backtest(tmp_path):
+    "Issue 15: with take_profit = 0.5 (the default) the buy-backs differed in day and price and `ats replay` exited 1."
+    shutil.copytree(ROOT / "strategies", tmp_path / "strategies")
+    run_ats("init", cwd=tmp_path, check=True)
+    r = run_ats("replay", "options_income", "--json", "--cash", "30000", "--start", "2005-03-01", "--end", "2005-06-30", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    j = json.loads(r.stdout)
+    assert j["params"]["take_profit"] == 0.5 and j["matched"] and j["differences"] == [] and j["refused"] == [] and j["executions"] >= 15, j
+
+
+def test_the_default_take_profit_buys_back_on_the_same_day_at_the_same_price_and_the_cash_differs_only_by_the_stated_causes():
+    from ats.backtest import strategy_run
+    from ats.replay import run_option_replay
+    run = strategy_run("options_income", strategies_dir=ROOT / "strategies")
+    bt, rp, c = run_option_replay(run, "2005-03-01", "2005-06-30", "sample", cash=30_000.0, progress=False)
+    assert bt.params["take_profit"] == rp.params["take_profit"] == 0.5 and c.matched, c.differences
+    e = rp.executions
+    opt, stk = e[e.symbol.str.len() > 10], e[e.symbol.str.len() <= 10]
+    sales, buy_backs = opt[(opt.kind == "trade") & (opt.quantity < 0)], opt[(opt.kind == "trade") & (opt.quantity > 0)]
+    assert len(buy_backs) >= 5 and bt.stats["buy_backs"] == len(buy_backs)
+    # every buy-back: the backtest's on the same day at the same price (the desk's ask at the phase the limit is reached)
+    x = c.executions
+    closes = x[x.quantity_backtest > 0].set_index(["time", x.loc[x.quantity_backtest > 0, "symbol"]])
+    day = lambda t: pd.Timestamp(t).tz_convert(None).normalize()
+    for b in buy_backs.itertuples():
+        row = closes.loc[(day(b.time), " ".join(b.symbol.split()))]
+        assert row.verdict == "match" and row.price_replay == b.price and abs(row.price_backtest - b.price) <= 0.0001
+    # sales one session later within their stated tolerance (the half-spread and the overnight move)
+    sold = x[x.quantity_backtest < 0]
+    assert len(sold) == len(sales) and (sold.verdict == "one session apart").all() and (sold.price_diff.abs() <= sold.tolerance + 1e-9).all()
+    # the final cash: the replay's is the backtest's plus (1) each sale's bid at the next open against the model mid at
+    # the close and (2) the assigned shares — the backtest books the intrinsic value at the expiration's close, the replay
+    # buys 100 shares at the strike and sells them at the next open with commission — to the cent: buy-backs add nothing
+    closed = bt.trades[bt.trades.status == "Closed"]
+    bought = pd.Series([(t, " ".join(o.split())) in {(day(b.time), " ".join(b.symbol.split())) for b in buy_backs.itertuples()}
+                        for t, o in zip(closed.exit_time, closed.symbol)], closed.index)
+    bt_cash = 30_000.0 + (-bt.trades["size"] * 100 * bt.trades.entry_price - 1.00).sum() \
+        + (closed["size"] * 100 * closed.exit_price).sum() - 1.00 * bought.sum()
+    rp_cash = 30_000.0 + float(sum(rp.ledger.cash.values()))                   # the ledger books the strategy's cash flows
+    premium_gap = (sold.price_replay - sold.price_backtest).mul(-sold.quantity_replay * 100).sum()
+    intrinsic = (closed["size"] * 100 * closed.exit_price)[~bought].sum()       # paid by the backtest at expiry: -100 × intrinsic each
+    shares = (-stk.quantity * stk.price - stk.commission).sum()               # bought at the strike, sold at the next open
+    assert len(stk) and bought.sum() == len(buy_backs)
+    assert abs(rp_cash - (bt_cash + premium_gap - intrinsic + shares)) < 0.005, \
+        (rp_cash, bt_cash, premium_gap, intrinsic, shares)

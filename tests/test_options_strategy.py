@@ -129,21 +129,120 @@ def test_options_income_sells_a_put_through_the_runtime_and_books_its_expiry(pro
 def test_backtest_of_options_income_counts_contracts_times_100_and_commissions():
     from ats.backtest import run_backtest_cli
     from ats.gateway.options import parse_occ
+    from ats.data import load_prices
+    from ats.option_legs import DeskQuotes
+    spy = pd.DataFrame({f: load_prices("random", ["SPY"], "2010-01-01", "2012-12-31", field=f)["SPY"] for f in ("open", "high", "low", "close")})
+    desk = DeskQuotes("SPY", spy)         # the paper gateway's OptionDesk on these bars
     for tp in (0.5, 0.0):
         res = run_backtest_cli("options_income", None, "2010-01-01", "2012-12-31", source="random", params=dict(max_contracts=3, take_profit=tp),
                                strategies_dir=ROOT / "strategies", init_cash=1_000_000.0)
         t = res.trades
         closed = t[t.status == "Closed"]
         assert len(closed) >= 8 and (closed["size"] == -3).all() and res.stats["prices"].startswith("model")
-        expiry = closed.symbol.map(lambda s: parse_occ(s)[1])
-        at_expiry = closed.exit_time.dt.date >= expiry
-        # a put held to expiry is worth its intrinsic value then (no commission); one bought back (take profit) costs
-        # at most half its premium and 0.65 × 3 = 1.95 commission, as its sale did
-        assert (closed.exit_price[~at_expiry] <= closed.entry_price[~at_expiry] * tp + 1e-9).all()
-        assert at_expiry.all() if tp == 0 else (~at_expiry).any()
-        commissions = 1.95 + 1.95 * (~at_expiry).astype(float)
-        expected = closed["size"] * 100 * (closed.exit_price - closed.entry_price) - commissions
-        assert list(closed.pnl.round(6)) == list(expected.round(6))
+        occ = closed.symbol.map(parse_occ)
+        at_expiry = closed.exit_time.dt.date >= occ.map(lambda o: o[1])
+        # each closed put either settled at expiry at its intrinsic value at that close (no commission), or was bought back
+        # by the take-profit (before or on the expiration day) at most at its limit — half the premium its sale gets (the
+        # desk's bid at the next open) rounded to the cent — with 0.65 × 3 = 1.95 commission, as its sale
+        gross = closed["size"] * 100 * (closed.exit_price - closed.entry_price)
+        bought = (closed.pnl - (gross - 3.90)).abs() < 1e-6
+        assert (((closed.pnl - (gross - 1.95)).abs() < 1e-6) | bought).all()
+        assert bought[~at_expiry].all() and res.stats["buy_backs"] == bought.sum()
+        sale = lambda r: desk.quote(desk.option(r.symbol[1], r.symbol[3], "P"), spy.index.get_loc(r.entry_time) + 1, 0)[0]
+        limits = [round(sale(r) * tp, 2) for r in closed[bought].assign(symbol=occ[bought]).itertuples()]
+        assert (closed.exit_price[bought] <= pd.Series(limits, closed.index[bought]) + 1e-9).all()
+        assert bought.any() and "intraday" in res.stats["take_profit"] if tp else not bought.any()
+        S = spy.close.loc[closed.exit_time[~bought]].values           # the closes the backtest saw
+        assert list(closed.exit_price[~bought]) == [round(max(o[3] - s, 0.0), 4) for o, s in zip(occ[~bought], S)]
         # the equity is the starting cash plus every trade's P&L (the open one marked to the model)
         assert res.equity.iloc[-1] == pytest.approx(1_000_000.0 + t.pnl.sum())
     assert (closed.exit_price > 0).any() and (closed.exit_price == 0).any()     # held to expiry: some assigned, some worthless
+
+
+# ---- the backtest's take-profit: a GTC limit resting at the paper gateway's OptionDesk (issue 15) --------------------
+def _income(tp=0.5):
+    from ats.strategy import load_strategy_class
+    return load_strategy_class(ROOT / "strategies" / "options_income.py")(dict(max_contracts=1, take_profit=tp), name="options_income")
+
+
+def _calm_spy(n=32, s0=100.0):
+    "n daily OHLC bars of a calm SPY around 100 (±1 % a day: ~16 % realized vol); the backtest sells its first put at the last close."
+    days = pd.bdate_range("2021-03-01", periods=n)
+    close = [s0 * (1.01 if i % 2 else 1.0) for i in range(n)]
+    return pd.DataFrame(dict(open=close, high=close, low=close, close=close, volume=1e6), index=days)
+
+
+def _flat(df, day, px):
+    return pd.concat([df, pd.DataFrame(dict(open=[px], high=[px], low=[px], close=[px], volume=[1e6]), index=[day])])
+
+
+def _desk_quote(bars, occ, i, S, phase):
+    "The (bid, ask) the gateway's desk quotes for `occ` at `phase` of session `i` with the underlying at S, computed here from the model."
+    from ats.gateway.options import bs, realized_vol, option_quote, parse_occ, RATE, NEW_YORK
+    from ats.gateway.service import session_time
+    _, expiry, right, K = parse_occ(occ)
+    sigma = max(0.05, realized_vol(bars["close"].iloc[max(0, i - 31):i].tolist()) or 0.25)      # the 30 returns before the day
+    T = (dt.datetime.combine(expiry, dt.time(16), NEW_YORK) - session_time(bars.index[i], phase)).total_seconds() / (365 * 86400)
+    return option_quote(bs(S, K, T, RATE, sigma, right).price)
+
+
+def _desk_ask(bars, occ, i, S, phase): return _desk_quote(bars, occ, i, S, phase)[1]
+
+
+def _limit(bars, sold, tp=0.5):
+    "The strategy's take-profit limit: round(premium × (1 − tp), 2) of the premium its sale gets, the desk's bid at the next open."
+    i = bars.index.get_loc(sold.entry_time) + 1
+    return round(_desk_quote(bars, sold.symbol, i, float(bars.open.iloc[i]), 0)[0] * (1 - tp), 2)
+
+
+def test_backtest_take_profit_fills_when_the_days_high_brings_the_puts_ask_to_the_limit_though_the_close_does_not():
+    from ats.option_legs import backtest_options
+    bars = _calm_spy()
+    s = float(bars.close.iloc[-1])
+    bars = _flat(bars, bars.index[-1] + pd.offsets.BDay(), s)            # the sale fills at this open: the limit is placed after
+    day = bars.index[-1] + pd.offsets.BDay()                             # it works from here: SPY spikes 10 % and closes where it opened
+    bars = pd.concat([bars, pd.DataFrame(dict(open=[s], high=[s * 1.10], low=[s * 0.995], close=[s], volume=[1e6]), index=[day])])
+    for _ in range(3): bars = _flat(bars, bars.index[-1] + pd.offsets.BDay(), s)
+    res = backtest_options(_income(), bars, init_cash=30_000.0, lookback=31)
+    sold, again = res.trades.iloc[0], res.trades.iloc[1]
+    limit = _limit(bars, sold)
+    # bought back on the spike's day at the desk's ask at its high (phase 2: the low comes first on an up day), under the limit
+    i = bars.index.get_loc(day)
+    ask = _desk_ask(bars, sold.symbol, i, s * 1.10, 2)
+    assert sold.status == "Closed" and sold.exit_time == day and sold.entry_time == bars.index[31]
+    assert sold.exit_price == ask and ask <= limit
+    assert _desk_ask(bars, sold.symbol, i, s, 3) > limit                # at the close the put is worth far more: a close-only check misses it
+    assert sold.pnl == pytest.approx(-100 * (ask - sold.entry_price) - 1.00 - 1.00)      # the desk's commission on both orders
+    assert again.entry_time == day and res.stats["buy_backs"] == 1 and "intraday" in res.stats["take_profit"]
+    # closes only (no OHLC): the approximation is stated, and this limit is never reached
+    only_closes = backtest_options(_income(), bars["close"], init_cash=30_000.0, lookback=31)
+    assert only_closes.trades.iloc[0].status == "Open" and only_closes.stats["buy_backs"] == 0
+    assert "closes only" in only_closes.stats["take_profit"]
+
+
+def test_backtest_take_profit_waits_while_the_ask_stays_above_the_limit_though_the_model_mid_is_below_it():
+    from ats.option_legs import backtest_options
+    from ats.gateway.options import bs, realized_vol, parse_occ, RATE, NEW_YORK
+    from ats.gateway.service import session_time
+    bars = _calm_spy()
+    s = float(bars.close.iloc[-1])
+    bars = _flat(bars, bars.index[-1] + pd.offsets.BDay(), s)
+    sold = backtest_options(_income(), bars, init_cash=30_000.0, lookback=31).trades.iloc[0]
+    limit = _limit(bars, sold)
+    # the next session SPY rises to where the put's model mid is 0.2 cent under both the limit and half the premium: the
+    # desk asks at least a cent more than the mid, so the resting buy at the limit does not fill (the old close check did)
+    _, expiry, right, K = parse_occ(sold.symbol)
+    day = bars.index[-1] + pd.offsets.BDay()
+    sigma = max(0.05, realized_vol(bars["close"].iloc[-31:].tolist()))
+    T = (dt.datetime.combine(expiry, dt.time(16), NEW_YORK) - session_time(day, 3)).total_seconds() / (365 * 86400)
+    target, lo, hi = min(limit, sold.entry_price * 0.5) - 0.002, s, 2 * s
+    for _ in range(100):                                               # the SPY close that puts the mid at the target
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if bs(mid, K, T, RATE, sigma, right).price > target else (lo, mid)
+    bars = _flat(bars, day, lo)
+    i = len(bars) - 1
+    assert bs(lo, K, T, RATE, sigma, right).price <= sold.entry_price * 0.5
+    assert all(_desk_ask(bars, sold.symbol, i, lo, ph) > limit for ph in range(4))
+    res = backtest_options(_income(), bars, init_cash=30_000.0, lookback=31)
+    [held] = res.trades.itertuples()
+    assert held.status == "Open" and res.stats["buy_backs"] == 0
