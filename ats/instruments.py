@@ -290,8 +290,8 @@ def futures_pnl(contracts: pd.Series, opens: pd.Series, close: pd.Series, multip
     pnl = (prev * (opens - close.shift(1)).fillna(0.0) + held * (close - opens)) * multiplier - traded.abs() * commission
     return pd.DataFrame(dict(held=held, traded=traded, pnl=pnl))
 
-def _segments(d: pd.DataFrame, opens: pd.Series, symbol: str) -> pd.DataFrame:
-    "One row per holding period (same side, not flat) for the trades table."
+def _segments(d: pd.DataFrame, opens: pd.Series, symbol: str, multiplier: float = 1.0) -> pd.DataFrame:
+    "One row per holding period (same side, not flat) for the trades table; `ret` is the P&L on the entry's notional (contracts × entry price × multiplier)."
     from ats.backtest import TRADE_COLUMNS
     side = np.sign(d["held"])
     rows, start = [], None
@@ -299,12 +299,15 @@ def _segments(d: pd.DataFrame, opens: pd.Series, symbol: str) -> pd.DataFrame:
         if start is not None and side.iloc[i] != side.iloc[start]:
             seg = d.iloc[start:i + 1]
             pnl = float(seg["pnl"].iloc[:-1].sum() + (seg["pnl"].iloc[-1] if side.iloc[i] == 0 else 0))
-            rows.append([symbol, d.index[start], float(opens.iloc[start]), t, float(opens.iloc[i]), float(seg["held"].iloc[0]), pnl, float("nan"), "Closed"])
+            size = float(seg["held"].iloc[0])
+            rows.append([symbol, d.index[start], float(opens.iloc[start]), t, float(opens.iloc[i]), size, pnl,
+                         pnl / (abs(size) * float(opens.iloc[start]) * multiplier), "Closed"])
             start = None
         if start is None and side.iloc[i] != 0: start = i
     if start is not None:
-        rows.append([symbol, d.index[start], float(opens.iloc[start]), pd.NaT, float("nan"), float(d["held"].iloc[start]),
-                     float(d["pnl"].iloc[start:].sum()), float("nan"), "Open"])
+        size, pnl = float(d["held"].iloc[start]), float(d["pnl"].iloc[start:].sum())
+        rows.append([symbol, d.index[start], float(opens.iloc[start]), pd.NaT, float("nan"), size, pnl,
+                     pnl / (abs(size) * float(opens.iloc[start]) * multiplier), "Open"])
     return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
 def backtest_future(strategy, opens: pd.Series, close: pd.Series, *, multiplier: float, init_cash: float = 100_000.0,
@@ -317,7 +320,7 @@ def backtest_future(strategy, opens: pd.Series, close: pd.Series, *, multiplier:
     d = futures_pnl(target, opens, close, multiplier, commission)
     equity = (init_cash + d["pnl"].cumsum()).rename("equity")
     stats = performance_stats(equity, d["traded"].abs() * opens * multiplier, d["held"])
-    trades = _segments(d, opens, strategy.symbols[0])
+    trades = _segments(d, opens, strategy.symbols[0], multiplier)
     stats["trades"], stats["win_rate"] = int(len(trades)), float((trades["pnl"] > 0).mean()) if len(trades) else float("nan")
     return BacktestResult(strategy.name, dict(strategy.p), stats, trades, equity, (equity / equity.cummax() - 1).rename("drawdown"),
                           target.to_frame(strategy.symbols[0]), None, allocation)

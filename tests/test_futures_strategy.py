@@ -114,3 +114,6 @@ def test_backtest_of_futures_trend_counts_whole_contracts_times_50():
     expected = closed["size"] * (closed.exit_price - closed.entry_price) * 50 - 2 * 0.85 * closed["size"].abs()
     assert list(closed.pnl.round(6)) == list(expected.round(6))
     assert res.equity.iloc[-1] == pytest.approx(1_000_000.0 + res.trades.pnl.sum())
+    # the return of each trade is on the notional it opened: contracts × entry price × 50 (it was NaN in `ats backtest`)
+    assert list(res.trades.ret.round(9)) == list((res.trades.pnl / (res.trades["size"].abs() * res.trades.entry_price * 50)).round(9))
+    assert res.trades.ret.notna().all()
