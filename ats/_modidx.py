@@ -110,6 +110,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'ats.backtest.SweepJob': ('backtest.html#sweepjob', 'ats/backtest.py'),
                               'ats.backtest._check_name': ('backtest.html#_check_name', 'ats/backtest.py'),
                               'ats.backtest._check_sweep': ('backtest.html#_check_sweep', 'ats/backtest.py'),
+                              'ats.backtest._check_workers_see_store': ('backtest.html#_check_workers_see_store', 'ats/backtest.py'),
                               'ats.backtest._close_and_open': ('backtest.html#_close_and_open', 'ats/backtest.py'),
                               'ats.backtest._config_store': ('backtest.html#_config_store', 'ats/backtest.py'),
                               'ats.backtest._grid_scalar': ('backtest.html#_grid_scalar', 'ats/backtest.py'),

@@ -273,6 +273,19 @@ def _sweep_chunk(job: SweepJob, combos: list[tuple]) -> list[dict]:
     kw = {**job.bt_kw, "open_prices": px["open"]}
     return [_sweep_row(job.strategy_cls, px["close"], list(job.keys), c, job.base_params, kw) for c in combos]
 
+def _check_workers_see_store(client, store) -> None:
+    """Tasks read their prices from the store themselves, so every worker must reach it. An S3 store any machine can;
+    a local LMDB folder only the workers that see that path (a local cluster, or a path every worker mounts). Asked of
+    each worker before any task runs: otherwise a worker elsewhere would open an empty database of its own there."""
+    from ats.store import lmdb_path
+    path = lmdb_path(store.uri)
+    if path is None: return
+    blind = sorted(w for w, ok in client.run(os.path.isdir, str(path)).items() if not ok)
+    if blind:
+        raise SweepError(f"the database is a local LMDB folder ({path}) that Dask worker(s) {', '.join(blind)} cannot see: "
+                         "workers on other machines need a shared store — put it in a bucket ([arctic] uri = s3://…, "
+                         "chapter 69_s3) or on a path every worker mounts at the same place")
+
 def _tcp_refusal(addr: str, timeout: float) -> OSError | None:
     "Why a tcp:// scheduler address refuses a connection, at once (Dask itself retries until its timeout); None if it answers."
     import socket
@@ -338,6 +351,7 @@ def sweep_on(store, strategy_cls, symbols: list[str], grid: dict[str, list], *, 
         with dask_client(scheduler, workers) as c:
             return sweep_on(store, strategy_cls, symbols, grid, start=start, end=end, base_params=base_params, client=c,
                             chunk=chunk, retries=retries, progress=progress, **bt_kw)
+    _check_workers_see_store(client, store)
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     size = chunk or max(1, math.ceil(len(combos) / (4 * n_workers)))
     chunks = [combos[i:i + size] for i in range(0, len(combos), size)]

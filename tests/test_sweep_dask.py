@@ -161,3 +161,18 @@ def test_a_killed_worker_costs_only_a_retry(store, client, tmp_path):
     got = sweep_on(store, cls, SYMS, GRID, client=client, chunk=1, base_params=dict(marker=str(marker)), progress=False)
     assert int(marker.read_text()) in pids                  # a worker process of the cluster really died mid-sweep
     pd.testing.assert_frame_equal(got, in_process(client, cls, store, GRID, marker=str(marker)), check_exact=True)
+
+
+def test_a_local_lmdb_store_the_workers_cannot_see_is_refused_before_any_task(tmp_path, client):
+    """Workers read the store themselves: one on another machine cannot open this machine's LMDB folder (it would open an
+    empty database of its own at that path). Simulated with a store whose folder moves away after the client opened it:
+    the workers are asked first, and the refusal names them and what to do."""
+    import shutil
+    from ats.backtest import SweepError
+    st = Store(f"lmdb://{tmp_path}/db")
+    assert not ingest(st, RandomWalkSource(seed=4, start="2020-01-01", end="2020-06-30"), SYMS, progress=False).errors
+    shutil.move(str(tmp_path / "db"), str(tmp_path / "elsewhere"))
+    cls = load_strategy_class(ROOT / "strategies" / "ma_crossover.py")
+    with pytest.raises(SweepError, match=r"local LMDB folder .*db\) that Dask worker\(s\) tcp://.* cannot see.*s3://"):
+        sweep_on(st, cls, SYMS, dict(fast=[5], slow=[20]), client=client, progress=False)
+    assert not (tmp_path / "db").exists()                  # and nothing was created in its place
