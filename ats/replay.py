@@ -14,7 +14,7 @@ from pathlib import Path
 from .strategy import Strategy, OrderIntent, BarEvent
 from .sizing import SizingConfig, SizingError, intent_delta, daily_volatility, strategy_capital
 from .data import adjust_bars
-from .risk import RiskEngine, RiskConfig, PortfolioSnapshot, Order as RiskOrder
+from .risk import RiskEngine, RiskConfig, PortfolioSnapshot, Order as RiskOrder, held_key
 from .ledger import Ledger, Fill
 from .gateway.exchange import Exchange, Instrument, Bar, EngineConfig
 
@@ -542,11 +542,12 @@ class _FuturesReplay:
     def capital(self) -> float: return strategy_capital(self.nav(), self.allocation)
 
     def snapshot(self) -> PortfolioSnapshot:
-        "The runtime's picture: ledger positions under the contract's symbol, working orders, the spec's last price."
+        "The runtime's picture: ledger positions under their `held_key` ('ES.FUT'), working orders, the spec's last price."
         if self._snap is not None: return self._snap
         pos = {}
         for p in self.ledger.positions.values():
-            if p.quantity: pos[(self.name, p.symbol)] = pos.get((self.name, p.symbol), 0.0) + float(p.quantity)
+            if p.quantity:
+                k = (self.name, held_key(p.symbol, p.sec_type, p.currency)); pos[k] = pos.get(k, 0.0) + float(p.quantity)
         for o in self.ex.orders.values():
             if not o.done: pos[(self.name, self.sym)] = pos.get((self.name, self.sym), 0.0) + float(o.remaining * o.sign)
         acct = {k: float(v) for k, v, _ in self.ex.account_values() if k in ("NetLiquidation", "ExcessLiquidity", "InitMarginReq")}

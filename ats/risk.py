@@ -216,20 +216,22 @@ OrderRequest = Order                  # the name the runtime used first
 
 @functools.lru_cache(maxsize=4096)
 def exposure_key(symbol: str) -> str:
-    """The key risk counts one exposure under: a future's root for every spelling of it ('ES.FUT', 'FUT:ES@CME',
-    'ES.FUT:roll=3') and for its contracts' own symbol ('ES', whichever month: after a roll the old and the new contract
-    are one exposure); an FX pair's spec ('EURUSD.CASH', 'CASH:EURUSD') as IB names the pair it holds ('EUR.USD', see
-    `held_key`); any other symbol as it is."""
+    """The key risk counts one exposure under, the same for an order's symbol and for a held position (`held_key`):
+    a future as its root and '.FUT' for every spelling of it ('ES.FUT', 'FUT:ES@CME', 'ES.FUT:roll=3'), so that after
+    a roll the old and the new contract are one exposure and the stock ES (Eversource) is another; an FX pair's spec
+    ('EURUSD.CASH', 'CASH:EURUSD') as IB names the pair ('EUR.USD'); any other symbol as it is."""
     from ats.instruments import parse_spec, InstrumentSpecError
     try: sp = parse_spec(symbol)
     except (InstrumentSpecError, TypeError): return symbol
     if sp.kind == "CASH": return f"{sp.symbol[:3]}.{sp.symbol[3:]}"
-    return sp.symbol if sp.kind == "FUT" else symbol
+    return f"{sp.symbol}.FUT" if sp.kind == "FUT" else symbol
 
 def held_key(symbol: str, sec_type: str = "STK", currency: str = "") -> str:
-    """The symbol a held position counts under. IB (and the ledger) hold an FX pair under its base currency alone
-    (symbol 'EUR', currency 'USD'), which says neither the pair nor that it is one: it counts as 'EUR.USD', the key
-    its spec's orders have, so a per-symbol limit sees the pair held. Anything else counts under its symbol."""
+    """The key a held position counts under (`exposure_key` of the orders that trade it). IB (and the ledger) hold a
+    future under its root alone ('ES', whichever month) and an FX pair under its base currency alone ('EUR', currency
+    'USD'): neither says what it is, so they count as 'ES.FUT' and 'EUR.USD', and a per-symbol limit sees them held.
+    Anything else counts under its symbol."""
+    if sec_type in ("FUT", "CONTFUT"): return f"{symbol}.FUT"
     return f"{symbol}.{currency}" if sec_type == "CASH" and currency else symbol
 
 def _unit(p) -> float | None:
@@ -285,8 +287,8 @@ class PortfolioSnapshot:
         "Totals computed once per snapshot: value per unit, gross per strategy and account, net per symbol, correlations."
         d = self._d
         if d is not None and d["min_days"] == min_days: return d
-        # one exposure per key (`exposure_key`): a future held under its contract's symbol ('ES', any month) and ordered
-        # under the strategy's spec ('ES.FUT') is one position; a spec's live price wins over a held contract's mark
+        # one exposure per key (`exposure_key`): a future held (any month, 'ES.FUT' by `held_key`) and ordered under the
+        # strategy's spec ('ES.FUT:roll=3') is one position; a spec's live price wins over a held contract's mark
         unit, spos = {}, {}
         for s, p in sorted(self.prices.items(), key=lambda kv: exposure_key(kv[0]) != kv[0]):
             u = _unit(p)
@@ -569,7 +571,7 @@ class RiskEngine:
     # ---- the check chain --------------------------------------------------------------------
     def check(self, o: Order, snap: PortfolioSnapshot) -> Decision:
         "May this order go out? Every limit it would break, with values; reducing orders always pass."
-        key = exposure_key(o.symbol)                  # 'ES.FUT' ordered, 'ES' held: one position
+        key = exposure_key(o.symbol)                  # 'ES.FUT:roll=3' ordered, ESM6 held ('ES.FUT' by held_key): one position
         cur_raw = snap.derived(self.cfg.min_correlation_days)["spos"].get((o.strategy, key), 0)
         try:
             cur, q = _dec(cur_raw), _dec(o.quantity)

@@ -11,17 +11,19 @@ PX = 1300.0                                  # one ES contract = 65,000 of expos
 
 
 def snap(held: float, excess: float = 1_000_000.0) -> PortfolioSnapshot:
-    "As the runtime builds it: the ledger's position under the contract's symbol, the live price under the spec."
-    return PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=excess, positions={("trend", "ES"): held} if held else {},
-                             prices={"ES.FUT": (PX, 50.0, 1.0), "ES": (PX, 50.0, 1.0)})
+    "As the runtime builds it: the ledger's ES contracts under their held_key 'ES.FUT', the live price under the spec."
+    return PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=excess, positions={("trend", "ES.FUT"): held} if held else {},
+                             prices={"ES.FUT:roll=5": (PX, 50.0, 1.0), "ES.FUT": (PX, 50.0, 1.0)})
 
 
-def order(q: float) -> Order: return Order("trend", "ES.FUT", q, PX, instrument=ES)
+def order(q: float) -> Order: return Order("trend", "ES.FUT:roll=5", q, PX, instrument=ES)
 
 
 def test_every_spelling_of_a_future_is_one_exposure_under_its_root():
-    assert {exposure_key(s) for s in ("ES", "ES.FUT", "FUT:ES", "ES.FUT:roll=3", "ES.FUT@CME")} == {"ES"}
+    from ats.risk import held_key
+    assert {exposure_key(s) for s in ("ES.FUT", "FUT:ES", "ES.FUT:roll=3", "ES.FUT@CME")} == {held_key("ES", "FUT")} == {"ES.FUT"}
     assert exposure_key("AAPL") == "AAPL" and exposure_key("EURUSD.CASH") == "EUR.USD"        # as IB names the held pair
+    assert exposure_key("ES") == held_key("ES", "STK") == "ES"                  # Eversource's stock is another exposure
 
 
 def test_a_position_limit_binds_an_es_fut_order_given_the_held_es_contracts():
@@ -34,14 +36,24 @@ def test_a_position_limit_binds_an_es_fut_order_given_the_held_es_contracts():
     assert eng.check(order(-2), snap(2)).reducing
 
 
+def test_the_stock_es_and_the_es_future_are_two_exposures():
+    "Eversource trades as ES on NYSE: 1,000 of its shares held are not 1,000 ES contracts (before, both counted under 'ES')."
+    eng = RiskEngine(RiskConfig(max_position_size=1.0, max_portfolio_weight=10), {"trend": dict(max_position_value=150_000)})
+    s = PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=1_000_000.0, positions={("trend", "ES"): 1000.0},
+                          prices={"ES": 65.0, "ES.FUT:roll=5": (PX, 50.0, 1.0)})
+    assert eng.check(order(2), s).allowed                                  # 2 contracts: 130,000 of futures exposure
+    d = eng.check(Order("trend", "ES", 2000, 65.0), s)                      # 3,000 shares: 195,000 of the stock
+    assert not d.allowed and "195,000" in d.message, d.message
+
+
 def test_after_a_roll_the_old_and_the_new_contract_count_as_one_exposure():
     "Mid-roll the ledger holds the old month (ESH6) and the new one (ESM6): both are ES positions of the strategy."
     eng = RiskEngine(RiskConfig(max_position_size=0.15, max_portfolio_weight=10))
-    s = PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=1_000_000.0, positions={("trend", "ES"): 2.0},  # 1 ESH6 + 1 ESM6
-                          prices={"ES.FUT": (PX, 50.0, 1.0)})
+    s = PortfolioSnapshot(nav=1_000_000.0, excess_liquidity=1_000_000.0, positions={("trend", "ES.FUT"): 2.0},  # 1 ESH6 + 1 ESM6
+                          prices={"ES.FUT:roll=5": (PX, 50.0, 1.0)})
     d = eng.check(order(1), s)                                       # 3 × 65,000 = 19.5 % > 15 %
     assert not d.allowed and "max_position_size" in d.message and "19.50%" in d.message, d.message
-    assert eng.usage(s)["strategies"]["trend"]["largest_symbol"] == "ES"
+    assert eng.usage(s)["strategies"]["trend"]["largest_symbol"] == "ES.FUT"
 
 
 def test_futures_margin_setting_overrides_the_default_table():
@@ -104,7 +116,7 @@ def test_an_fx_pair_held_as_its_base_currency_counts_toward_the_limits_of_its_sp
     from runtime_helpers import Session, make_project
     from ats.risk import held_key
     assert exposure_key("EURUSD.CASH") == exposure_key("CASH:EURUSD") == held_key("EUR", "CASH", "USD") == "EUR.USD"
-    assert held_key("AAPL", "STK", "USD") == "AAPL" and held_key("ES", "FUT", "USD") == "ES"
+    assert held_key("AAPL", "STK", "USD") == "AAPL" and held_key("ES", "FUT", "USD") == "ES.FUT"
     gw = GatewayThread(data="sample", speed=0, start="2006-03-01", state_path=tmp_path / "gw.json").start()
     s, st = make_project(project, strategies={"fx_buyer": FX_BUYER},
                          configs=[StrategyConfig("fx_buyer.py", "fx_buyer", True, {}, dict(max_position_value=50_000), 0.5)])
