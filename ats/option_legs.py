@@ -19,8 +19,8 @@ DELIVERY_KINDS = ("exercise", "assignment", "expiry")
 # %% auto #0
 __all__ = ['log', 'CANDIDATES', 'DELIVERY_KINDS', 'REQUEST_TIMEOUT', 'TAKE_PROFIT_REST', 'is_option', 'years', 'bs_delta',
            'nearest_expiry', 'candidate_strikes', 'OptionChoice', 'choose', 'settle', 'route', 'on_close', 'collect',
-           'delivery_owner', 'DeskClock', 'phases', 'DeskQuotes', 'limit_fill', 'option_commission',
-           'take_profit_model', 'backtest_options', 'backtest_cli']
+           'delivery_owner', 'DeskClock', 'phases', 'DeskQuotes', 'limit_fill', 'market_sale', 'option_commission',
+           'sale_model', 'take_profit_model', 'backtest_options', 'backtest_cli']
 
 # %% ../nbs/35_option_legs.ipynb #778b2c88
 def is_option(sym: str) -> bool:
@@ -291,6 +291,14 @@ def limit_fill(quotes: DeskQuotes, o, limit: float, day: int, at=range(4)) -> tu
         if 0 < ask <= limit: return ph, ask
     return None
 
+def market_sale(quotes: DeskQuotes, o, day: int, at=range(4)) -> tuple[int, float] | None:
+    """(phase, price) at which the gateway fills a market order to sell option `o` placed before session `day`: the first
+    phase (of `at`: the open first) with a bid, at that bid (`Exchange._match_quoted`: without a bid a sale waits); None if none has."""
+    for ph in at:
+        bid = quotes.quote(o, day, ph)[0]
+        if bid > 0: return ph, bid
+    return None
+
 # %% ../nbs/35_option_legs.ipynb #f35b512b
 def option_commission(n: float) -> float: return round(max(COMMISSION_MIN, COMMISSION_PER_CONTRACT * abs(n)), 2)
 
@@ -313,12 +321,18 @@ def _daily_bars(prices) -> tuple[pd.DataFrame, bool]:
     c = (prices["close"] if isinstance(prices, pd.DataFrame) else prices).astype(float).dropna()
     return pd.DataFrame(dict(open=c, high=c, low=c, close=c)), False
 
+def sale_model(ohlc: bool) -> str:
+    "How the backtest fills its sales (`stats['sales']`)."
+    if ohlc: return "market order at the gateway desk's bid at the next session's open (as the runtime's sale fills), the desk's commission"
+    return ("closes only (no open): market order at the gateway desk's bid at the next session's CLOSE, standing in for its open "
+            "(a whole session's move and time decay instead of the overnight one), the desk's commission")
+
 def take_profit_model(tp: float, ohlc: bool) -> str:
     "How the backtest models a take-profit (`stats['take_profit']`)."
     if not tp: return "none: held to expiry"
     where = "intraday at the gateway desk's ask (open, the day's extremes, close)" if ohlc else \
             "at closes only (no open/high/low: a limit the day's extreme would reach waits for a close that does)"
-    return f"GTC buy limit at round(premium × {1 - tp:g}, 2) of the sale's fill (the desk's bid at the next open), filled {where}"
+    return f"GTC buy limit at round(entry × {1 - tp:g}, 2), the entry being the sale's fill price, filled {where}"
 
 def backtest_options(strategy, prices: pd.DataFrame | pd.Series, *, init_cash: float = 100_000.0, allocation: float = 1.0,
                      lookback: int = 30):
@@ -329,15 +343,29 @@ def backtest_options(strategy, prices: pd.DataFrame | pd.Series, *, init_cash: f
     spec = next(parse_spec(s, strategy.name) for s in strategy.symbols if is_option(s))
     tp = float(strategy.p.get("take_profit", 0.0) or 0.0)
     bars, ohlc = _daily_bars(prices)
-    if tp and not ohlc:
-        log.warning("%s: %s has closes only: take-profit limits are checked at closes, not intraday (a limit the day's extreme "
-                    "would reach waits for a close that does)", strategy.name, spec.symbol)
+    if not ohlc:
+        log.warning("%s: %s has closes only: sales fill at the desk's bid at the next session's close, not its open%s", strategy.name,
+                    spec.symbol, "; take-profit limits are checked at closes, not intraday (a limit the day's extreme would reach "
+                    "waits for a close that does)" if tp else "")
     close, desk, at = bars["close"], DeskQuotes(spec.symbol, bars), (range(4) if ohlc else (3,))
     cash, leg, rows, buy_backs = init_cash, None, [], 0
+    ordered = None                  # (contracts, option, decision session) of a sale ordered at a close: it fills the next session
     equity, held, traded = [], [], []
     for i, (t, S) in enumerate(close.items()):
         day, S, trade = t.date(), float(S), 0.0
         sigma = max(0.05, realized_vol(close.iloc[max(0, i - lookback):i].tolist()) or 0.25)
+        if ordered is not None:
+            n, o, d = ordered
+            ordered, fill = None, market_sale(desk, o, i, at)
+            if fill is not None:    # no bid all session (a worthless put): the order waits at the gateway; here it lapses
+                entry = fill[1]
+                c0 = float(o.commission(Decimal(n), entry))
+                cash += -n * MULTIPLIER * entry - c0
+                trade += abs(n) * entry * MULTIPLIER
+                # the strategy's on_fill places the limit from this fill's price; none under a cent
+                limit = round(entry * (1 - tp), 2) if tp else 0.0
+                leg = _Leg(n, o, entry, t, d, c0, limit if limit >= 0.01 else 0.0,
+                           occ_symbol(spec.symbol, o.expiry, spec.right, o.strike).replace("  ", " "))
         if leg is not None:
             n, o = leg.n, leg.option
             K, exp = o.strike, o.expiry
@@ -351,22 +379,14 @@ def backtest_options(strategy, prices: pd.DataFrame | pd.Series, *, init_cash: f
                 trade += abs(n) * exit_px * MULTIPLIER
                 rows.append([leg.occ, leg.time, leg.entry, t, exit_px, float(n), pnl, pnl / (abs(n) * MULTIPLIER * K), "Closed"])
                 leg = None
-        if leg is None and i >= lookback and i + 1 < len(close):
+        if leg is None and ordered is None and i >= lookback and i + 1 < len(close):
+            # the choice at this close (as `choose`); the market order fills at the next session's open, at the desk's bid
             n = -abs(int(strategy.contracts(init_cash * allocation, S)))
             exp = nearest_expiry(expirations(spec.symbol, day), day, spec.days)
             if n and exp is not None:
                 T = years(exp, day)
                 K = min(strikes(S), key=lambda k: (abs(abs(bs_delta(S, k, T, sigma, spec.right)) - spec.delta), k))
-                entry = round(bs(S, K, T, RATE, sigma, spec.right).price, 4)
-                if entry > 0:
-                    c0 = option_commission(n)
-                    cash += -n * MULTIPLIER * entry - c0
-                    trade += abs(n) * entry * MULTIPLIER
-                    o = desk.option(exp, K, spec.right)
-                    # the strategy's on_fill places the limit from the premium its sale really gets: the desk's bid at the
-                    # next open (`Exchange._match_quoted`); none under a cent
-                    limit = round(desk.quote(o, i + 1, 0)[0] * (1 - tp), 2) if tp else 0.0
-                    leg = _Leg(n, o, entry, t, i, c0, limit if limit >= 0.01 else 0.0, occ_symbol(spec.symbol, exp, spec.right, K).replace("  ", " "))
+                if bs(S, K, T, RATE, sigma, spec.right).price > 0: ordered = (n, desk.option(exp, K, spec.right), i)
         mark = 0.0
         if leg is not None:
             mark = leg.n * MULTIPLIER * bs(S, leg.option.strike, years(leg.option.expiry, day), RATE, sigma, spec.right).price
@@ -381,7 +401,7 @@ def backtest_options(strategy, prices: pd.DataFrame | pd.Series, *, init_cash: f
     trades = pd.DataFrame(rows, columns=TRADE_COLUMNS)
     stats["trades"], stats["win_rate"] = int(len(trades)), float((trades["pnl"] > 0).mean()) if len(trades) else float("nan")
     stats["prices"] = "model (Black-Scholes, realized vol)"
-    stats["take_profit"], stats["buy_backs"] = take_profit_model(tp, ohlc), buy_backs
+    stats["sales"], stats["take_profit"], stats["buy_backs"] = sale_model(ohlc), take_profit_model(tp, ohlc), buy_backs
     return BacktestResult(strategy.name, dict(strategy.p), stats, trades, equity, (equity / equity.cummax() - 1).rename("drawdown"),
                           pd.Series(held, idx).to_frame(spec.text), None, allocation)
 

@@ -19,10 +19,10 @@ from .ledger import Ledger, Fill
 from .gateway.exchange import Exchange, Instrument, Bar, EngineConfig
 
 # %% auto #0
-__all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'OPTION_FILL_LAG', 'ReplayResult', 'replay',
-           'round_trips', 'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket',
-           'futures_market', 'replay_future', 'future_tolerances', 'run_future_replay', 'replay_options',
-           'option_tolerance', 'compare_options', 'run_option_replay']
+__all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'ReplayResult', 'replay', 'round_trips',
+           'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket', 'futures_market',
+           'replay_future', 'future_tolerances', 'run_future_replay', 'replay_options', 'compare_options',
+           'run_option_replay']
 
 # %% ../nbs/42_replay.ipynb #58c85c78
 EXECUTION_COLUMNS = ["time", "symbol", "quantity", "price", "commission"]
@@ -928,34 +928,11 @@ def replay_options(strategy: Strategy, underlying: pd.DataFrame, *, cash: float 
                        pd.DataFrame(rp.refused, columns=["time", "symbol", "quantity", "reason"]), rp.ledger, n, time.perf_counter() - t0)
     res.delivered, res.desk = pd.DataFrame(rp.delivered, columns=["time", "symbol", "contracts", "intrinsic"]), rp.desk
     return res
-OPTION_FILL_LAG = 1     # sessions: the backtest trades at the decision's close, the runtime (and the replay) at the next open
-
-def option_tolerance(mid: float, occ: str, closes: pd.Series, i: int, s_open: float) -> float:
-    """How far the replay's fill of an option (at the next open) may be from the backtest's model mid price at the close of
-    day `i` (USD per share of the option; see the text above): the gateway's half-spread (`option_quote`: about 1 %, at least
-    a tick) plus, with a margin of 1.5, what moves the model price from that close to the next open — the underlying's
-    overnight move (delta and gamma), the volatility the desk computes the next day (one more return in its 30; vega) and the
-    calendar days of time decay (theta; three over a weekend) — plus a cent."""
-    from ats.gateway.options import option_quote, parse_occ, bs, realized_vol, RATE
-    from ats.option_legs import years
-    _, expiry, right, K = parse_occ(occ)
-    S, t, nxt = float(closes.iloc[i]), closes.index[i].date(), closes.index[i + 1].date()
-    vol = lambda k: max(0.05, realized_vol(closes.iloc[max(0, k - 31):k].tolist()) or 0.25)
-    g = bs(S, K, years(expiry, t), RATE, vol(i), right)
-    move = abs(s_open - S)
-    drift = abs(g.delta) * move + 0.5 * g.gamma * move ** 2 + abs(g.vega) * abs(vol(i + 1) - vol(i)) * 100 + abs(g.theta) * (nxt - t).days
-    bid, ask = option_quote(mid)
-    return max(mid - bid, ask - mid) + 1.5 * drift + 0.01
-
-def compare_options(bt, rp: ReplayResult, underlying: pd.DataFrame) -> Comparison:
-    """The backtest's option trades (`backtest_options`: sales at model mid prices at a close, take-profit buy-backs at the
-    desk's ask in the session's phase the limit is reached) against the replay's (sales at the gateway's bid at the next
-    open, the GTC limit filled by the desk, deliveries at the expiration's close), option by option (OCC symbol): the same
-    option and contracts; a sale one session later within `option_tolerance`; a take-profit buy-back or an expiry on the
-    same day at the same price (to 0.0001: the desk's ask at the same phase, or the intrinsic value at the close)."""
-    und = underlying.copy()
-    und.index = pd.DatetimeIndex(und.index).tz_localize(None).normalize() if pd.DatetimeIndex(und.index).tz is not None else pd.DatetimeIndex(und.index).normalize()
-    days = list(und.index)
+def compare_options(bt, rp: ReplayResult) -> Comparison:
+    """The backtest's option trades (`backtest_options`: sales at the desk's bid at the next open, take-profit buy-backs at
+    the desk's ask in the session's phase the limit is reached, expiries at the intrinsic value at the expiration's close)
+    against the replay's (the runtime's orders on the gateway's desk), option by option (OCC symbol): the same option and
+    contracts on the same day at the same price (to 0.0001) — both fill at the same quote of the same phase."""
     nday = lambda x: (pd.Timestamp(x).tz_convert(None) if pd.Timestamp(x).tz is not None else pd.Timestamp(x)).normalize()
     norm = lambda s: " ".join(str(s).split())
     b = []
@@ -968,23 +945,16 @@ def compare_options(bt, rp: ReplayResult, underlying: pd.DataFrame) -> Compariso
                price=dl.get((norm(x.symbol), nday(x.time)), x.price) if x.kind != "trade" else x.price) for x in e.itertuples()]
     rows, used = [], set()
     for x in b:
-        i = days.index(x["time"]) if x["time"] in days else None
-        same_day = x["leg"] == "close"             # a buy-back (the limit rests at the desk in both) or an expiry
-        want = x["time"] if same_day else (days[i + OPTION_FILL_LAG] if i is not None and i + OPTION_FILL_LAG < len(days) else None)
-        j = next((k for k, y in enumerate(r_) if k not in used and y["symbol"] == x["symbol"] and y["time"] == want and y["quantity"] == x["quantity"]), None)
+        j = next((k for k, y in enumerate(r_) if k not in used and y["symbol"] == x["symbol"] and y["time"] == x["time"] and y["quantity"] == x["quantity"]), None)
         row = dict(time=x["time"], symbol=x["symbol"], quantity_backtest=x["quantity"], price_backtest=x["price"], quantity_replay=float("nan"),
                    price_replay=float("nan"), tolerance=float("nan"), verdict="only in backtest")
         if j is not None:
             used.add(j); y = r_[j]
-            tol = 0.0001 if same_day else option_tolerance(x["price"], x["symbol"], und["close"], i, float(und["open"].iloc[i + OPTION_FILL_LAG]))
-            ok = abs(y["price"] - x["price"]) <= tol + 1e-9
-            row.update(quantity_replay=y["quantity"], price_replay=y["price"], tolerance=tol,
-                       verdict=("match" if same_day else "one session apart") if ok else "price")
+            ok = abs(y["price"] - x["price"]) <= 0.0001 + 1e-9
+            row.update(quantity_replay=y["quantity"], price_replay=y["price"], tolerance=0.0001, verdict="match" if ok else "price")
         rows.append(row)
-    end = nday(rp.equity.index[-1])
     for k, y in enumerate(r_):
         if k in used: continue
-        # the backtest trades at the decision's close: a sale on the replay's last day follows a decision it made the day before
         rows.append(dict(time=y["time"], symbol=y["symbol"], quantity_backtest=float("nan"), price_backtest=float("nan"), quantity_replay=y["quantity"],
                          price_replay=y["price"], tolerance=float("nan"), verdict="only in replay"))
     m = pd.DataFrame(rows, columns=["time", "symbol", "quantity_backtest", "price_backtest", "quantity_replay", "price_replay", "tolerance", "verdict"])
@@ -1012,4 +982,4 @@ def run_option_replay(run, start=None, end=None, source: str = "sample", *, stor
     first = bars.index.searchsorted(rp.equity.index[0])
     bt = backtest_options(run.strategy(), bars.iloc[first - 31:], init_cash=cash, allocation=run.allocation, lookback=31)
     bt.run = run
-    return bt, rp, compare_options(bt, rp, under)
+    return bt, rp, compare_options(bt, rp)

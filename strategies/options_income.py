@@ -10,7 +10,8 @@ premium is kept); one in the money is assigned: 100 SPY shares per contract boug
 covered calls: it sells assigned shares at the next bar's market order and goes on selling puts.
 Not active after `ats init`: activate it with `ats strategies activate options_income` once the account can trade
 options. `ats backtest options_income` prices its puts with the paper gateway's model (Black-Scholes, realized vol) and
-fills the take-profit limit as the gateway does: intraday, at the first ask at or below it (`ats replay` matches it)."""
+fills its orders as the gateway does: the sale at the desk's bid at the next open (the trade's entry), the take-profit
+limit from that price, intraday, at the first ask at or below it (`ats replay` matches it fill for fill)."""
 import math
 from ats.strategy import Strategy, StrategyParamError
 

@@ -141,16 +141,18 @@ def test_backtest_of_options_income_counts_contracts_times_100_and_commissions()
         assert len(closed) >= 8 and (closed["size"] == -3).all() and res.stats["prices"].startswith("model")
         occ = closed.symbol.map(parse_occ)
         at_expiry = closed.exit_time.dt.date >= occ.map(lambda o: o[1])
-        # each closed put either settled at expiry at its intrinsic value at that close (no commission), or was bought back
-        # by the take-profit (before or on the expiration day) at most at its limit — half the premium its sale gets (the
-        # desk's bid at the next open) rounded to the cent — with 0.65 × 3 = 1.95 commission, as its sale
+        # each put was sold at the desk's bid at the open of its entry day (the session after the decision's close); it either
+        # settled at expiry at its intrinsic value at that close (no commission), or was bought back by the take-profit
+        # (before or on the expiration day) at most at its limit — half that entry price rounded to the cent — with
+        # 0.65 × 3 = 1.95 commission, as its sale
+        bids = [desk.quote(desk.option(o[1], o[3], "P"), spy.index.get_loc(e), 0)[0] for o, e in zip(t.symbol.map(parse_occ), t.entry_time)]
+        assert list(t.entry_price) == bids and "next session's open" in res.stats["sales"]
         gross = closed["size"] * 100 * (closed.exit_price - closed.entry_price)
         bought = (closed.pnl - (gross - 3.90)).abs() < 1e-6
         assert (((closed.pnl - (gross - 1.95)).abs() < 1e-6) | bought).all()
         assert bought[~at_expiry].all() and res.stats["buy_backs"] == bought.sum()
-        sale = lambda r: desk.quote(desk.option(r.symbol[1], r.symbol[3], "P"), spy.index.get_loc(r.entry_time) + 1, 0)[0]
-        limits = [round(sale(r) * tp, 2) for r in closed[bought].assign(symbol=occ[bought]).itertuples()]
-        assert (closed.exit_price[bought] <= pd.Series(limits, closed.index[bought]) + 1e-9).all()
+        limits = closed.entry_price[bought].map(lambda e: round(e * tp, 2))     # the strategy's on_fill: round(fill × (1 − tp), 2)
+        assert (closed.exit_price[bought] <= limits + 1e-9).all(), closed[bought][closed.exit_price[bought] > limits + 1e-9]
         assert bought.any() and "intraday" in res.stats["take_profit"] if tp else not bought.any()
         S = spy.close.loc[closed.exit_time[~bought]].values           # the closes the backtest saw
         assert list(closed.exit_price[~bought]) == [round(max(o[3] - s, 0.0), 4) for o, s in zip(occ[~bought], S)]
@@ -189,10 +191,38 @@ def _desk_quote(bars, occ, i, S, phase):
 def _desk_ask(bars, occ, i, S, phase): return _desk_quote(bars, occ, i, S, phase)[1]
 
 
-def _limit(bars, sold, tp=0.5):
-    "The strategy's take-profit limit: round(premium × (1 − tp), 2) of the premium its sale gets, the desk's bid at the next open."
-    i = bars.index.get_loc(sold.entry_time) + 1
-    return round(_desk_quote(bars, sold.symbol, i, float(bars.open.iloc[i]), 0)[0] * (1 - tp), 2)
+def _limit(sold, tp=0.5):
+    "The strategy's take-profit limit (on_fill): round(fill price × (1 − tp), 2) — the sale's fill is the trade's entry."
+    return round(sold.entry_price * (1 - tp), 2)
+
+
+def test_backtest_sells_the_put_at_the_desks_bid_at_the_next_open_and_books_that_one_price():
+    "The put chosen at a close is sold by a market order: at the desk's bid at the next session's open, as the gateway fills it."
+    from ats.option_legs import backtest_options
+    from ats.gateway.options import bs, realized_vol, parse_occ, RATE
+    from ats.option_legs import years
+    bars = _calm_spy()
+    s = float(bars.close.iloc[-1])
+    fill_day = bars.index[-1] + pd.offsets.BDay()                      # SPY gaps 2 % down overnight, then recovers to the close
+    bars = pd.concat([bars, pd.DataFrame(dict(open=[s * 0.98], high=[s], low=[s * 0.975], close=[s], volume=[1e6]), index=[fill_day])])
+    bars = _flat(bars, fill_day + pd.offsets.BDay(), s)
+    res = backtest_options(_income(tp=0.0), bars, init_cash=30_000.0, lookback=31)
+    [sold] = res.trades.itertuples()
+    bid = _desk_quote(bars, sold.symbol, 32, s * 0.98, 0)[0]
+    _, expiry, right, K = parse_occ(sold.symbol)
+    mid = bs(s, K, years(expiry, bars.index[31].date()), RATE, max(0.05, realized_vol(bars.close.iloc[:31].tolist())), right).price
+    # the entry is the bid at the gapped open (well above the model mid at the decision's close), booked on the fill's day
+    assert sold.entry_time == fill_day and sold.entry_price == bid and bid > mid + 0.05
+    assert res.weights.iloc[:, 0].tolist()[31:] == [0.0, -1.0, -1.0]          # flat at the decision's close, short from the fill
+    assert res.equity.iloc[31] == 30_000.0 and res.stats["trades"] == 1
+    # the cash: 100 × the bid less the desk's commission (1.00); the equity marks the short put to the model at the close
+    mark = bs(s, K, years(expiry, bars.index[33].date()), RATE, max(0.05, realized_vol(bars.close.iloc[2:33].tolist())), right).price
+    assert res.equity.iloc[-1] == pytest.approx(30_000.0 + 100 * bid - 1.00 - 100 * mark)
+    assert sold.pnl == pytest.approx(-100 * (mark - bid) - 1.00)
+    assert "next session's open" in res.stats["sales"]
+    # closes only: the next session's close stands in for its open — the desk's bid there, and the stats say so
+    only_closes = backtest_options(_income(tp=0.0), bars["close"], init_cash=30_000.0, lookback=31).trades.iloc[0]
+    assert only_closes.entry_time == fill_day and only_closes.entry_price == _desk_quote(bars, sold.symbol, 32, s, 3)[0]
 
 
 def test_backtest_take_profit_fills_when_the_days_high_brings_the_puts_ask_to_the_limit_though_the_close_does_not():
@@ -205,19 +235,20 @@ def test_backtest_take_profit_fills_when_the_days_high_brings_the_puts_ask_to_th
     for _ in range(3): bars = _flat(bars, bars.index[-1] + pd.offsets.BDay(), s)
     res = backtest_options(_income(), bars, init_cash=30_000.0, lookback=31)
     sold, again = res.trades.iloc[0], res.trades.iloc[1]
-    limit = _limit(bars, sold)
-    # bought back on the spike's day at the desk's ask at its high (phase 2: the low comes first on an up day), under the limit
+    limit = _limit(sold)
+    # sold at the desk's bid at the open after the decision's close; bought back on the spike's day at the desk's ask at its high (phase 2: the low comes first on an up day), under the limit
     i = bars.index.get_loc(day)
     ask = _desk_ask(bars, sold.symbol, i, s * 1.10, 2)
-    assert sold.status == "Closed" and sold.exit_time == day and sold.entry_time == bars.index[31]
+    assert sold.status == "Closed" and sold.exit_time == day and sold.entry_time == bars.index[32]
+    assert sold.entry_price == _desk_quote(bars, sold.symbol, 32, s, 0)[0]
     assert sold.exit_price == ask and ask <= limit
     assert _desk_ask(bars, sold.symbol, i, s, 3) > limit                # at the close the put is worth far more: a close-only check misses it
     assert sold.pnl == pytest.approx(-100 * (ask - sold.entry_price) - 1.00 - 1.00)      # the desk's commission on both orders
-    assert again.entry_time == day and res.stats["buy_backs"] == 1 and "intraday" in res.stats["take_profit"]
+    assert again.entry_time == bars.index[i + 1] and res.stats["buy_backs"] == 1 and "intraday" in res.stats["take_profit"]
     # closes only (no OHLC): the approximation is stated, and this limit is never reached
     only_closes = backtest_options(_income(), bars["close"], init_cash=30_000.0, lookback=31)
     assert only_closes.trades.iloc[0].status == "Open" and only_closes.stats["buy_backs"] == 0
-    assert "closes only" in only_closes.stats["take_profit"]
+    assert "closes only" in only_closes.stats["take_profit"] and "closes only" in only_closes.stats["sales"]
 
 
 def test_backtest_take_profit_waits_while_the_ask_stays_above_the_limit_though_the_model_mid_is_below_it():
@@ -228,7 +259,7 @@ def test_backtest_take_profit_waits_while_the_ask_stays_above_the_limit_though_t
     s = float(bars.close.iloc[-1])
     bars = _flat(bars, bars.index[-1] + pd.offsets.BDay(), s)
     sold = backtest_options(_income(), bars, init_cash=30_000.0, lookback=31).trades.iloc[0]
-    limit = _limit(bars, sold)
+    limit = _limit(sold)
     # the next session SPY rises to where the put's model mid is 0.2 cent under both the limit and half the premium: the
     # desk asks at least a cent more than the mid, so the resting buy at the limit does not fill (the old close check did)
     _, expiry, right, K = parse_occ(sold.symbol)
