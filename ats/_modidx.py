@@ -1430,6 +1430,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'ats.replay.compare_options': ('replay.html#compare_options', 'ats/replay.py'),
                             'ats.replay.future_tolerances': ('replay.html#future_tolerances', 'ats/replay.py'),
                             'ats.replay.futures_market': ('replay.html#futures_market', 'ats/replay.py'),
+                            'ats.replay.match_rule': ('replay.html#match_rule', 'ats/replay.py'),
                             'ats.replay.plot': ('replay.html#plot', 'ats/replay.py'),
                             'ats.replay.replay': ('replay.html#replay', 'ats/replay.py'),
                             'ats.replay.replay_future': ('replay.html#replay_future', 'ats/replay.py'),

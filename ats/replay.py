@@ -20,9 +20,9 @@ from .gateway.exchange import Exchange, Instrument, Bar, EngineConfig
 
 # %% auto #0
 __all__ = ['EXECUTION_COLUMNS', 'ROUND_TRIP_COLUMNS', 'adjusted', 'LOOSE_RISK', 'ReplayResult', 'replay', 'round_trips',
-           'backtest_executions', 'Comparison', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket', 'futures_market',
-           'replay_future', 'future_tolerances', 'run_future_replay', 'replay_options', 'compare_options',
-           'run_option_replay']
+           'backtest_executions', 'Comparison', 'match_rule', 'compare', 'plot', 'run_replay_cli', 'FuturesMarket',
+           'futures_market', 'replay_future', 'future_tolerances', 'run_future_replay', 'replay_options',
+           'compare_options', 'run_option_replay']
 
 # %% ../nbs/42_replay.ipynb #58c85c78
 EXECUTION_COLUMNS = ["time", "symbol", "quantity", "price", "commission"]
@@ -337,6 +337,7 @@ class Comparison:
     round_trips: pd.DataFrame    # per flat-to-flat trade, matched by symbol and entry time
     qty_tolerance: float
     price_tolerance: float
+    rule: str = ""               # within what both sides make the same trade, in words (the summary says it)
 
     @property
     def differences(self) -> pd.DataFrame: return self.executions[~self.executions["verdict"].isin(["match", "rounding", "one session apart", "roll"])]
@@ -344,9 +345,15 @@ class Comparison:
     def matched(self) -> bool: return len(self.differences) == 0
     def summary(self) -> str:
         n, d = len(self.executions), self.differences
-        if not len(d): return f"{n} executions and {len(self.round_trips)} round trips match (quantity within {self.qty_tolerance:g} units or {self.price_tolerance:.2%}-priced)"
+        if not len(d): return f"{n} executions and {len(self.round_trips)} round trips match ({self.rule or match_rule(self.qty_tolerance, 0.0, self.price_tolerance)})"
         kinds = d["verdict"].value_counts().to_dict()
         return f"{len(d)} of {n} executions differ: " + ", ".join(f"{v} {k}" for k, v in kinds.items())
+
+def match_rule(qty_tolerance: float, size_tolerance: float, price_tolerance: float) -> str:
+    "`compare`'s tolerances in words, e.g. 'quantities within 2 units, prices within 0.20%'."
+    q = f"quantities within {qty_tolerance:g} units" if qty_tolerance else "whole quantities"
+    if size_tolerance: q += f" or {size_tolerance:.0%} of the trade" if qty_tolerance else f" within {size_tolerance:.0%} of the trade"
+    return f"{q}, prices within {price_tolerance:.2%}"
 
 def compare(backtest, replay: ReplayResult, *, qty_tolerance: float = 2.0, price_tolerance: float = 0.002, size_tolerance: float = 0.0) -> Comparison:
     """Line up a backtest (`ats.backtest.BacktestResult`, or its executions table) and a replay execution by execution.
@@ -387,7 +394,7 @@ def compare(backtest, replay: ReplayResult, *, qty_tolerance: float = 2.0, price
     rt = tb.merge(tr, on=["symbol", "entry_day"], how="outer", suffixes=("_backtest", "_replay"), indicator=True)
     rt["_merge"] = rt["_merge"].map({"both": "both", "left_only": "only in backtest", "right_only": "only in replay"})
     rt = rt.rename(columns={"_merge": "found"})
-    return Comparison(m, rt, qty_tolerance, price_tolerance)
+    return Comparison(m, rt, qty_tolerance, price_tolerance, match_rule(qty_tolerance, size_tolerance, price_tolerance))
 
 # %% ../nbs/42_replay.ipynb #a65a586f
 def plot(backtest, replay: ReplayResult, comparison: Comparison | None = None, title: str | None = None):
@@ -960,7 +967,8 @@ def compare_options(bt, rp: ReplayResult) -> Comparison:
     m = pd.DataFrame(rows, columns=["time", "symbol", "quantity_backtest", "price_backtest", "quantity_replay", "price_replay", "tolerance", "verdict"])
     m["qty_diff"] = m["quantity_replay"].fillna(0) - m["quantity_backtest"].fillna(0)
     m["price_diff"] = m["price_replay"] - m["price_backtest"]
-    return Comparison(m.sort_values(["time", "symbol"], kind="stable").reset_index(drop=True), round_trips(rp.executions.drop(columns="kind")), 0.0, float("nan"))
+    return Comparison(m.sort_values(["time", "symbol"], kind="stable").reset_index(drop=True), round_trips(rp.executions.drop(columns="kind")), 0.0, float("nan"),
+                      "the same option and contracts, the same day, prices within 0.0001")
 
 def run_option_replay(run, start=None, end=None, source: str = "sample", *, store=None, settings=None, cash: float = 100_000.0,
                       risk_limits: bool = True, progress: bool = True):

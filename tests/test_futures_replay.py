@@ -83,5 +83,6 @@ def test_ats_replay_futures_trend_reports_the_replay_against_its_backtest(tmp_pa
     assert r.returncode == 0, r.stdout + r.stderr
     j = json.loads(r.stdout)
     assert j["matched"] and j["refused"] == [] and j["differences"] == [] and j["executions"] >= 5, j
+    assert j["summary"].endswith("match (whole quantities within 25% of the trade, prices within 0.70%)"), j["summary"]
     # the backtest trades the continuous series at constant capital, the replay the contract held from the NAV
     assert abs(j["final_equity"]["replay"] / j["final_equity"]["backtest"] - 1) < 0.01

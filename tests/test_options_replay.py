@@ -53,6 +53,7 @@ def test_ats_replay_options_income_with_its_default_take_profit_matches_its_back
     r = run_ats("replay", "options_income", "--json", "--cash", "30000", "--start", "2005-03-01", "--end", "2005-06-30", cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     j = json.loads(r.stdout)
+    assert j["summary"].endswith("match (the same option and contracts, the same day, prices within 0.0001)"), j["summary"]
     assert j["params"]["take_profit"] == 0.5 and j["matched"] and j["differences"] == [] and j["refused"] == [] and j["executions"] >= 15, j
 
 
