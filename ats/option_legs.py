@@ -179,7 +179,7 @@ def _send(rt, slot, intent, c, bid: float, ask: float, received) -> None:
     if delta == 0: return
     price = intent.limit_price or ((bid or ask) if delta < 0 else (ask or bid))
     rt._check_and_send(slot, intent, c, RiskOrder(name, sym, delta, price, float(inst.multiplier), fx, c.conId, key=key, instrument=inst,
-                                                  underlying_price=rt.last_price.get(sym)),
+                                                  underlying_price=_underlying_price(rt, c.symbol)),
                        received, reason=f"{intent.reason} [{c.localSymbol.strip()}]".strip())
 
 # %% ../nbs/35_option_legs.ipynb #9075dfc9

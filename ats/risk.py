@@ -219,19 +219,22 @@ def exposure_key(symbol: str) -> str:
     """The key risk counts one exposure under, the same for an order's symbol and for a held position (`held_key`):
     a future as its root and '.FUT' for every spelling of it ('ES.FUT', 'FUT:ES@CME', 'ES.FUT:roll=3'), so that after
     a roll the old and the new contract are one exposure and the stock ES (Eversource) is another; an FX pair's spec
-    ('EURUSD.CASH', 'CASH:EURUSD') as IB names the pair ('EUR.USD'); any other symbol as it is."""
+    ('EURUSD.CASH', 'CASH:EURUSD') as IB names the pair ('EUR.USD'); the options on one underlying as 'SPY.OPT', valued
+    at their premium × 100, not with its shares; any other symbol as it is."""
     from ats.instruments import parse_spec, InstrumentSpecError
     try: sp = parse_spec(symbol)
     except (InstrumentSpecError, TypeError): return symbol
     if sp.kind == "CASH": return f"{sp.symbol[:3]}.{sp.symbol[3:]}"
+    if sp.kind == "OPT": return f"{sp.symbol}.OPT"
     return f"{sp.symbol}.FUT" if sp.kind == "FUT" else symbol
 
 def held_key(symbol: str, sec_type: str = "STK", currency: str = "") -> str:
     """The key a held position counts under (`exposure_key` of the orders that trade it). IB (and the ledger) hold a
     future under its root alone ('ES', whichever month) and an FX pair under its base currency alone ('EUR', currency
     'USD'): neither says what it is, so they count as 'ES.FUT' and 'EUR.USD', and a per-symbol limit sees them held.
-    Anything else counts under its symbol."""
+    An option ('SPY', secType OPT) counts as 'SPY.OPT', apart from the shares. Anything else counts under its symbol."""
     if sec_type in ("FUT", "CONTFUT"): return f"{symbol}.FUT"
+    if sec_type in ("OPT", "FOP"): return f"{symbol}.OPT"
     return f"{symbol}.{currency}" if sec_type == "CASH" and currency else symbol
 
 def _unit(p) -> float | None:

@@ -857,7 +857,9 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
         prices[sym] = (px, float(c.multiplier or 1) if c else 1.0, self.fx(c.currency) if c else 1.0)
     for p in self.ledger.positions.values():
         k = held_key(p.symbol, p.sec_type, p.currency)
-        if p.quantity and k not in prices and p.mark is not None: prices[k] = (float(p.mark), float(p.multiplier), self.fx(p.currency))
+        # an option is valued at its premium until its first mark (the runtime asks for option quotes now and then)
+        px = p.mark if p.mark is not None or p.sec_type not in ("OPT", "FOP") else p.avg_price
+        if p.quantity and k not in prices and px is not None: prices[k] = (float(px), float(p.multiplier), self.fx(p.currency))
     pnl = self._net_pnl()
     self._snap = PortfolioSnapshot(
         nav=self.nav(), excess_liquidity=self._account_value("ExcessLiquidity") or 0.0, positions=positions, prices=prices,

@@ -90,6 +90,11 @@ def test_options_income_sells_a_put_through_the_runtime_and_books_its_expiry(pro
         assert float(f.price) == option_quote(bs(float(bars.loc[day, "open"]), o.strike, T, RATE, sigma, "P").price)[0]
         # the premium is in the strategy's cash: 2 × 100 × price − 1.30
         assert rt.ledger.cash[("options_income", "USD")] == 200 * f.price - Decimal("1.30")
+        # risk sees the puts as options on SPY ('SPY.OPT', premium × 100 each), apart from SPY's shares (before, the two puts
+        # counted as 2 shares of SPY at SPY's price)
+        snap = sess.call(lambda: (setattr(rt, "_snap", None), rt.snapshot())[1])
+        assert snap.positions[("options_income", "SPY.OPT")] == -2 and ("options_income", "SPY") not in snap.positions
+        assert snap.derived()["unit"]["SPY.OPT"] == pytest.approx(float(f.price) * 100, rel=0.5)    # its premium, or its mark since
         # the short put's Reg-T margin counts in risk: the strategy that would sell ~50 is refused for margin, never fills
         refused = [a for a in rt.activity if a["kind"] == "refused" and a["strategy"] == "too_big"]
         assert refused and all("[margin_buffer]" in a["reason"] for a in refused)
