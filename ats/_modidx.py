@@ -238,6 +238,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                          'ats.cli._add_strategies': ('cli.html#_add_strategies', 'ats/cli.py'),
                          'ats.cli._add_sweep': ('cli.html#_add_sweep', 'ats/cli.py'),
                          'ats.cli._add_trading': ('cli.html#_add_trading', 'ats/cli.py'),
+                         'ats.cli._bar_source': ('cli.html#_bar_source', 'ats/cli.py'),
                          'ats.cli._command': ('cli.html#_command', 'ats/cli.py'),
                          'ats.cli._config_export': ('cli.html#_config_export', 'ats/cli.py'),
                          'ats.cli._config_import': ('cli.html#_config_import', 'ats/cli.py'),

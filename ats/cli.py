@@ -916,12 +916,18 @@ def cmd_backtest(args) -> int:
     if args.save: print(f"\nsaved to the research library as backtest.{args.save}")
     return 0
 
+def _bar_source(v: str) -> str:
+    "A --source for backtests and replays: a source that needs no network (sample, random, arctic) or recorded:FOLDER."
+    if v in ("sample", "random", "arctic") or (v.startswith("recorded:") and len(v) > len("recorded:")): return v
+    raise argparse.ArgumentTypeError(f"{v!r}: choose sample, random, arctic or recorded:FOLDER (a folder of SYMBOL.parquet / SYMBOL.csv files)")
+
 def _strategy_run_args(p, optional: bool = False) -> None:
     "The options `ats backtest` and `ats replay` share: which strategy, on what data, with which parameters and cash."
     p.add_argument("strategy", nargs="?" if optional else None, help="strategy file name in strategies/ (without .py)")
     p.add_argument("--symbols", help="comma-separated symbols (default: the strategy's own)")
     p.add_argument("--start"); p.add_argument("--end")
-    p.add_argument("--source", choices=["sample", "random", "arctic"], default="sample")
+    p.add_argument("--source", type=_bar_source, default="sample", metavar="SOURCE",
+                   help="the bars: sample (bundled), random, arctic (the database) or recorded:FOLDER (SYMBOL.parquet/.csv files)")
     p.add_argument("-p", action="append", metavar="KEY=VALUE", help="strategy parameter; repeatable")
     p.add_argument("--cash", type=float, default=100_000.0, help="the account's NAV at the start (default 100000)")
     p.add_argument("--allocation", type=float, help="the strategy's fraction of NAV (default: its stored config's, as the runtime; "

@@ -611,9 +611,11 @@ def _ib_frame(bars, code: str) -> pd.DataFrame:
 SOURCES = ("sample", "random", "arctic", "yfinance", "alpha_vantage", "quandl", "ib")
 
 def get_source(name: str, store=None, ib=None, settings=None, **kw):
-    "A source by name: sample, random, arctic (needs store), yfinance, alpha_vantage, quandl (keys from .env), ib (needs a connected ib_async IB)."
+    """A source by name: sample, random, arctic (needs store), yfinance, alpha_vantage, quandl (keys from .env), ib (needs a
+    connected ib_async IB), or recorded:FOLDER (a folder of SYMBOL.parquet / SYMBOL.csv files, relative to the current one)."""
     n = (name or "").strip().lower()
     if n == "sample": return SampleSource()
+    if n.startswith("recorded:"): return RecordedSource(Path(name.strip()[len("recorded:"):]).expanduser())
     if n == "random": return RandomWalkSource(**kw)
     if n == "arctic":
         if store is None: raise DataSourceError("the arctic source reads the database: pass store=Store(uri)")
@@ -632,7 +634,7 @@ def get_source(name: str, store=None, ib=None, settings=None, **kw):
         if settings is not None and "max_requests" not in kw:
             kw["max_requests"] = (settings.data if hasattr(settings, "data") else settings).ib_historical_rate_limit
         return IBSource(ib, **kw)
-    raise DataSourceError(f"unknown data source {name!r}; valid sources: {', '.join(SOURCES)}")
+    raise DataSourceError(f"unknown data source {name!r}; valid sources: {', '.join(SOURCES)}, recorded:FOLDER")
 
 # %% ../nbs/40_data.ipynb #5c172f48
 UNIVERSE_PREFIX = "universe."

@@ -166,3 +166,19 @@ def test_symbol_lock_still_locks_after_its_folder_was_removed(tmp_path):
     with symbol_lock(st, key):
         with open(os.path.join(d, f"{key}.lock")) as other:     # another writer finds the lock taken
             with pytest.raises(BlockingIOError): fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_recorded_folder_is_a_source_by_name_for_jobs_and_backtests(recorded, tmp_path):
+    "`recorded:FOLDER` names the folder of recorded bars wherever a source is named: the download job, `ats backtest`."
+    import json, shutil
+    from conftest import ROOT, run_ats
+    from ats.data import get_source
+    src = get_source(f"recorded:{recorded.folder}")
+    assert isinstance(src, RecordedSource) and src.symbols() == SYMS
+    pd.testing.assert_frame_equal(src.bars("U03"), recorded.bars("U03"))
+    with pytest.raises(DataSourceError, match=r"recorded source: no folder .*nowhere; point it at the folder"):
+        get_source(f"recorded:{tmp_path / 'nowhere'}")
+    shutil.copytree(ROOT / "strategies", tmp_path / "p" / "strategies")
+    run_ats("init", cwd=tmp_path / "p", check=True)
+    r = run_ats("backtest", "ma_crossover", "--source", f"recorded:{recorded.folder}", "--symbols", "U03", "--json", cwd=tmp_path / "p")
+    assert r.returncode == 0 and json.loads(r.stdout)["stats"]["trades"] > 0, r.stdout + r.stderr
