@@ -1245,7 +1245,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'ats.option_legs.market_sale': ('option_legs.html#market_sale', 'ats/option_legs.py'),
                                  'ats.option_legs.nearest_expiry': ('option_legs.html#nearest_expiry', 'ats/option_legs.py'),
                                  'ats.option_legs.on_close': ('option_legs.html#on_close', 'ats/option_legs.py'),
-                                 'ats.option_legs.option_commission': ('option_legs.html#option_commission', 'ats/option_legs.py'),
                                  'ats.option_legs.phases': ('option_legs.html#phases', 'ats/option_legs.py'),
                                  'ats.option_legs.route': ('option_legs.html#route', 'ats/option_legs.py'),
                                  'ats.option_legs.sale_model': ('option_legs.html#sale_model', 'ats/option_legs.py'),

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pandas as pd
 from .ledger import Instrument, UNASSIGNED, dec
 from .instruments import Spec, Resolved, parse_spec, InstrumentSpecError, lines
-from .gateway.options import bs, realized_vol, RATE, YEAR, expirations, strikes, MULTIPLIER, COMMISSION_PER_CONTRACT, COMMISSION_MIN
+from .gateway.options import bs, realized_vol, RATE, YEAR, expirations, strikes, MULTIPLIER
 
 log = logging.getLogger("ats.option_legs")
 CANDIDATES = 6                  # strikes quoted when choosing (the nearest by Black-Scholes delta)
@@ -19,8 +19,8 @@ DELIVERY_KINDS = ("exercise", "assignment", "expiry")
 # %% auto #0
 __all__ = ['log', 'CANDIDATES', 'DELIVERY_KINDS', 'REQUEST_TIMEOUT', 'TAKE_PROFIT_REST', 'is_option', 'years', 'bs_delta',
            'nearest_expiry', 'candidate_strikes', 'OptionChoice', 'choose', 'settle', 'route', 'on_close', 'collect',
-           'delivery_owner', 'DeskClock', 'phases', 'DeskQuotes', 'limit_fill', 'market_sale', 'option_commission',
-           'sale_model', 'take_profit_model', 'backtest_options', 'backtest_cli']
+           'delivery_owner', 'DeskClock', 'phases', 'DeskQuotes', 'limit_fill', 'market_sale', 'sale_model',
+           'take_profit_model', 'backtest_options', 'backtest_cli']
 
 # %% ../nbs/35_option_legs.ipynb #778b2c88
 def is_option(sym: str) -> bool:
@@ -300,8 +300,6 @@ def market_sale(quotes: DeskQuotes, o, day: int, at=range(4)) -> tuple[int, floa
     return None
 
 # %% ../nbs/35_option_legs.ipynb #f35b512b
-def option_commission(n: float) -> float: return round(max(COMMISSION_MIN, COMMISSION_PER_CONTRACT * abs(n)), 2)
-
 @dataclass
 class _Leg:
     "An option position the backtest holds: contracts, the option, its sale, and the take-profit limit resting on it (0: none)."
