@@ -4,8 +4,8 @@ Both sides run in this process against one paper gateway in a separate process (
 1/`--days-per-second` s), in the same run, one after the other:
 
 - **raw ib_async**: a bar-update handler that places a market order at once — the floor any Python IB program pays;
-- **ats**: the full runtime path — bar into the history, the strategy's own thread (`on_bar` → `buy`), back to the event
-  loop, sizing, the pre-trade risk chain, `placeOrder` on the strategy's own connection.
+- **ats**: the runner as `ats run` starts it (`run_session_async`), then the full runtime path — bar into the history,
+  the strategy's own thread (`on_bar` → `buy`), back to the event loop, sizing, the pre-trade risk chain, `placeOrder` on the strategy's own connection.
 
 The strategy does nothing but buy, so the difference is what the runtime adds. Target: ≤ 1 ms at p99.
 On a loaded machine p99 measures the scheduler more than ats: compare ats and raw of the same run, over several runs, and
@@ -53,20 +53,23 @@ async def raw_ib_async(port: int, n: int) -> list[float]:
 def ats_runtime(project: Path, port: int, n: int) -> list[float]:
     from ats.config import load_settings
     from ats.store import Store, StrategyConfig
-    from ats.runtime import Runtime
+    from ats.runtime import run_session_async
     s = load_settings(project / "settings.ini")
     st = Store.from_settings(s)
     for c in st.load_strategy_configs(validate=False):
         c.active = False; st.save_strategy_config(c)
     st.save_strategy_config(StrategyConfig("probe.py", "probe", True, {}, {}, 0.5))
 
-    async def run():
-        rt = await Runtime(s, st, port=port).start()
+    lat = []
+
+    async def collect(rt):
         while len(rt.latencies) < n: await asyncio.sleep(0.1)
-        lat = list(rt.latencies)[:n]
-        await rt.stop()
-        return lat
-    return asyncio.run(run())
+        lat.extend(list(rt.latencies)[:n]); rt.request_stop("benchmark done")
+
+    def on_start(rt): asyncio.ensure_future(collect(rt))
+    # the runner's own entry point (what `ats run` and the live runner notebook call): its start-up, tuning included
+    asyncio.run(run_session_async(s, st, port=port, on_start=on_start))
+    return lat
 
 
 def main():
