@@ -840,7 +840,7 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
     if self._snap is not None: return self._snap
     positions, prices = {}, {}
     for (s, cid), p in self.ledger.positions.items():
-        if p.quantity:                            # an FX pair held as 'EUR' counts as 'EUR.USD', as its orders do
+        if p.quantity:                            # under held_key: ES contracts as 'ES.FUT', EUR as 'EUR.USD', puts as 'SPY.OPT'
             k = (s, held_key(p.symbol, p.sec_type, p.currency)); positions[k] = positions.get(k, 0.0) + float(p.quantity)
     for slot in self.slots.values():
         # one pass over the connection's trades per strategy, not one per symbol (the list grows all session)
