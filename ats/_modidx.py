@@ -742,6 +742,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'ats.gateway.exchange._fill_fields': ( 'gateway_exchange.html#_fill_fields',
                                                                              'ats/gateway/exchange.py'),
                                       'ats.gateway.exchange._plain': ('gateway_exchange.html#_plain', 'ats/gateway/exchange.py'),
+                                      'ats.gateway.exchange.bar_path': ('gateway_exchange.html#bar_path', 'ats/gateway/exchange.py'),
                                       'ats.gateway.exchange.parse_permissions': ( 'gateway_exchange.html#parse_permissions',
                                                                                   'ats/gateway/exchange.py'),
                                       'ats.gateway.exchange.permission_refusal': ( 'gateway_exchange.html#permission_refusal',

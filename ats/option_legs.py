@@ -256,9 +256,9 @@ class DeskClock:
         return session_time(self.days[self.day], self.phase)
 
 def phases(bar) -> list[float]:
-    "The underlying's price at a session's four phases, as `PaperGateway._phase` plays them: open, the day's extremes (the low first on an up day), close."
-    path = [bar.low, bar.high] if bar.close >= bar.open else [bar.high, bar.low]
-    return [float(bar.open), *map(float, path), float(bar.close)]
+    "The underlying's price at a session's four phases (open, the day's extremes, close): the gateway's own `bar_path`."
+    from ats.gateway.exchange import bar_path
+    return bar_path(bar)
 
 class DeskQuotes:
     "The paper gateway's `OptionDesk` over an underlying's daily bars: an option's (bid, ask) at any phase of any session."

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ORDER_TYPES', 'FINAL', 'ASSET_TYPES', 'PERMISSIONS', 'Instrument', 'Bar', 'EngineConfig', 'Order', 'Fill', 'Position',
-           'parse_permissions', 'permission_refusal', 'OrderBook', 'Exchange']
+           'parse_permissions', 'permission_refusal', 'OrderBook', 'bar_path', 'Exchange']
 
 # %% ../../nbs/16_gateway_exchange.ipynb #59e35007
 @dataclass
@@ -166,6 +166,13 @@ def _fill_fields(d: dict) -> dict:
     return {k: d[k] for k in Fill.__dataclass_fields__}
 
 # %% ../../nbs/16_gateway_exchange.ipynb #2f67cc88
+def bar_path(bar) -> list[float]:
+    """A daily bar walked as a price path, the one rule every part of the gateway plays (fills, phases, intraday bars,
+    the option desk): the open, then low and high in the order an up bar (open→low→high→close) or a down bar
+    (open→high→low→close) most likely took, then the close."""
+    ext = [bar.low, bar.high] if bar.close >= bar.open else [bar.high, bar.low]
+    return [float(bar.open), *map(float, ext), float(bar.close)]
+
 class Exchange:
     "Matching engine and paper account of one IB-style account."
     def __init__(self, instruments: list[Instrument], account: str = "DU0000001", cash: float = 1_000_000.0,
@@ -222,7 +229,7 @@ class Exchange:
         with self.lock:
             self.bar[con_id] = bar
             self.used[con_id] = Decimal(0)      # volume this bar has given to our fills so far
-            path = [bar.low, bar.high] if bar.close >= bar.open else [bar.high, bar.low]
+            path = bar_path(bar)[1:3]
             self.last[con_id] = bar.open
             ev = self._match(con_id, bar.open, now, gap=True)
             for px in path:

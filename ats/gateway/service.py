@@ -14,7 +14,7 @@ from .protocol import (In, Out, Tick, ProtocolError, Reader, frame, split_frames
                                   parse_place_order, m_error, m_contract_details, m_historical_data, m_historical_update,
                                   m_tick_price, m_tick_size, m_order_status, m_open_order, m_exec_details, m_commission,
                                   m_position, m_portfolio, MAX_VERSION)
-from .exchange import Exchange, Instrument, Bar, EngineConfig, PERMISSIONS, parse_permissions
+from .exchange import Exchange, Instrument, Bar, EngineConfig, PERMISSIONS, parse_permissions, bar_path
 from . import assets
 from .options import OptionDesk
 
@@ -284,7 +284,7 @@ class PaperGateway:
             r = self._day_rows(cid).get(day)
             if r is None: continue
             b = Bar(day.date(), float(r.open), float(r.high), float(r.low), float(r.close), float(r.volume))
-            path = [b.low, b.high] if b.close >= b.open else [b.high, b.low]
+            path = bar_path(b)[1:3]
             t = self.now(self.instruments[cid])         # fills carry the time of this phase on their exchange
             with ex.lock:
                 if ph == 0:
@@ -632,7 +632,7 @@ class PaperGateway:
     def _intraday(self, day: pd.Timestamp, r, secs: int) -> list[tuple]:
         "Intraday bars synthesized from a daily bar: a deterministic path open → extremes → close over 09:30–16:00 New York."
         n = max(1, 23400 // secs)
-        pts = [r.open, r.low, r.high, r.close] if r.close >= r.open else [r.open, r.high, r.low, r.close]
+        pts = bar_path(r)
         import numpy as np
         path = np.interp(np.linspace(0, 3, n + 1), [0, 1, 2, 3], pts)
         start = day + pd.Timedelta(hours=14, minutes=30)
