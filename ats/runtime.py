@@ -14,8 +14,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['log', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'OrderUpdate', 'Rejection', 'order_ref', 'parse_order_ref',
-           'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport', 'run_session_async', 'run_session',
-           'tune_runner_process']
+           'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport', 'run_session_async', 'run_session']
 
 # %% ../nbs/22_runtime.ipynb #cb595dd0
 log = logging.getLogger("ats.runtime")
@@ -159,6 +158,7 @@ from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, Tr
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent, held_key
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
 from . import stop_orders, instruments, option_legs, reconciliation
+from .pacing import tune_runner_process
 @dataclass
 class OrderUpdate:
     "The state of one of the strategy's orders, as the broker reports it."
@@ -1250,17 +1250,3 @@ async def run_session_async(settings=None, store=None, *, strategies: list[str] 
 def run_session(settings=None, store=None, **kw) -> SessionReport:
     "The blocking form of `run_session_async` (for scripts and `ats run --no-notebook`)."
     return asyncio.run(run_session_async(settings, store, **kw))
-
-# %% ../nbs/22_runtime.ipynb #9fa328da
-import gc
-
-def tune_runner_process() -> int:
-    """Once the runner has started: the objects alive then (modules, pandas, ArcticDB, settings, the bar history, ~100,000)
-    are collected once, then frozen out of the garbage collector's walks, so a full collection on the event loop (the
-    housekeeping's every [memory] garbage_collection_interval, or CPython's own) walks only what the session created
-    (latency benchmark: 4 ms of CPU instead of 67 after 80 orders). Garbage cycles among frozen objects are never freed:
-    start-up objects live for the session (a strategy reloaded later may leave its first instance behind, once).
-    Returns how many objects are frozen."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()

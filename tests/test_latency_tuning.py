@@ -6,7 +6,8 @@ Figures: benchmarks/results/runtime_latency.txt."""
 import asyncio, gc, threading
 from ats.store import StrategyConfig
 from ats.gateway.service import GatewayThread
-from ats.runtime import run_session_async, tune_runner_process
+from ats.runtime import run_session_async
+from ats.pacing import tune_runner_process
 from ats import paper
 from runtime_helpers import make_project, wait_for, PROBE, BOOM
 import pytest
