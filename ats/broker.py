@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_broker.ipynb #0048de74
 from __future__ import annotations
-import asyncio, contextlib, json, logging, os, statistics, time
+import asyncio, contextlib, itertools, json, logging, os, statistics, time
 import datetime as dt
 from collections import deque
 from dataclasses import dataclass, field, asdict
@@ -149,6 +149,7 @@ class Connection:
         self.ib.client.MaxRequests = max(1, round(cs.max_messages_per_second / 10))
         self.ib.client.RequestsInterval = self.ib.client.MaxRequests / cs.max_messages_per_second
         self.client_id: int | None = None
+        self._trades_src, self._trades_seen, self._open_trades = None, 0, []      # see open_trades
         self.state = ConnectionState.DISCONNECTED
         self.stateEvent = Event("stateEvent")             # (connection, state)
         self.reconnectedEvent = Event("reconnectedEvent") # (connection)
@@ -168,6 +169,22 @@ class Connection:
         self.ib.client.throttleEnd += lambda: self._throttle(False)
 
     def __repr__(self): return f"Connection({self.name!r}, client_id={self.client_id}, {self.state.value})"
+
+    def open_trades(self) -> list:
+        """The trades ib_async's `openTrades()` returns, without its walk over every trade of the session: ib_async keeps
+        them all (it never forgets one), and the order path asks on every order, so that walk grew with the session
+        (5 ms per call at 10,000 trades). Trades ib_async added since the last call are looked at once; of the others,
+        only those still open. When ib_async starts its book afresh (a reconnect) the walk starts again. Event loop only."""
+        from ib_async import OrderStatus
+        src = self.ib.wrapper.trades                 # insertion-ordered; ib_async only adds to it, or replaces it
+        if src is not self._trades_src or len(src) < self._trades_seen:
+            self._trades_src, self._trades_seen, self._open_trades = src, 0, []
+        if len(src) > self._trades_seen:
+            self._open_trades.extend(itertools.islice(src.values(), self._trades_seen, None))
+            self._trades_seen = len(src)
+        done = OrderStatus.DoneStates
+        self._open_trades = [t for t in self._open_trades if t.orderStatus.status not in done]
+        return list(self._open_trades)
 
     @property
     def connected(self) -> bool: return self.state is ConnectionState.CONNECTED and self.ib.isConnected()

@@ -91,3 +91,4 @@ async def control_loop(rt) -> None:
             with contextlib.suppress(Exception): await asyncio.to_thread(inbox.flush)
             if rt._stop_after_answers: rt.request_stop(rt._stop_after_answers)
         await asyncio.sleep(0.2)
+        await rt.pacer.quiet(0.1)                # the inbox read after a bar is through, not across one (ats.pacing)

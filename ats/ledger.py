@@ -779,9 +779,12 @@ class LedgerWriteError(RuntimeError):
 _KINDS = ("fills", "commissions", "transfers", "equity")
 
 class LedgerWriter:
-    "Writes the ledger from a background thread, in batches, so the runner's event loop never waits on ArcticDB."
-    def __init__(self, ledger_store: LedgerStore, interval: float = 0.25, close_attempts: int = 3):
-        self.ls, self.interval, self.close_attempts = ledger_store, interval, close_attempts
+    """Writes the ledger from a background thread, in batches, so the runner's event loop never waits on ArcticDB. What is
+    queued is written within `interval` s, or at once on `kick()` (the runner kicks once a bar's orders are out, so the
+    write runs between bars instead of across one), but not twice within `min_gap` s; `flush()` writes at once."""
+    def __init__(self, ledger_store: LedgerStore, interval: float = 0.25, close_attempts: int = 3, min_gap: float = 0.05):
+        self.ls, self.interval, self.close_attempts, self.min_gap = ledger_store, interval, close_attempts, min_gap
+        self._urgent = False                              # a flush or close waits: write now, whatever min_gap says
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict = {k: [] for k in _KINDS} | dict(snapshot=None)
         self._upto = 0                                    # sequence number of the newest item taken from the queue
@@ -809,15 +812,19 @@ class LedgerWriter:
     def write_snapshot(self, ledger: Ledger, reconciliation: ReconciliationReport | None = None) -> None:
         self._put("snapshot", snapshot_data(ledger, reconciliation))
 
+    def kick(self) -> None:
+        "A good moment to write (a bar is through): what is queued is written now, unless a write ended under `min_gap` s ago."
+        self._kick.set()
+
     def flush(self, timeout: float = 10.0) -> bool:
         "Write everything queued so far now; False if it is not written within `timeout` (see `last_error`)."
         with self._cv: target = self._seq
-        self._kick.set()
+        self._urgent = True; self._kick.set()
         with self._cv: return self._cv.wait_for(lambda: self._written >= target, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         "Write everything queued, then stop the thread; raises LedgerWriteError if something could not be written."
-        self._stop.set(); self._kick.set()
+        self._stop.set(); self._urgent = True; self._kick.set()
         self._thread.join(timeout)
         if self._thread.is_alive(): raise LedgerWriteError(f"the ledger writer did not finish within {timeout} s; last error: {self.last_error}")
         left = self._left()
@@ -857,9 +864,14 @@ class LedgerWriter:
         return True
 
     def _run(self) -> None:
+        last = 0.0
         while not self._stop.is_set():
-            self._kick.wait(self.interval); self._kick.clear()
-            self._drain(); self._write()
+            woken = self._kick.wait(self.interval); self._kick.clear()
+            urgent, self._urgent = self._urgent, False
+            # a kick right after a write: the next kick or the interval writes (replays send bars faster than writes pay)
+            if woken and not urgent and time.monotonic() - last < self.min_gap: continue
+            self._drain(); wrote = bool(self._left()); self._write()
+            if wrote: last = time.monotonic()
         self._drain()
         for attempt in range(self.close_attempts):
             if self._write(): return

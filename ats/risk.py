@@ -423,10 +423,13 @@ class BackgroundStateStore:
     """Saves through `inner` (e.g. an `ArcticStateStore`) from a background thread, so the runner's event loop never waits
     on storage (an ArcticDB write takes 10–80 ms: the next order would wait behind it). Each state is the whole state, so
     only the newest one waiting is written. `load` sees a state not written yet; `flush` waits until it is written (a
-    trading-state change does, so a kill survives a crash right after it); `close` writes the last one and stops."""
-    def __init__(self, inner: RiskStateStore, retry: float = 1.0):
+    trading-state change does, so a kill survives a crash right after it); `close` writes the last one and stops.
+    With `delay`, a saved state waits up to `delay` s for a `kick()` (the runner kicks once a bar's orders are out: a
+    trailing stop moved by the bar is then written after the orders, not across them); `flush` never waits."""
+    def __init__(self, inner: RiskStateStore, retry: float = 1.0, delay: float = 0.0):
         import threading
-        self.inner, self.retry = inner, retry
+        self.inner, self.retry, self.delay = inner, retry, delay
+        self._due = False                         # kicked or flushed: write now
         self._cv = threading.Condition()
         self._pending: str | None = None          # JSON of the newest state not written yet
         self._seq = self._written = 0
@@ -448,10 +451,16 @@ class BackgroundStateStore:
                 self._seq += 1; self._pending = s; self._cv.notify_all(); return
         self.inner.save(json.loads(s))            # after close: written at once, as without this wrapper
 
+    def kick(self) -> None:
+        "A good moment to write (a bar is through): a state waiting for its `delay` is written now."
+        with self._cv:
+            if self._pending is not None: self._due = True; self._cv.notify_all()   # none waiting: nothing to hurry
+
     def flush(self, timeout: float = 10.0) -> bool:
         "Wait until every state saved so far is written; False if that did not happen within `timeout` (see `last_error`)."
         with self._cv:
             target = self._seq
+            if self._pending is not None: self._due = True; self._cv.notify_all()
             return self._cv.wait_for(lambda: self._written >= target, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -469,6 +478,8 @@ class BackgroundStateStore:
             with self._cv:
                 self._cv.wait_for(lambda: self._pending is not None or self._closed)
                 if self._pending is None: return
+                if self.delay and not self._closed: self._cv.wait_for(lambda: self._due or self._closed, self.delay)
+                self._due = False
                 s, seq = self._pending, self._seq
             try: self.inner.save(json.loads(s))
             except Exception as e:                # kept and tried again: the newest state must reach the store
@@ -479,7 +490,7 @@ class BackgroundStateStore:
                     self._cv.wait(self.retry)
                 continue
             with self._cv:
-                if self._seq == seq: self._pending = None
+                if self._seq == seq: self._pending, self._due = None, False   # written: a kick meanwhile is spent
                 self._written = seq
                 self._cv.notify_all()
 

@@ -158,7 +158,7 @@ from .sizing import SizingConfig, size_order, daily_volatility, intent_delta, Tr
 from .risk import RiskEngine, RiskConfig, Order as RiskOrder, PortfolioSnapshot, RiskEvent, held_key
 from .broker import Connection, ConnectionSettings, ClientIds, BrokerError, RUNTIME, ConnectionState
 from . import stop_orders, instruments, option_legs, reconciliation
-from .pacing import tune_runner_process
+from .pacing import Pacer, WRITE_DELAY, tune_runner_process
 @dataclass
 class OrderUpdate:
     "The state of one of the strategy's orders, as the broker reports it."
@@ -365,6 +365,7 @@ class Runtime:
         self._sync_lock: asyncio.Lock | None = None   # ib_async keys open-order and position requests by name: one at a time
         self._stop_event: asyncio.Event | None = None
         self._progress = self._load_progress()
+        self.pacer = Pacer()                          # what can wait (writers, pollers, young garbage) runs after a bar is through
         self._progress_dirty = False
         self.ledger = Ledger(self.base)
         self.writer = self.risk = self.stopbook = self.alerter = None
@@ -461,9 +462,10 @@ class Runtime:
         cfgs = self._configs()
         lib = self.store.library("portfolios")
         self.risk = RiskEngine(RiskConfig.from_settings(self.s), {c.strategy_name: c.risk_limits for c in cfgs},
-                               BackgroundStateStore(ArcticStateStore(lib, "risk.state")))   # written off the event loop: orders never wait on it
+                               BackgroundStateStore(ArcticStateStore(lib, "risk.state"), delay=WRITE_DELAY))   # off the event loop: orders never wait on it
         self.risk.subscribe(self._on_risk_event)
-        self.stopbook = StopBook(BackgroundStateStore(ArcticStateStore(lib, "stops.state")))
+        self.stopbook = StopBook(BackgroundStateStore(ArcticStateStore(lib, "stops.state"), delay=WRITE_DELAY))
+        self.pacer.writers = [self.writer, self.risk.store, self.stopbook.store]     # kicked once a bar is through
         await self._resync("start")
         for cfg in cfgs: await self.start_strategy(cfg)
         await stop_orders.reattach(self)
@@ -670,7 +672,7 @@ def _deliver_bars(self: Runtime, slot: Slot, received: float | None = None) -> N
         ev = BarEvent(t, {s: b["close"] for s, b in bars.items()}, bars)
         ev.received = received or time.perf_counter()
         slot.last_bar = t
-        slot.worker.submit(ev)
+        if slot.worker.submit(ev): self.pacer.sent(slot.name)
 
 @patch
 def _new_day(self: Runtime, t: pd.Timestamp) -> None:
@@ -720,7 +722,10 @@ def _dispatch(self: Runtime, slot: Slot, strat, ev) -> None:
             if strat.is_rebalancing and strat.is_rebalance_bar(ev.time):
                 strat.rebalance(pd.DataFrame({s: self.history[s].frame["close"].loc[:ev.time] for s in strat.symbols}))
             strat.on_bar(ev)
-        finally: slot.handled = ev.time            # done with this bar, even by raising (the paper clock waits for it)
+        finally:
+            slot.handled = ev.time                # done with this bar, even by raising (the paper clock waits for it)
+            # queued behind the orders on_bar sent to the loop: when the pacer hears of it, they are on the socket
+            with contextlib.suppress(RuntimeError): self.loop.call_soon_threadsafe(self.pacer.handled, slot.name)   # loop closed: shutting down
         self._progress[slot.name] = ev.time         # progress only on success: a restart hands a failed bar over again
         self._progress_dirty = True
     elif isinstance(ev, Fill): strat.on_fill(ev)
@@ -747,7 +752,7 @@ def _reject(self: Runtime, slot: Slot, intent: OrderIntent | None, reason: str) 
 def _working(self: Runtime, slot: Slot, con_id: int) -> Decimal:
     "Signed quantity of the strategy's orders still working on this contract."
     if slot.conn is None: return Decimal(0)
-    return working_quantities(slot.conn.ib.openTrades()).get(con_id, Decimal(0))
+    return working_quantities(slot.conn.open_trades()).get(con_id, Decimal(0))
 
 @patch
 def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | None = None) -> None:
@@ -844,7 +849,7 @@ def snapshot(self: Runtime) -> PortfolioSnapshot:
             k = (s, held_key(p.symbol, p.sec_type, p.currency)); positions[k] = positions.get(k, 0.0) + float(p.quantity)
     for slot in self.slots.values():
         # one pass over the connection's trades per strategy, not one per symbol (the list grows all session)
-        working = working_quantities(slot.conn.ib.openTrades()) if slot.conn is not None and slot.contracts else {}
+        working = working_quantities(slot.conn.open_trades()) if slot.conn is not None and slot.contracts else {}
         for sym, c in slot.contracts.items():
             w = working.get(c.conId)
             if w: positions[(slot.name, sym)] = positions.get((slot.name, sym), 0.0) + float(w)
@@ -1049,6 +1054,7 @@ async def _watch_loop(self: Runtime) -> None:
     self._resync_due = False
     while True:
         await asyncio.sleep(0.5)
+        await self.pacer.quiet(0.3)              # its database reads (configs) after a bar is through, not across one
         now = time.monotonic()
         try:
             self._watch_workers()
@@ -1238,6 +1244,7 @@ async def run_session_async(settings=None, store=None, *, strategies: list[str] 
     try:
         await rt.start()
         tune_runner_process()                      # started: start-up objects out of the garbage collector's walks
+        rt.pacer.take_over_gc()                    # young garbage collected after bars, not in the middle of an order
         if on_start: on_start(rt)
         await rt.serve(minutes)
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -1245,6 +1252,7 @@ async def run_session_async(settings=None, store=None, *, strategies: list[str] 
     finally:
         for sig in handled: loop.remove_signal_handler(sig)
         if rt.main is not None: await rt.stop()
+        rt.pacer.give_back_gc()
     return rt.report()
 
 def run_session(settings=None, store=None, **kw) -> SessionReport:

@@ -160,6 +160,7 @@ async def publish_loop(rt) -> None:
     n = 0
     while True:
         await asyncio.sleep(STATUS_INTERVAL)
+        await rt.pacer.quiet(0.3)                # built and written after a bar is through, not across one (ats.pacing)
         try: await publish(rt)
         except Exception: log.exception("publishing the runtime status failed; retrying in a second")
         n += 1

@@ -99,7 +99,9 @@ def gc_cb(phase, info):
         tid = threading.get_native_id(); GC.append((_gc_t0.pop(tid, time.perf_counter()), time.perf_counter(), info["generation"], info["collected"], tid))
 gc.callbacks.append(gc_cb)
 
-if A.no_tuning: R.tune_runner_process = lambda *a, **k: None     # this tree as if the runner were not tuned
+if A.no_tuning:                # this tree as if the runner were not tuned: no freeze, CPython collects on its own
+    R.tune_runner_process = lambda *a, **k: None
+    if hasattr(R, "Pacer"): R.Pacer.take_over_gc = lambda self: None
 
 prof = cProfile.Profile()
 import asyncio.events as AE, collections
