@@ -149,7 +149,7 @@ class Connection:
         self.ib.client.MaxRequests = max(1, round(cs.max_messages_per_second / 10))
         self.ib.client.RequestsInterval = self.ib.client.MaxRequests / cs.max_messages_per_second
         self.client_id: int | None = None
-        self._trades_src, self._trades_seen, self._open_trades = None, 0, []      # see open_trades
+        self._trades_src, self._trades_last, self._open_trades = None, None, []   # see open_trades
         self.state = ConnectionState.DISCONNECTED
         self.stateEvent = Event("stateEvent")             # (connection, state)
         self.reconnectedEvent = Event("reconnectedEvent") # (connection)
@@ -173,17 +173,20 @@ class Connection:
     def open_trades(self) -> list:
         """The trades ib_async's `openTrades()` returns, without its walk over every trade of the session: ib_async keeps
         them all (it never forgets one), and the order path asks on every order, so that walk grew with the session
-        (5 ms per call at 10,000 trades). Trades ib_async added since the last call are looked at once; of the others,
-        only those still open. When ib_async starts its book afresh (a reconnect) the walk starts again. Event loop only."""
+        (5 ms per call at 10,000 trades). Trades added since the last call are looked at once (ib_async appends them to its
+        insertion-ordered book, so they follow the last one seen); of the others, only those still open. When that last
+        one is gone (the housekeeping forgets done orders, `ats.retention`) or ib_async starts its book afresh (a
+        reconnect), the whole book is looked at once more. Event loop only."""
         from ib_async import OrderStatus
-        src = self.ib.wrapper.trades                 # insertion-ordered; ib_async only adds to it, or replaces it
-        if src is not self._trades_src or len(src) < self._trades_seen:
-            self._trades_src, self._trades_seen, self._open_trades = src, 0, []
-        if len(src) > self._trades_seen:
-            self._open_trades.extend(itertools.islice(src.values(), self._trades_seen, None))
-            self._trades_seen = len(src)
+        src = self.ib.wrapper.trades
+        if src is not self._trades_src or self._trades_last not in src:
+            new, self._open_trades = list(src.values()), []
+        else:
+            new = list(itertools.takewhile(lambda k: k != self._trades_last, reversed(src)))
+            new = [src[k] for k in reversed(new)]
+        self._trades_src, self._trades_last = src, next(reversed(src), None)
         done = OrderStatus.DoneStates
-        self._open_trades = [t for t in self._open_trades if t.orderStatus.status not in done]
+        self._open_trades = [t for t in self._open_trades + new if t.orderStatus.status not in done]
         return list(self._open_trades)
 
     @property
