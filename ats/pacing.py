@@ -39,6 +39,7 @@ class Pacer:
         self.quiet_moments = 0                      # bars through with nothing else in flight
         self.collections = 0                        # young collections run here while automatic collection is off
         self._waiters: list[asyncio.Future] = []
+        self._last_quiet = float("-inf")            # monotonic time the last bar was through
         self._timer: asyncio.TimerHandle | None = None
         self._gc_was_enabled: bool | None = None    # None: the collector is not ours
 
@@ -57,6 +58,7 @@ class Pacer:
         self.in_flight.pop(name, None)
         if self.busy(): return
         self.quiet_moments += 1
+        self._last_quiet = time.monotonic()
         for w in self.writers:
             if w is None or not hasattr(w, "kick"): continue
             try: w.kick()
@@ -67,8 +69,10 @@ class Pacer:
             if not f.done(): f.set_result(True)
 
     async def quiet(self, max_wait: float) -> bool:
-        "Wait until the next bar is through, at most `max_wait` s (daily bars are hours apart); True if one was."
-        if max_wait <= 0: return False
+        """Wait until the next bar is through, at most `max_wait` s; True if one was. Without a bar through in the last
+        `stale_after` s (daily bars are hours apart, a paused paper clock sends none) there is nothing to keep clear of,
+        and it returns at once."""
+        if max_wait <= 0 or time.monotonic() - self._last_quiet > self.stale_after: return False
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try: return await asyncio.wait_for(fut, max_wait)

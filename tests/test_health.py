@@ -79,6 +79,9 @@ def test_ib_messages_stale_data_status_and_ats_health_against_a_live_runtime(pro
         assert len(broken) == 1 and broken[0]["level"] == "ERROR" and "no data" in broken[0]["message"]
         doc = sess.call(status_document, rt)
         assert {c["name"]: c["verdict"] for c in doc["health"]}["farm:usfarm"] == "fail"
+        # `ats health` reads what the runner published (once a second): wait for the publication that carries the failure
+        published = lambda: {c["name"]: c["verdict"] for c in (read_status(st) or {}).get("health") or []}.get("farm:usfarm")
+        assert wait_for(lambda: published() == "fail", 15), published()
         r = run_ats("health", "--json", cwd=project)
         assert r.returncode == 1, r.stdout + r.stderr
         assert "farm:usfarm" in json.loads(r.stdout)["failed"]
