@@ -139,7 +139,7 @@ def _open_orders(rt) -> list[dict]:
     slots = [s.conn for s in rt.slots.values() if s.conn is not None]
     own = {c.client_id for c in slots}
     def trades(c):
-        try: return c.ib.openTrades()
+        try: return c.open_trades()
         except Exception: return []
     out = []
     for c, ts in [(c, trades(c)) for c in slots] + [(rt.main, [t for t in trades(rt.main) if t.order.clientId not in own])]:
