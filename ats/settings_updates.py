@@ -95,4 +95,4 @@ async def settings_loop(rt, every: float = 1.0) -> None:
         except Exception as e:
             log.warning("settings: could not read the runtime overrides: %s: %s", type(e).__name__, e)
         await asyncio.sleep(every)
-        if getattr(rt, "pacer", None) is not None: await rt.pacer.quiet(0.3)   # read after a bar is through (ats.pacing)
+        await rt.pacer.quiet(0.3)                # read after a bar is through (ats.pacing)
