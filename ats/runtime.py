@@ -4,152 +4,22 @@
 
 # %% ../nbs/22_runtime.ipynb #358b1d56
 from __future__ import annotations
-import asyncio, contextlib, dataclasses, datetime as dt, json, logging, math, os, signal, time
+import asyncio, contextlib, dataclasses, datetime as dt, json, logging, math, os, signal, threading, time
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 import pandas as pd
+from .worker import StrategyWorker, WorkerState, WorkerStats   # the thread each strategy runs in: its own chapter
+
 
 # %% auto #0
-__all__ = ['log', 'WorkerState', 'WorkerStats', 'StrategyWorker', 'OrderUpdate', 'Rejection', 'order_ref', 'parse_order_ref',
-           'BarHistory', 'Slot', 'LiveContext', 'Runtime', 'SessionReport', 'run_session_async', 'run_session']
+__all__ = ['log', 'OrderUpdate', 'Rejection', 'order_ref', 'parse_order_ref', 'BarHistory', 'Slot', 'LiveContext', 'Runtime',
+           'SessionReport', 'run_session_async', 'run_session']
 
 # %% ../nbs/22_runtime.ipynb #cb595dd0
 log = logging.getLogger("ats.runtime")
-
-# %% ../nbs/22_runtime.ipynb #2067b6d9
-import queue, threading, traceback
-from enum import Enum
-
-class WorkerState(str, Enum):
-    STARTING = "starting"; RUNNING = "running"; RESTARTING = "restarting"; STOPPING = "stopping"
-    STOPPED = "stopped"; DISABLED = "disabled"
-
-_STOP = object()
-
-@dataclass
-class WorkerStats:
-    "Counters a trader sees on the dashboard."
-    events: int = 0
-    errors: int = 0
-    restarts: int = 0
-    dropped: int = 0
-    last_error: str = ""
-    last_event_at: float = 0.0
-    busy_since: float = 0.0           # monotonic time the current event started; 0 when idle
-
-class StrategyWorker:
-    """Runs one strategy's callbacks in a dedicated thread.
-
-    `factory()` builds a fresh handler (a strategy instance wired to its context); `dispatch(handler, event)` delivers
-    one event to it. `on_alert(level, message)` is told about errors, restarts and disabling."""
-    def __init__(self, name: str, factory, dispatch, *, max_recovery_attempts: int = 3, recovery_delay: float = 5.0,
-                 auto_restart: bool = True, queue_size: int = 10000, on_alert=None, start_event=None, stop_event=None, log=None):
-        self.name, self.factory, self.dispatch = name, factory, dispatch
-        self.max_recovery_attempts, self.recovery_delay, self.auto_restart = max_recovery_attempts, recovery_delay, auto_restart
-        self.q: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.on_alert = on_alert or (lambda level, msg: None)
-        self.start_event, self.stop_event = start_event, stop_event     # delivered first / last through dispatch
-        self.log = log or logging.getLogger(f"ats.strategy.{name}")
-        self.state = WorkerState.STARTING
-        self.stats = WorkerStats()
-        self.handler = None
-        self._thread = threading.Thread(target=self._run, name=f"strategy-{name}", daemon=True)
-        self._stop_requested = threading.Event()
-
-    def start(self) -> "StrategyWorker":
-        self._thread.start(); return self
-
-    def submit(self, event) -> bool:
-        "Queue an event without blocking; a full queue drops it (counted and alerted once per burst)."
-        if self.state in (WorkerState.DISABLED, WorkerState.STOPPED): return False
-        try:
-            self.q.put_nowait(event); return True
-        except queue.Full:
-            self.stats.dropped += 1
-            if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
-                self.on_alert("WARNING", f"strategy {self.name}: event queue full ({self.q.maxsize}); {self.stats.dropped} events dropped — it is too slow for its data")
-            return False
-
-    def busy_for(self) -> float:
-        "Seconds spent on the current event (0 when idle)."
-        b = self.stats.busy_since
-        return time.monotonic() - b if b else 0.0
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        "Ask the worker to finish (on_stop runs) and wait; False if it is stuck in strategy code."
-        self._stop_requested.set()
-        try: self.q.put_nowait(_STOP)
-        except queue.Full:
-            with contextlib.suppress(queue.Empty): self.q.get_nowait()
-            self.q.put_nowait(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self.on_alert("ERROR", f"strategy {self.name} did not stop within {timeout:.0f} s (stuck in its own code); it is abandoned")
-            return False
-        return True
-
-    def _call(self, event) -> bool:
-        self.stats.busy_since = time.monotonic()
-        try:
-            self.dispatch(self.handler, event)
-            return True
-        except Exception as e:
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(e).__name__}: {e}"
-            self.log.error("strategy %s raised on %s: %s\n%s", self.name, type(event).__name__, e, traceback.format_exc())
-            return False
-        finally:
-            self.stats.busy_since = 0.0
-            self.stats.last_event_at = time.time()
-            self.stats.events += 1
-
-    def _build(self) -> bool:
-        try:
-            self.handler = self.factory()
-        except Exception as e:
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(e).__name__}: {e}"
-            self.log.error("strategy %s could not be created: %s", self.name, e)
-            return False
-        return self.start_event is None or self._call(self.start_event)
-
-    def _recover(self) -> bool:
-        "Restart after an error; False when the strategy must be disabled."
-        if not self.auto_restart or self.stats.restarts >= self.max_recovery_attempts:
-            self.state = WorkerState.DISABLED
-            self.on_alert("CRITICAL", f"strategy {self.name} disabled after {self.stats.errors} error(s) and {self.stats.restarts} restart(s); "
-                          f"last error: {self.stats.last_error}. Fix it, then `ats strategies activate {self.name}` and start it again")
-            return False
-        self.state = WorkerState.RESTARTING
-        self.stats.restarts += 1
-        self.on_alert("ERROR", f"strategy {self.name} failed ({self.stats.last_error}); restart {self.stats.restarts} of {self.max_recovery_attempts} in {self.recovery_delay:.0f} s")
-        if self._stop_requested.wait(self.recovery_delay): return False
-        while self._build() is False:
-            if not self.auto_restart or self.stats.restarts >= self.max_recovery_attempts or self._stop_requested.is_set():
-                self.state = WorkerState.DISABLED
-                self.on_alert("CRITICAL", f"strategy {self.name} disabled: it fails to start ({self.stats.last_error})")
-                return False
-            self.stats.restarts += 1
-            if self._stop_requested.wait(self.recovery_delay): return False
-        self.state = WorkerState.RUNNING
-        return True
-
-    def _run(self):
-        if not self._build() and not self._recover():
-            return
-        self.state = WorkerState.RUNNING
-        while True:
-            ev = self.q.get()
-            if ev is _STOP: break
-            if not self._call(ev) and not self._recover():
-                if self.state == WorkerState.DISABLED: return
-                break
-        self.state = WorkerState.STOPPING
-        if self.handler is not None and self.stop_event is not None: self._call(self.stop_event)
-        self.state = WorkerState.STOPPED
 
 # %% ../nbs/22_runtime.ipynb #bb188758
 from .strategy import load_strategy_class, OrderIntent, BarEvent, order_key, StrategyLoadError, StrategyParamError
