@@ -4,7 +4,7 @@
 
 # %% ../nbs/35_option_legs.ipynb #63b6aee5
 from __future__ import annotations
-import asyncio, contextlib, datetime as dt, logging, math
+import asyncio, contextlib, datetime as dt, functools, logging, math
 from dataclasses import dataclass
 from decimal import Decimal
 import pandas as pd
@@ -23,8 +23,9 @@ __all__ = ['log', 'CANDIDATES', 'DELIVERY_KINDS', 'REQUEST_TIMEOUT', 'TAKE_PROFI
            'take_profit_model', 'backtest_options', 'backtest_cli']
 
 # %% ../nbs/35_option_legs.ipynb #778b2c88
+@functools.lru_cache(maxsize=1024)
 def is_option(sym: str) -> bool:
-    "True if `sym` is an option spec ('SPY.OPT:P:30d:0.25delta')."
+    "True if `sym` is an option spec ('SPY.OPT:P:30d:0.25delta'). Asked on every order: a strategy's few symbols are parsed once."
     try: return parse_spec(sym).is_option
     except InstrumentSpecError: return False
 

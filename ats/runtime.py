@@ -180,7 +180,10 @@ class LiveContext:
 def _utcnow() -> dt.datetime: return dt.datetime.now(dt.timezone.utc)
 
 def _bar_time(b) -> pd.Timestamp:
-    t = pd.Timestamp(b.date)
+    "A bar's date (a date: daily bars; a datetime: intraday) as a UTC Timestamp."
+    d = b.date
+    if type(d) is dt.date: return pd.Timestamp(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc))  # tz_localize costs more, on every bar
+    t = pd.Timestamp(d)
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 def _bars_frame(bars) -> pd.DataFrame:
@@ -216,6 +219,7 @@ class Runtime:
         self.intents: dict[tuple[str, int], OrderIntent] = {}
         self.session_fills: list[str] = []
         self.latencies: deque = deque(maxlen=10000)   # bar received -> order handed to the socket [s]
+        self._account_keys: dict = {}                 # (tag, currency) -> ib_async's key of that account value
         self.counters = dict(deduped=0, resyncs=0, late_fills=0)
         self.day: pd.Timestamp | None = None
         self.day_start: dict[str, float] = {}
@@ -273,11 +277,16 @@ class Runtime:
         ib = self.main.ib if self.main else None
         if ib is None: return None
         cur = currency or self.base
-        for v in ib.accountValues():
-            if v.tag == tag and v.currency == cur and (not self.cs.account or v.account == self.cs.account):
-                try: return float(v.value)
-                except ValueError: return None
-        return None
+        # the risk picture asks for several values per order: one look-up by ib_async's key (account, tag, currency,
+        # model), found once by a walk over the account's ~150 values (the first match, as ib.accountValues() gives it)
+        vals = ib.wrapper.accountValues
+        v = vals.get(self._account_keys.get((tag, cur)))
+        if v is None:
+            v = next((v for v in vals.values() if v.tag == tag and v.currency == cur and (not self.cs.account or v.account == self.cs.account)), None)
+            if v is None: return None
+            self._account_keys[(tag, cur)] = (v.account, v.tag, v.currency, v.modelCode)
+        try: return float(v.value)
+        except ValueError: return None
 
     def nav(self) -> float:
         return self._account_value("NetLiquidation") or 0.0
@@ -505,7 +514,9 @@ def _on_bar_update(self: Runtime, sym: str, bars, has_new: bool) -> None:
     elif has_new and len(bars) >= 2: b = bars[-2]             # TWS: the previous bar is complete once a new one starts
     else: return
     t = _bar_time(b)
-    self.history.setdefault(sym, BarHistory(keep=self.s.memory.max_bars_in_memory)).append(t, (b.open, b.high, b.low, b.close, float(b.volume)))
+    h = self.history.get(sym)
+    if h is None: h = self.history[sym] = BarHistory(keep=self.s.memory.max_bars_in_memory)
+    h.append(t, (b.open, b.high, b.low, b.close, float(b.volume)))
     self._on_completed(sym, t, float(b.close), received)
 
 @patch
@@ -636,18 +647,18 @@ def _route(self: Runtime, slot: Slot, intent: OrderIntent, received: float | Non
     if option_legs.is_option(sym): return option_legs.route(self, slot, intent, received)   # the option held, or chosen afresh
     price = intent.limit_price or self.last_price.get(sym)
     if not price: return self._reject(slot, intent, f"no price for {sym} yet; the order waits for the next bar")
-    mult, fx = float(c.multiplier or 1), self.fx(c.currency)
+    mult, fx, inst = float(c.multiplier or 1), self.fx(c.currency), Instrument.of(c)
     vol = None
     if intent.target_weight is not None and self.sizing.method == "volatility_adjusted":
         with contextlib.suppress(SizingError): vol = daily_volatility(self.history[sym].frame["close"], self.sizing.volatility_lookback)
     try:
         delta = intent_delta(intent, price=price, capital=self.capital(slot) if intent.target_weight is not None else 1.0,
                              current=self.ledger.position(name, c.conId), working=self._working(slot, c.conId), cfg=self.sizing,
-                             multiplier=mult, fx=fx, volatility=vol, instrument=Instrument.of(c),
+                             multiplier=mult, fx=fx, volatility=vol, instrument=inst,
                              stats=self.trade_stats(name) if intent.target_weight is not None and self.sizing.method == "kelly" else None)
     except SizingError as e: return self._reject(slot, intent, str(e))
     if delta == 0: return
-    self._check_and_send(slot, intent, c, RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key, instrument=Instrument.of(c)), received)
+    self._check_and_send(slot, intent, c, RiskOrder(name, sym, delta, price, mult, fx, c.conId, key=key, instrument=inst), received)
 
 @patch
 def _check_and_send(self: Runtime, slot: Slot, intent: OrderIntent, c, order: RiskOrder, received: float | None = None,
