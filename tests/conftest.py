@@ -22,6 +22,7 @@ def run_ats(*args, cwd, env=None, check=False, timeout=120):
     "Run the real `ats` console script in a subprocess."
     e = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))}
     e["ATS_GUI__START_DASHBOARD"] = "false"      # `ats up` serves the dashboard only in the tests that ask for it (its port is shared)
+    e["ATS_JOBS__START_SCHEDULER"] = "false"     # and runs the scheduler only where it is under test (3 s of CPU per `ats up`)
     e.update(env or {})
     r = subprocess.run([ATS, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:

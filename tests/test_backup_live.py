@@ -21,7 +21,7 @@ def test_a_backup_taken_while_ats_up_trades_restores_exactly_into_a_fresh_direct
     init_project(project)
     from ats.data import ingest, get_source          # market data in the database, as the daily job leaves it
     assert not ingest(project_store(project), get_source("sample"), ["AAPL", "IBM", "MSFT"], progress=False).errors
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(free_port()), "ATS_GUI__START_DASHBOARD": "false"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(free_port()), "ATS_GUI__START_DASHBOARD": "false", "ATS_JOBS__START_SCHEDULER": "false"}
     up = subprocess.Popen([ATS, "up", "--no-notebook", "--speed", "432000", "--every", "5"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     fresh = tmp_path_factory.mktemp("restored") / "proj"

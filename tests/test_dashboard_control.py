@@ -53,7 +53,7 @@ def session(tmp_path_factory):
     cp = configparser.ConfigParser(interpolation=None, strict=False); cp.optionxform = str; cp.read_string(text)
     with open(project / "settings.ini", "w") as f: cp.write(f)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {
-        "IB_PORT": str(ib_port), "ATS_GUI__PORT": str(gui), "ATS_USER": USER}
+        "IB_PORT": str(ib_port), "ATS_GUI__PORT": str(gui), "ATS_USER": USER, "ATS_JOBS__START_SCHEDULER": "false"}
     up = subprocess.Popen([ATS, "up", "--no-notebook", "--speed", "86400", "--every", "2"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

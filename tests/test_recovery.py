@@ -20,7 +20,7 @@ def start(project, minutes=8, speed=4 * 86400, **env):
     run_ats("strategies", "deactivate", "long_term_momentum", cwd=project)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {
-        "IB_PORT": str(port), "ATS_GUI__START_DASHBOARD": "false", "ATS_RECOVERY__RECOVERY_DELAY": "0.5"} | env
+        "IB_PORT": str(port), "ATS_GUI__START_DASHBOARD": "false", "ATS_JOBS__START_SCHEDULER": "false", "ATS_RECOVERY__RECOVERY_DELAY": "0.5"} | env
     up = subprocess.Popen([ATS, "up", "--minutes", str(minutes), "--speed", str(speed), "--every", "30"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return up, port

@@ -90,7 +90,7 @@ def test_kill_flatten_halts_and_flattens_within_2_s_then_resume_trades_again(pro
     (project / "strategies" / "holder.py").write_text(HOLDER)
     run_ats("strategies", "add", "holder", 'symbols=["MSFT"]', "qty=3", "--active", cwd=project, check=True)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_JOBS__START_SCHEDULER": "false"}
     # one simulated day every 0.2 s: the probe buys on every bar
     up = subprocess.Popen([ATS, "up", "--no-notebook", "--speed", "432000", "--every", "30"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -163,7 +163,7 @@ def test_trading_commands_without_a_runner_say_what_to_do_and_keep_the_state(pro
 def test_a_position_opened_outside_ats_is_unassigned_until_a_trader_assigns_it(project):
     init_project(project)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_GUI__START_DASHBOARD": "false"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATS_", "IB_"))} | {"IB_PORT": str(port), "ATS_GUI__START_DASHBOARD": "false", "ATS_JOBS__START_SCHEDULER": "false"}
     up = subprocess.Popen([ATS, "up", "--no-notebook", "--speed", "86400", "--every", "30"], cwd=project, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
