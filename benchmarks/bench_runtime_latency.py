@@ -100,12 +100,10 @@ def ats_runtime(project: Path, port: int, n: int) -> list[float]:
     return lat
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bars", type=int, default=300, help="orders measured on each side")
-    ap.add_argument("--days-per-second", type=float, default=10.0, help="gateway clock speed")
-    a = ap.parse_args()
-    project = Path(tempfile.mkdtemp(prefix="ats-bench-lat-"))
+def probe_project_and_gateway(prefix: str, days_per_second: float):
+    """A temporary project (cwd from now on) with the probe strategy, and the paper gateway serving it in its own process
+    (a simulated day every 1/`days_per_second` s), listening: (project, gateway process, port)."""
+    project = Path(tempfile.mkdtemp(prefix=prefix))
     shutil.copytree(ROOT / "strategies", project / "strategies")
     (project / "strategies" / "probe.py").write_text(PROBE)
     env = {**os.environ, "ATS_RISK__MAX_POSITION_SIZE": "1", "ATS_RISK__MAX_PORTFOLIO_WEIGHT": "1", "ATS_MONITORING__CHECK_INTERVAL": "3600"}
@@ -113,10 +111,19 @@ def main():
     os.chdir(project); os.environ.update(env)
     from ats.supervisor import free_port, port_open
     port = free_port()
-    gw = subprocess.Popen([ATS, "gateway", "--port", str(port), "--speed", str(a.days_per_second * 86400), "--fresh"],
+    gw = subprocess.Popen([ATS, "gateway", "--port", str(port), "--speed", str(days_per_second * 86400), "--fresh"],
                           cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not port_open("127.0.0.1", port): time.sleep(0.1)
+    return project, gw, port
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bars", type=int, default=300, help="orders measured on each side")
+    ap.add_argument("--days-per-second", type=float, default=10.0, help="gateway clock speed")
+    a = ap.parse_args()
+    project, gw, port = probe_project_and_gateway("ats-bench-lat-", a.days_per_second)
     try:
-        while not port_open("127.0.0.1", port): time.sleep(0.1)
         steal = [cpu_steal()]
         raw = asyncio.run(raw_ib_async(port, a.bars)); steal.append(cpu_steal())
         floor = asyncio.run(raw_ib_async(port, a.bars, isolated=True)); steal.append(cpu_steal())

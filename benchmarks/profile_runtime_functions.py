@@ -6,7 +6,7 @@ run for 1/`--days-per-second` s: that is how a runner meets its bars (a daily ba
 
     .venv/bin/python benchmarks/profile_runtime_functions.py [--n 300] [--days-per-second 10]
 """
-import argparse, collections, os, shutil, subprocess, sys, tempfile, time
+import argparse, collections, shutil, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,18 +44,8 @@ def main():
         for n in names: wrap(owner, n)
     import ib_async
     wrap(ib_async.IB, "placeOrder")
-    project = Path(tempfile.mkdtemp(prefix="ats-prof-fn-"))
-    shutil.copytree(B.ROOT / "strategies", project / "strategies")
-    (project / "strategies" / "probe.py").write_text(B.PROBE)
-    env = {**os.environ, "ATS_RISK__MAX_POSITION_SIZE": "1", "ATS_RISK__MAX_PORTFOLIO_WEIGHT": "1", "ATS_MONITORING__CHECK_INTERVAL": "3600"}
-    subprocess.run([B.ATS, "init"], cwd=project, env=env, check=True, capture_output=True)
-    os.chdir(project); os.environ.update(env)
-    from ats.supervisor import free_port, port_open
-    port = free_port()
-    gw = subprocess.Popen([B.ATS, "gateway", "--port", str(port), "--speed", str(a.days_per_second * 86400), "--fresh"],
-                          cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    project, gw, port = B.probe_project_and_gateway("ats-prof-fn-", a.days_per_second)
     try:
-        while not port_open("127.0.0.1", port): time.sleep(0.1)
         lat = np.array(B.ats_runtime(project, port, a.n)) * 1000
     finally:
         gw.terminate(); gw.wait(10)

@@ -167,20 +167,10 @@ def ats_side(project, port, n):
 FULL, WIN = [], []      # the full collection's time; start and end of the measured orders
 
 n = A.n
-project = Path(tempfile.mkdtemp(prefix="ats-prof-"))
-shutil.copytree(B.ROOT / "strategies", project / "strategies")
-(project / "strategies" / "probe.py").write_text(B.PROBE)
-env = {**os.environ, "ATS_RISK__MAX_POSITION_SIZE": "1", "ATS_RISK__MAX_PORTFOLIO_WEIGHT": "1", "ATS_MONITORING__CHECK_INTERVAL": "3600"}
-subprocess.run([B.ATS, "init"], cwd=project, env=env, check=True, capture_output=True)
-os.chdir(project); os.environ.update(env)
-from ats.supervisor import free_port, port_open
-port = free_port()
-gw = subprocess.Popen([B.ATS, "gateway", "--port", str(port), "--speed", str(10 * 86400), "--fresh"], cwd=project, env=env,
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+project, gw, port = B.probe_project_and_gateway("ats-prof-", 10)
 samples_file = project / "schedstat.json"
 sampler = None if A.no_sampler else subprocess.Popen([sys.executable, "-c", SAMPLER, str(os.getpid()), str(samples_file)])
 try:
-    while not port_open("127.0.0.1", port): time.sleep(0.1)
     lat = ats_side(project, port, n)
 finally:
     if sampler: sampler.terminate(); sampler.wait(10)
