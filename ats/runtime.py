@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 import pandas as pd
-from .worker import StrategyWorker, WorkerState, WorkerStats   # the thread each strategy runs in: its own chapter
+from .worker import StrategyWorker, WorkerState   # the thread each strategy runs in: its own chapter
 
 
 # %% auto #0

@@ -62,7 +62,7 @@ class StrategyContext(Protocol):
 
 def order_key(strategy: str, when, symbol: str, what: str = "") -> str:
     "A client order key that is the same every time the same decision is taken."
-    raw = f"{strategy}|{(when if type(when) is pd.Timestamp else pd.Timestamp(when)).isoformat()}|{symbol}|{what}"
+    raw = f"{strategy}|{pd.Timestamp(when).isoformat()}|{symbol}|{what}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 # %% ../nbs/21_strategy.ipynb #6cb9c46c
